@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "idx",
+    products: [
+        .executable(name: "idx", targets: ["idx"]),
+        .library(name: "IdxCore", targets: ["IdxCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries from Debian, wrapped as system-library targets.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CCsv", path: "Sources/CCsv", providers: [.apt(["libcsv-dev"])]),
+        // Small C helpers Swift cannot express: FTZ/DAZ, atomic directory exchange.
+        .target(name: "CSupport", path: "Sources/CSupport"),
+        .target(
+            name: "IdxCore",
+            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport"],
+            path: "Sources/IdxCore",
+            // -enable-testing lets the release-mode test run use @testable import;
+            // it does not slow the hot loops.
+            swiftSettings: [.unsafeFlags(["-enable-testing"])]
+        ),
+        .executableTarget(
+            name: "idx",
+            dependencies: ["IdxCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/idx"
+        ),
+        .testTarget(
+            name: "IdxCoreTests",
+            dependencies: ["IdxCore", "idx"],
+            path: "Tests/IdxCoreTests",
+            exclude: ["Fixtures"]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,13 @@
+import ArgumentParser
+import IdxCore
+
+@main
+struct Idx: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idx",
+        abstract: "Turn corpora of movie synopses into a searchable, plottable embedding index.",
+        version: "0.1.0",
+        subcommands: [
+        ]
+    )
+}
