@@ -43,7 +43,7 @@ public struct Downloader {
             Int64($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         if !fm.fileExists(atPath: partial) {
-            fm.createFile(atPath: partial, contents: nil)
+            _ = fm.createFile(atPath: partial, contents: nil)
             expected = nil
             try? fm.removeItem(atPath: sizeFile)
         }

@@ -18,6 +18,8 @@ public struct NightlyConfig: Codable, Equatable {
     public var fromScratch = false
     public var procs = 1
     public var seed = 1
+    /// Vocabulary size of the tokenizer ingest trains for a model trained from scratch.
+    public var vocabSize = 2000
     /// More flags for `idx train` on a fresh model (e.g. its size: ["--d-model", "64"]).
     public var trainArgs: [String] = []
     // [eval]
@@ -51,6 +53,7 @@ public struct NightlyConfig: Codable, Equatable {
             "from_scratch": { c, v, at in c.fromScratch = try bool(v, at) },
             "procs": { c, v, at in c.procs = try int(v, at, min: 1) },
             "seed": { c, v, at in c.seed = try int(v, at, min: 0) },
+            "vocab_size": { c, v, at in c.vocabSize = try int(v, at, min: 6) },
             "args": { c, v, at in c.trainArgs = try strings(v, at) },
         ],
         "eval": [
