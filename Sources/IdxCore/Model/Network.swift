@@ -269,3 +269,19 @@ import CSupport
 
 /// FTZ/DAZ for worker threads of Dispatch's pool (the calling thread sets its own).
 @inline(__always) func idx_flush_denormals_once() { idx_flush_denormals() }
+
+/// Mean of each document's rows of `hidden` (N×C): docs × C.
+func meanPool(_ hidden: CFPtr, docStart: [Int], c: Int) -> [Float] {
+    let docs = docStart.count - 1
+    var out = [Float](repeating: 0, count: docs * c)
+    for d in 0 ..< docs {
+        let n = docStart[d + 1] - docStart[d]
+        var acc = [Double](repeating: 0, count: c)
+        for r in docStart[d] ..< docStart[d + 1] {
+            let h = hidden + r * c
+            for k in 0 ..< c { acc[k] += Double(h[k]) }
+        }
+        for k in 0 ..< c { out[d * c + k] = Float(acc[k] / Double(max(n, 1))) }
+    }
+    return out
+}
