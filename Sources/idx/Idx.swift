@@ -9,6 +9,7 @@ struct Idx: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             IngestCommand.self,
+            TrainCommand.self,
         ]
     )
 }
