@@ -17,6 +17,7 @@ public struct NightlyStages {
         public var corpus: String
         public var model: String            // the candidate model folder
         public var published: String        // the published index folder (may not exist)
+        public var publishedModel: String   // the published model folder (config.model)
         public var publishedDocuments: Int  // documents the published index holds (0 when none)
         public var modelChanged: Bool
     }
@@ -235,6 +236,7 @@ public struct NightlyJob {
             }
             report.counts.trainSteps = config.steps
             let indexRequest = NightlyStages.IndexRequest(corpus: corpusCurrent, model: candidateModel, published: config.index,
+                                                          publishedModel: config.model,
                                                           publishedDocuments: pending.modelChanged == false ? publishedDocs : 0,
                                                           modelChanged: pending.modelChanged ?? true)
 
