@@ -10,6 +10,8 @@ struct Idx: ParsableCommand {
         subcommands: [
             IngestCommand.self,
             TrainCommand.self,
+            IndexCommand.self, SearchCommand.self,
+            EvalCommand.self, NightlyCommand.self,
         ]
     )
 }
