@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 
 /// `idx ingest`: CSV files -> cleaned documents -> WordLevel tokenizer -> zstd token and
@@ -74,6 +75,8 @@ public enum Ingest {
             totalBytes += size
         }
         let out = options.output.hasSuffix("/") && options.output.count > 1 ? String(options.output.dropLast()) : options.output
+        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        let parentExisted = fm.fileExists(atPath: parent)
         try AtomicFile.createParent(of: out)
         removeStaleStaging(of: out)
         let staged = AtomicFile.temporarySibling(of: out)
@@ -90,6 +93,7 @@ public enum Ingest {
             return summary
         } catch {
             try? fm.removeItem(atPath: staged)
+            if !parentExisted { rmdir(parent) }  // the folder this run created, if still empty
             throw error
         }
     }
@@ -222,7 +226,9 @@ public enum Ingest {
         }
         if metaDocs > 0 { try flushMetadata() }
         try spill.flush()
-        progress.finish("ingest: pass 1 done: \(summary.rowsRead) rows, \(summary.documents) documents in \(String(format: "%.2f", progress.elapsed)) s")
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress.finish("ingest: pass 1 done: \(summary.rowsRead) rows, \(summary.documents) documents in \(String(format: "%.2f", progress.elapsed)) s")
+        }
         if summary.documents == 0 {
             throw IdxError("\(options.inputs.joined(separator: ", ")): no document survives the cleaning (\(summary.rowsRead) rows, \(summary.droppedShort) too short, \(summary.skippedRows) malformed); nothing written.")
         }
@@ -290,6 +296,9 @@ public enum Ingest {
             progress2.update(Double(done))
         }
         if offsets.count > 1 { try flushTokens() }
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress2.finish("ingest: pass 2 done: \(done) documents encoded in \(String(format: "%.2f", progress2.elapsed)) s")
+        }
         guard done == summary.documents, shardIndex == shards.count else {
             throw IdxError("\(spillPath): the spill holds \(done) documents, pass 1 kept \(summary.documents); disk trouble? Nothing was published.")
         }
