@@ -55,6 +55,14 @@ def main():
         diff = [i for i in range(max(len(inv_i), len(inv_h))) if inv_i.get(i) != inv_h.get(i)]
         print(f"  first differing ids: {[(i, inv_i.get(i), inv_h.get(i)) for i in diff[:10]]}")
 
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        hf_tok.save(os.path.join(d, "tokenizer.json"))
+        same_bytes = open(os.path.join(d, "tokenizer.json"), "rb").read() == open(os.path.join(corpus, "tokenizer.json"), "rb").read()
+    print(f"tokenizer.json byte-identical to HF's Tokenizer.save: {same_bytes}")
+    if not same_bytes:
+        failures += 1
+
     # idx's documents: metadata (cleaned descriptions) and token shards.
     descriptions, idx_docs = [], []
     for shard in manifest["shards"]:

@@ -73,12 +73,12 @@ struct CSVReader {
         }
         defer { close(fd) }
         var parser = csv_parser()
-        guard csv_init(&parser, UInt8(CSV_STRICT_FINI)) == 0 else { throw IdxError("libcsv could not start (out of memory).") }
+        guard csv_init(&parser, 0) == 0 else { throw IdxError("libcsv could not start (out of memory).") }
         defer { csv_free(&parser) }
         csv_set_space_func(&parser, noSpaces)
         let state = CSVState()
         let ctx = Unmanaged.passUnretained(state).toOpaque()
-        var buffer = [UInt8](repeating: 0, count: chunkSize)
+        var buffer = [UInt8](repeating: 0, count: max(chunkSize, 4))  // the BOM fits in the first read
         var line = 1
         var first = true
 
@@ -116,7 +116,7 @@ struct CSVReader {
         }
 
         while true {
-            let got = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress!, chunkSize) }
+            let got = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress!, $0.count) }
             if got < 0 {
                 throw IdxError("\(path): read error: \(String(cString: strerror(errno))).")
             }
@@ -147,12 +147,15 @@ struct CSVReader {
             try drain()
         }
         if parser.pstate == 0 { state.currentLine = line }
-        if csv_fini(&parser, fieldCallback, rowCallback, ctx) != 0 {
-            // libcsv gives up the row whose quote never closes.
+        // FIELD_BEGUN (2) inside quotes at the end: the quote never closes. libcsv would
+        // submit the rest of the file as the field; give the row up instead.
+        if parser.pstate == 2 && parser.quoted != 0 {
+            _ = csv_fini(&parser, nil, nil, nil)
             try drain()
             try onUnterminated(state.currentLine)
             return
         }
+        _ = csv_fini(&parser, fieldCallback, rowCallback, ctx)
         try drain()
     }
 }

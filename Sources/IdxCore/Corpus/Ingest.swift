@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 
 /// `idx ingest`: CSV files -> cleaned documents -> WordLevel tokenizer -> zstd token and
@@ -74,6 +75,8 @@ public enum Ingest {
             totalBytes += size
         }
         let out = options.output.hasSuffix("/") && options.output.count > 1 ? String(options.output.dropLast()) : options.output
+        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        let parentExisted = fm.fileExists(atPath: parent)
         try AtomicFile.createParent(of: out)
         removeStaleStaging(of: out)
         let staged = AtomicFile.temporarySibling(of: out)
@@ -90,6 +93,7 @@ public enum Ingest {
             return summary
         } catch {
             try? fm.removeItem(atPath: staged)
+            if !parentExisted { rmdir(parent) }  // the folder this run created, if still empty
             throw error
         }
     }
@@ -222,7 +226,9 @@ public enum Ingest {
         }
         if metaDocs > 0 { try flushMetadata() }
         try spill.flush()
-        progress.finish("ingest: pass 1 done: \(summary.rowsRead) rows, \(summary.documents) documents in \(String(format: "%.2f", progress.elapsed)) s")
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress.finish("ingest: pass 1 done: \(summary.rowsRead) rows, \(summary.documents) documents in \(String(format: "%.2f", progress.elapsed)) s")
+        }
         if summary.documents == 0 {
             throw IdxError("\(options.inputs.joined(separator: ", ")): no document survives the cleaning (\(summary.rowsRead) rows, \(summary.droppedShort) too short, \(summary.skippedRows) malformed); nothing written.")
         }
@@ -290,6 +296,9 @@ public enum Ingest {
             progress2.update(Double(done))
         }
         if offsets.count > 1 { try flushTokens() }
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress2.finish("ingest: pass 2 done: \(done) documents encoded in \(String(format: "%.2f", progress2.elapsed)) s")
+        }
         guard done == summary.documents, shardIndex == shards.count else {
             throw IdxError("\(spillPath): the spill holds \(done) documents, pass 1 kept \(summary.documents); disk trouble? Nothing was published.")
         }
@@ -334,15 +343,22 @@ public enum Ingest {
             }
         }
         out += keyTitle; appendText(title, &out)
-        out += keyYear; if let year { out += Array(String(year).utf8) } else { out += null }
+        out += keyYear; if let year { appendInt(year, &out) } else { out += null }
         out += keyGenre; appendText(c.genre >= 0 ? row.field(c.genre) : .init(start: nil, count: 0), &out)
         out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : .init(start: nil, count: 0), &out)
         out += keyRating
-        if c.rating >= 0, let r = number(row.field(c.rating)) { out += r } else { out += null }
+        if c.rating >= 0, let r = number(row.field(c.rating)) { out.append(contentsOf: r) } else { out += null }
         out += keyDescription; JSONText.appendString(cleaned, to: &out)
         out += keySource; out += sourceJSON
-        out += keyRow; out += Array(String(sourceRow).utf8)
+        out += keyRow; appendInt(sourceRow, &out)
         out.append(0x7D); out.append(0x0A)
+    }
+
+    @inline(__always)
+    static func appendInt(_ v: Int, _ out: inout [UInt8]) {
+        if v < 0 { out.append(0x2D); appendInt(-v, &out); return }
+        if v >= 10 { appendInt(v / 10, &out) }
+        out.append(UInt8(0x30 + v % 10))
     }
 
     /// A field as a JSON string; invalid UTF-8 is replaced (U+FFFD) so the line stays valid JSON.
@@ -352,12 +368,24 @@ public enum Ingest {
         JSONText.appendString(Array(String(decoding: b, as: UTF8.self).utf8), to: &out)
     }
 
-    /// The rating as a JSON number (its own digits), or nil when empty or not a plain decimal.
-    static func number(_ b: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
-        let s = String(decoding: b, as: UTF8.self).trimmingCharacters(in: .whitespaces)
-        guard !s.isEmpty, let v = Double(s), v.isFinite,
-              s.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E || $0 == 0x2D }),
-              s.first != ".", s.last != "." else { return nil }
-        return Array(String(v).utf8)
+    /// The rating as a JSON number (its own digits: -?(0|[1-9][0-9]*)(.[0-9]+)?), or nil when
+    /// empty or anything else.
+    static func number(_ b: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+        var lo = 0, hi = b.count
+        while lo < hi && b[lo] == 0x20 { lo += 1 }
+        while hi > lo && b[hi - 1] == 0x20 { hi -= 1 }
+        var i = lo
+        if i < hi && b[i] == 0x2D { i += 1 }
+        let intStart = i
+        while i < hi && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+        let intDigits = i - intStart
+        if intDigits == 0 || (intDigits > 1 && b[intStart] == 0x30) { return nil }
+        if i < hi && b[i] == 0x2E {
+            i += 1
+            let f = i
+            while i < hi && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+            if i == f { return nil }
+        }
+        return i == hi ? UnsafeBufferPointer(rebasing: b[lo ..< hi]) : nil
     }
 }

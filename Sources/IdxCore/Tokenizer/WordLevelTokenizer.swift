@@ -169,6 +169,12 @@ enum JSONText {
     /// Appends `bytes` as a quoted JSON string. Bytes must be valid UTF-8.
     static func appendString<C: Collection>(_ bytes: C, to out: inout [UInt8]) where C.Element == UInt8 {
         out.append(0x22)
+        // Most fields need no escape: one bulk copy.
+        if !bytes.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            out.append(contentsOf: bytes)
+            out.append(0x22)
+            return
+        }
         for b in bytes {
             switch b {
             case 0x22: out.append(0x5C); out.append(0x22)
