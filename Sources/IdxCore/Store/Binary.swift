@@ -63,7 +63,7 @@ struct ByteReader {
 }
 
 /// zstd one-shot frames.
-enum Zstd {
+enum SegmentZstd {
     static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 3) -> [UInt8] {
         let bound = ZSTD_compressBound(input.count)
         var out = [UInt8](repeating: 0, count: bound)

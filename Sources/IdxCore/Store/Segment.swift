@@ -180,7 +180,7 @@ enum SegmentWriter {
             while start < count {
                 let end = min(count, start + SegmentFormat.vectorsPerChunk)
                 let raw = UnsafeRawBufferPointer(rebasing: all[start * d ..< end * d])
-                let c = Zstd.compress(raw, level: 3)
+                let c = SegmentZstd.compress(raw, level: 3)
                 vectorTable.append((UInt64(vectorData.count), UInt64(c.count), UInt64(raw.count), XXHash64.hash(c)))
                 vectorData.append(contentsOf: c)
                 start = end
@@ -202,7 +202,7 @@ enum SegmentWriter {
             chunk.u32(UInt32(end - start))
             for o in offsets { chunk.u32(o) }
             chunk.raw(records.bytes)
-            let c = Zstd.compress(chunk.bytes, level: 6)
+            let c = SegmentZstd.compress(chunk.bytes, level: 6)
             metadataTable.append((UInt64(metadataData.count), UInt64(c.count), UInt64(chunk.bytes.count), XXHash64.hash(c)))
             metadataData.append(contentsOf: c)
             start = end
@@ -400,7 +400,7 @@ final class SegmentReader {
                     if XXHash64.hash(src) != c.hash {
                         throw IdxError("\(path): checksum mismatch in vector chunk \(i); the segment is corrupted: rebuild the index with idx index.")
                     }
-                    try Zstd.decompress(src, into: UnsafeMutableRawBufferPointer(start: outBase + starts[i], count: c.rawLength),
+                    try SegmentZstd.decompress(src, into: UnsafeMutableRawBufferPointer(start: outBase + starts[i], count: c.rawLength),
                                         context: nil, source: path)
                 } catch {
                     failureLock.lock(); if failure == nil { failure = error }; failureLock.unlock()
@@ -446,7 +446,7 @@ final class SegmentReader {
             throw IdxError("\(path): checksum mismatch in metadata chunk \(i); the segment is corrupted: rebuild the index with idx index.")
         }
         var raw = [UInt8](repeating: 0, count: c.rawLength)
-        try raw.withUnsafeMutableBytes { try Zstd.decompress(src, into: $0, context: nil, source: path) }
+        try raw.withUnsafeMutableBytes { try SegmentZstd.decompress(src, into: $0, context: nil, source: path) }
         return try raw.withUnsafeBytes { b in
             var r = ByteReader(b, source: path)
             let n = Int(try r.u32())
