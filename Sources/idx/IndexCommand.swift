@@ -85,8 +85,32 @@ struct IndexCommand: ParsableCommand {
         }
     }
 
+    /// Batched inference over the corpus, with progress and docs/s.
     func embedCorpus() throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
-        throw IdxError("indexing a corpus needs the model and corpus stages (not merged yet); use --from-vectors.")
+        let reader = try CorpusReader(directory: corpus)
+        let model = try EncoderModel.load(directory: model)
+        guard reader.tokenizerHash == model.tokenizerHash else {
+            throw IdxError("\(corpus): tokenized with tokenizer \(reader.tokenizerHash), but \(self.model) was trained with \(model.tokenizerHash); re-ingest the corpus with `idx ingest --tokenizer \(self.model)/tokenizer.json`.")
+        }
+        let tokens = try reader.readTokens()
+        let metadata = try reader.readMetadata()
+        let n = tokens.count, d = model.config.dModel
+        var out = [Float]()
+        out.reserveCapacity(n * d)
+        let progress = Progress("index: embedding", unit: "docs", total: Double(n))
+        let step = max(batchSize * 16, 1024)
+        var start = 0
+        while start < n {
+            let end = min(n, start + step)
+            out += model.embed(tokens, range: start ..< end, maxTokens: maxTokens, batchSize: batchSize)
+            start = end
+            progress.update(Double(start))
+        }
+        let secs = progress.elapsed
+        progress.finish(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s)", n, secs, Double(n) / max(secs, 1e-9)))
+        let absolute = URL(fileURLWithPath: self.model).standardizedFileURL.path
+        return (out, metadata, IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
+                                               modelDirectory: absolute, maxTokens: maxTokens, source: corpus), d)
     }
 }
 

@@ -65,10 +65,56 @@ struct SearchCommand: ParsableCommand {
                 out.flush()
                 return
             }
-            throw IdxError("text queries need the model stage (not merged yet); use --query-vectors.")
+            try runText(reader: reader, searcher: searcher)
         } catch let e as IdxError {
             FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
             throw ExitCode(1)
+        }
+    }
+
+    /// Text queries: the index's model (from its manifest), checked against the index.
+    func runText(reader: VectorIndexReader, searcher: VectorSearcher) throws {
+        let dir = reader.manifest.modelDirectory
+        guard !dir.isEmpty else {
+            throw IdxError("\(index): built from raw vectors, with no model to embed text; search it with --query-vectors.")
+        }
+        let model = try EncoderModel.load(directory: dir)
+        try reader.checkModel(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash, modelDirectory: dir)
+        let tokenizer = try model.tokenizer()
+        var out = OutputBuffer()
+        func answer(_ text: String) throws {
+            let ids = tokenizer.encodeQuery(text)
+            if ids.isEmpty {
+                throw IdxError("query \"\(text)\": nothing left after cleaning; type some words.")
+            }
+            if ids.allSatisfy({ $0 == SpecialToken.unk }) {
+                throw IdxError("query \"\(text)\": none of its words is in the vocabulary of \(dir); try other words.")
+            }
+            var one = TokenizedCorpus()
+            one.append(ids)
+            let embedding = model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1)
+            let hits = try searcher.search(reader.prepareQuery(embedding), k: k, genre: genre, threads: threads, rerank: rerank)
+            try printHits(hits, reader: reader, query: text, to: &out)
+        }
+        if stdin {
+            var failures = 0
+            while let line = readLine() {
+                let text = line.trimmingCharacters(in: .whitespaces)
+                if text.isEmpty { continue }
+                do { try answer(text) } catch let e as IdxError {
+                    out.flush()
+                    FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+                    failures += 1
+                }
+            }
+            out.flush()
+            if failures > 0 { throw ExitCode(1) }
+        } else {
+            guard let query else {
+                throw IdxError("no query: give one (idx search \"alien robot\") or --stdin for one per line.")
+            }
+            try answer(query)
+            out.flush()
         }
     }
 
@@ -80,7 +126,7 @@ struct SearchCommand: ParsableCommand {
                                         "genre": m.genre, "expandedGenres": m.expandedGenres, "description": m.description,
                                         "id": try reader.documentId(h.index), "source": "\(m.sourceFile):\(m.sourceRow)"]
                 o["year"] = m.year.map { $0 as Any } ?? NSNull()
-                o["rating"] = m.rating.map { Double($0) as Any } ?? NSNull()
+                o["rating"] = m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()
                 let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
                 out.write(String(decoding: data, as: UTF8.self) + "\n")
             } else {

@@ -77,11 +77,11 @@ final class SearchTests: XCTestCase {
 
     func testRecallOnClusteredData() throws {
         let d = 128, n = 20000
-        let v = Synthetic.clustered(count: n, dimension: d, clusters: 200, noise: 0.5, common: 2, seed: 7)
+        let v = Synthetic.clustered(count: n, dimension: d, clusters: 200, noise: 0.4, common: 2, seed: 7)
         let r = try build(v, dimension: d)
         let searcher = VectorSearcher(r)
         let u = Synthetic.unit(v, dimension: d)
-        let queries = Synthetic.clustered(count: 50, dimension: d, clusters: 200, noise: 0.5, common: 2, seed: 7 + 1)
+        let queries = Synthetic.clustered(count: 50, dimension: d, clusters: 200, noise: 0.4, common: 2, seed: 7 + 1)
         var total = 0.0
         try u.withUnsafeBufferPointer { base in
             for qi in 0 ..< 50 {

@@ -67,7 +67,7 @@ final class StoreTests: XCTestCase {
     }
 
     func testRoundTripKeepsMetadataAndVectors() throws {
-        let d = 48, n = 1000 // not a multiple of the chunk sizes or of 32 lanes
+        let d = 100, n = 1000 // not a multiple of the chunk sizes or of 32 lanes
         let v = Synthetic.clustered(count: n, dimension: d, clusters: 10, noise: 0.5)
         let meta = Synthetic.metadata(count: n)
         let result = try VectorIndexWriter.write(directory: dir, embeddings: v, dimension: d, metadata: meta,

@@ -80,13 +80,13 @@ public struct VectorSearcher {
     }
 
     /// The approximate scan of `rows` of one segment into `top`.
-    static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, q16: UnsafeRawPointer, qScale: Float, qCenter: Float,
+    static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, q16: UnsafeRawPointer, qScale: Float, qCentroids: [Float],
                      allowed: [Bool]?, base: Int, into top: inout TopK) {
         let d = s.dimension
         s.codes.withUnsafeBufferPointer { codes in
             s.scales.withUnsafeBufferPointer { scales in
                 s.norms.withUnsafeBufferPointer { norms in
-                    s.genreIds.withUnsafeBufferPointer { genres in
+                    s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in qCentroids.withUnsafeBufferPointer { qc in
                         let c = codes.baseAddress!
                         var threshold = top.threshold
                         let blocks = d / 32, tail = blocks * 32
@@ -94,14 +94,14 @@ public struct VectorSearcher {
                             let row = c + i * d
                             var dot = Self.dot32(q16, row, blocks: blocks)
                             if tail < d { dot &+= Self.dot(q8 + tail, row + tail, d - tail) }
-                            let score = norms[i] * (qCenter + scales[i] * qScale * Float(dot))
+                            let score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dot))
                             if score > threshold {
                                 if let allowed, !allowed[Int(genres[i])] { continue }
                                 top.push(score, base + i)
                                 threshold = top.threshold
                             }
                         }
-                    }
+                    } } }
                 }
             }
         }
@@ -144,10 +144,13 @@ public struct VectorSearcher {
                 start += Self.taskRows
             }
         }
-        let qCenters = reader.segments.map { s -> Float in
-            var acc: Float = 0
-            for j in 0 ..< d { acc += query[j] * s.center[j] }
-            return acc
+        // query · centroid for every centroid of every segment.
+        let qCentroids = reader.segments.map { s -> [Float] in
+            (0 ..< s.centroidCount).map { c in
+                var acc: Float = 0
+                for j in 0 ..< d { acc += query[j] * s.centroids[c * d + j] }
+                return acc
+            }
         }
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
         var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
@@ -156,7 +159,7 @@ public struct VectorSearcher {
             let q = q.baseAddress!, q16 = q16.baseAddress!
             if heaps.count <= 1 {
                 for (k, rows) in tasks {
-                    Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCenter: qCenters[k],
+                    Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
                               allowed: allowedBySegment[k], base: reader.segmentStarts[k], into: &heaps[0])
                 }
             } else {
@@ -167,7 +170,7 @@ public struct VectorSearcher {
                         var t = w
                         while t < tasks.count {
                             let (k, rows) = tasks[t]
-                            Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCenter: qCenters[k],
+                            Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
                                       allowed: allowedBySegment[k], base: reader.segmentStarts[k], into: &h[w])
                             t += n
                         }

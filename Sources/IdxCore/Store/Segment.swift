@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 /// One append-only segment file (`segments/seg-*.idxseg`): int8 residual codes
@@ -11,40 +12,42 @@ public enum SegmentFormat {
     public static let metadataPerChunk = 128
 
     enum Section: UInt32, CaseIterable {
-        case center = 1, scales, norms, genreIds, genreNames, vectorChunkTable, metadataChunkTable, vectorData, metadataData
+        case centroids = 1, scales, norms, genreIds, genreNames, vectorChunkTable, metadataChunkTable, vectorData, metadataData, centroidIds
     }
 }
 
-/// Per-segment int8 quantization. Vectors are unit vectors; the segment's mean
-/// `center` is subtracted first (embeddings are anisotropic: they share a large
-/// common component, and the residual carries the differences between
-/// documents), then each residual is scaled by its own max |x| / 127.
-/// Decoded vector: v̂ = center + scale · code; `norm` stores 1 / |v̂| so scores are cosines.
+/// Per-segment int8 residual quantization. Vectors are unit vectors but
+/// embeddings are anisotropic and clustered: they share a large common
+/// component and a genre-like cluster component. Each vector is coded as its
+/// nearest of up to 256 k-means `centroids` (one byte) plus an int8 residual
+/// scaled by its own max |x| / 127, so the int8 steps only have to resolve what
+/// separates a document from its neighbours.
+/// Decoded vector: v̂ = centroid[c] + scale · code; `norm` stores 1 / |v̂| so scores are cosines.
 struct QuantizedVectors {
     var dimension: Int
     var count: Int
-    var center: [Float]
+    var centroids: [Float]     // centroidCount × dimension
+    var centroidIds: [UInt8]   // count
     var scales: [Float]
     var norms: [Float]
     var codes: [Int8]
 
+    static let maxCentroids = 256
+
     init(unitVectors v: [Float], count: Int, dimension d: Int) {
         precondition(v.count == count * d)
         dimension = d; self.count = count
-        center = [Float](repeating: 0, count: d)
-        if count > 0 {
-            var acc = [Double](repeating: 0, count: d)
-            for i in 0 ..< count { for j in 0 ..< d { acc[j] += Double(v[i * d + j]) } }
-            for j in 0 ..< d { center[j] = Float(acc[j] / Double(count)) }
-        }
+        let k = max(1, min(Self.maxCentroids, count / 64)) // centroid table ≤ 16 bytes per vector (d=256 max)
+        (centroids, centroidIds) = v.withUnsafeBufferPointer { KMeans.fit($0.baseAddress!, count: count, dimension: d, clusters: k) }
         scales = [Float](repeating: 0, count: count)
         norms = [Float](repeating: 0, count: count)
         codes = [Int8](repeating: 0, count: count * d)
         var residual = [Float](repeating: 0, count: d)
         for i in 0 ..< count {
+            let c = Int(centroidIds[i]) * d
             var maxAbs: Float = 0
             for j in 0 ..< d {
-                residual[j] = v[i * d + j] - center[j]
+                residual[j] = v[i * d + j] - centroids[c + j]
                 maxAbs = max(maxAbs, abs(residual[j]))
             }
             let scale = maxAbs > 0 ? maxAbs / 127 : 1
@@ -52,11 +55,67 @@ struct QuantizedVectors {
             for j in 0 ..< d {
                 let q = max(-127, min(127, (residual[j] / scale).rounded()))
                 codes[i * d + j] = Int8(q)
-                let decoded = center[j] + scale * q
+                let decoded = centroids[c + j] + scale * q
                 norm2 += decoded * decoded
             }
             scales[i] = scale
             norms[i] = norm2 > 0 ? 1 / norm2.squareRoot() : 0
+        }
+    }
+}
+
+/// Lloyd's k-means on a sample (at most 16384 rows, 10 iterations), then one
+/// assignment pass over all rows; distances through sgemm.
+enum KMeans {
+    static func fit(_ x: UnsafePointer<Float>, count n: Int, dimension d: Int, clusters k: Int) -> ([Float], [UInt8]) {
+        if n == 0 { return ([Float](repeating: 0, count: d), []) }
+        let sampleCount = min(n, 16384)
+        let stride = max(1, n / sampleCount)
+        var sample = [Float](repeating: 0, count: sampleCount * d)
+        for s in 0 ..< sampleCount { for j in 0 ..< d { sample[s * d + j] = x[s * stride * d + j] } }
+        // Initial centroids: evenly spaced sample rows.
+        var c = [Float](repeating: 0, count: k * d)
+        for i in 0 ..< k { let s = i * sampleCount / k; for j in 0 ..< d { c[i * d + j] = sample[s * d + j] } }
+        var assignment = [UInt8](repeating: 0, count: sampleCount)
+        for _ in 0 ..< 10 {
+            sample.withUnsafeBufferPointer { assign($0.baseAddress!, count: sampleCount, dimension: d, centroids: c, clusters: k, into: &assignment, offset: 0) }
+            var sums = [Double](repeating: 0, count: k * d), sizes = [Int](repeating: 0, count: k)
+            for s in 0 ..< sampleCount {
+                let a = Int(assignment[s]); sizes[a] += 1
+                for j in 0 ..< d { sums[a * d + j] += Double(sample[s * d + j]) }
+            }
+            for i in 0 ..< k where sizes[i] > 0 {
+                for j in 0 ..< d { c[i * d + j] = Float(sums[i * d + j] / Double(sizes[i])) }
+            }
+        }
+        var ids = [UInt8](repeating: 0, count: n)
+        let block = 8192
+        var start = 0
+        while start < n {
+            let m = min(block, n - start)
+            assign(x + start * d, count: m, dimension: d, centroids: c, clusters: k, into: &ids, offset: start)
+            start += m
+        }
+        return (c, ids)
+    }
+
+    /// Nearest centroid: argmax over c of (x · c − |c|² / 2).
+    static func assign(_ x: UnsafePointer<Float>, count m: Int, dimension d: Int, centroids c: [Float], clusters k: Int,
+                       into out: inout [UInt8], offset: Int) {
+        var half = [Float](repeating: 0, count: k)
+        for i in 0 ..< k { var s: Float = 0; for j in 0 ..< d { s += c[i * d + j] * c[i * d + j] }; half[i] = s / 2 }
+        var scores = [Float](repeating: 0, count: m * k)
+        c.withUnsafeBufferPointer { cp in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(k), Int32(d), 1, x, Int32(d),
+                        cp.baseAddress, Int32(d), 0, &scores, Int32(k))
+        }
+        for r in 0 ..< m {
+            var best = 0, bestScore = -Float.infinity
+            for i in 0 ..< k {
+                let s = scores[r * k + i] - half[i]
+                if s > bestScore { bestScore = s; best = i }
+            }
+            out[offset + r] = UInt8(best)
         }
     }
 }
@@ -105,7 +164,8 @@ enum SegmentWriter {
         for (i, g) in genreNames.enumerated() { genreIndex[g] = UInt16(i) }
 
         var sections: [(SegmentFormat.Section, [UInt8])] = []
-        var w = ByteWriter(); w.floats(q.center); sections.append((.center, w.bytes))
+        var w = ByteWriter(); w.floats(q.centroids); sections.append((.centroids, w.bytes))
+        sections.append((.centroidIds, q.centroidIds))
         w = ByteWriter(); w.floats(q.scales); sections.append((.scales, w.bytes))
         w = ByteWriter(); w.floats(q.norms); sections.append((.norms, w.bytes))
         w = ByteWriter(); for m in metadata { w.u16(genreIndex[m.genre]!) }; sections.append((.genreIds, w.bytes))
@@ -199,7 +259,9 @@ final class SegmentReader {
     let dimension: Int
     let count: Int
     let headerHash: UInt64
-    let center: [Float]
+    let centroids: [Float]       // centroidCount × dimension
+    let centroidCount: Int
+    let centroidIds: [UInt8]
     let scales: [Float]
     let norms: [Float]
     let genreIds: [UInt16]
@@ -268,7 +330,20 @@ final class SegmentReader {
                 UnsafeMutableRawBufferPointer(out).copyMemory(from: b); c = n
             }
         }
-        center = try floats(section(.center), dimension, .center)
+        let cb = try section(.centroids)
+        guard cb.count > 0, cb.count % (4 * dimension) == 0, cb.count / (4 * dimension) <= QuantizedVectors.maxCentroids else {
+            throw IdxError("\(path): the centroid table has the wrong size; the segment is corrupted.")
+        }
+        let centroidCount = cb.count / (4 * dimension)
+        self.centroidCount = centroidCount
+        centroids = try floats(cb, centroidCount * dimension, .centroids)
+        let ib = try section(.centroidIds)
+        guard ib.count == count else { throw IdxError("\(path): centroid ids have the wrong size; the segment is corrupted.") }
+        let centroidIds = Array(ib)
+        self.centroidIds = centroidIds
+        if let bad = centroidIds.first(where: { Int($0) >= centroidCount }) {
+            throw IdxError("\(path): centroid id \(bad) is out of range; the segment is corrupted.")
+        }
         scales = try floats(section(.scales), count, .scales)
         norms = try floats(section(.norms), count, .norms)
         let g = try section(.genreIds)
@@ -307,7 +382,7 @@ final class SegmentReader {
               vectorChunks.reduce(0, { $0 + $1.rawLength }) == count * dimension else {
             throw IdxError("\(path): chunk tables do not match the document count; the segment is corrupted.")
         }
-        vectorBytesOnDisk = vectorChunks.reduce(0) { $0 + $1.length } + count * 10 + dimension * 4
+        vectorBytesOnDisk = vectorChunks.reduce(0) { $0 + $1.length } + count * 11 + centroidCount * dimension * 4
 
         // Decode the vector chunks on all cores, each verified before use.
         let d = dimension, n = count
@@ -342,9 +417,9 @@ final class SegmentReader {
 
     /// The decoded unit vector of `row` (renormalised).
     func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
-        let d = dimension, s = scales[row], n = norms[row]
+        let d = dimension, s = scales[row], n = norms[row], base = Int(centroidIds[row]) * d
         codes.withUnsafeBufferPointer { c in
-            for j in 0 ..< d { out[j] = (center[j] + s * Float(c[row * d + j])) * n }
+            for j in 0 ..< d { out[j] = (centroids[base + j] + s * Float(c[row * d + j])) * n }
         }
     }
 
