@@ -70,9 +70,9 @@ def main():
             descriptions.append(json.loads(line)["description"])
         raw = unzstd(os.path.join(corpus, shard["tokens_file"]))
         assert raw[:8] == b"IDXTOKS1", shard["tokens_file"]
-        ndocs, ntoks = struct.unpack_from("<QQ", raw, 8)
-        offsets = struct.unpack_from(f"<{ndocs + 1}Q", raw, 24)
-        ids = struct.unpack_from(f"<{ntoks}i", raw, 24 + 8 * (ndocs + 1))
+        width, _, ndocs, ntoks = struct.unpack_from("<IIQQ", raw, 8)
+        offsets = struct.unpack_from(f"<{ndocs + 1}Q", raw, 32)
+        ids = struct.unpack_from(f"<{ntoks}{'H' if width == 2 else 'i'}", raw, 32 + 8 * (ndocs + 1))
         idx_docs += [list(ids[offsets[i]:offsets[i + 1]]) for i in range(ndocs)]
     print(f"documents: idx {len(idx_docs)}, reference cleaning {len(docs)}")
     if len(idx_docs) != len(docs):

@@ -36,14 +36,18 @@ final class ShardTests: XCTestCase {
     }
 
     func testTokenShardEncodingRoundTripsLargeIds() throws {
-        let ids: [Int32] = [5, 70_000, 1, 2_000_000, 3]
-        let bytes = TokenShard.encode(ids: ids, offsets: [0, 2, 2, 5])
-        let packed = try Zstd.compress(bytes)
-        var corpus = TokenizedCorpus()
-        try TokenShard.decode(try Zstd.decompress(packed, name: "x"), name: "x", documents: 3, tokens: 5, into: &corpus)
-        XCTAssertEqual(corpus.tokens, ids)
-        XCTAssertEqual(corpus.offsets, [0, 2, 2, 5])
-        XCTAssertThrowsError(try TokenShard.decode(bytes, name: "x", documents: 4, tokens: 5, into: &corpus))
+        XCTAssertEqual(TokenShard.idBytes(vocabSize: 65_536), 2)
+        XCTAssertEqual(TokenShard.idBytes(vocabSize: 65_537), 4)
+        for (ids, width) in [([Int32(5), 70_000, 1, 2_000_000, 3], 4), ([Int32(5), 65_535, 1, 0, 3], 2)] {
+            let bytes = TokenShard.encode(ids: ids, offsets: [0, 2, 2, 5], idBytes: width)
+            XCTAssertEqual(bytes.count, 32 + 8 * 4 + width * 5)
+            let packed = try Zstd.compress(bytes)
+            var corpus = TokenizedCorpus()
+            try TokenShard.decode(try Zstd.decompress(packed, name: "x"), name: "x", documents: 3, tokens: 5, into: &corpus)
+            XCTAssertEqual(corpus.tokens, ids)
+            XCTAssertEqual(corpus.offsets, [0, 2, 2, 5])
+            XCTAssertThrowsError(try TokenShard.decode(bytes, name: "x", documents: 4, tokens: 5, into: &corpus))
+        }
     }
 
     func testCorruptedShardIsNamed() throws {

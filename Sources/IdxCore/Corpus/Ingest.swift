@@ -155,17 +155,19 @@ public enum Ingest {
         var metaDocs = 0
         var clean = [UInt8](repeating: 0, count: 1 << 16)
         var warnings = 0
+        let writer = BackgroundShardWriter(directory: staged)
+        defer { writer.waitAll() }  // no write may land in the staging folder after we return
 
         func flushMetadata() throws {
             let i = shards.count
             let name = String(format: "metadata-%05d.jsonl.zst", i)
-            let packed = try Zstd.compress(meta)
-            try SyncedFile.write(packed, to: staged + "/" + name)
+            let full = meta  // handed to the writer; `meta` starts a new buffer
+            meta = []
+            meta.reserveCapacity(full.count)
+            try writer.submit(name, full)
             let first = shards.last.map { $0.firstDocument + $0.documents } ?? 0
             shards.append(.init(index: i, firstDocument: first, documents: metaDocs, tokens: 0, tokensFile: "", tokensXxh64: "",
-                                tokensBytes: 0, metadataFile: name, metadataXxh64: XXHash64.hex(XXHash64.hash(packed)),
-                                metadataBytes: packed.count))
-            meta.removeAll(keepingCapacity: true)
+                                tokensBytes: 0, metadataFile: name, metadataXxh64: "", metadataBytes: 0))
             metaDocs = 0
         }
 
@@ -255,12 +257,9 @@ public enum Ingest {
             guard shardIndex < shards.count, shards[shardIndex].documents == offsets.count - 1 else {
                 throw IdxError("internal error: token shard \(shardIndex) does not align with its metadata shard.")
             }
-            let packed = try Zstd.compress(TokenShard.encode(ids: ids, offsets: offsets))
-            try SyncedFile.write(packed, to: staged + "/" + name)
+            try writer.submit(name, TokenShard.encode(ids: ids, offsets: offsets, idBytes: TokenShard.idBytes(vocabSize: tokenizer.vocabSize)))
             shards[shardIndex].tokens = ids.count
             shards[shardIndex].tokensFile = name
-            shards[shardIndex].tokensXxh64 = XXHash64.hex(XXHash64.hash(packed))
-            shards[shardIndex].tokensBytes = packed.count
             summary.tokens += ids.count
             shardIndex += 1
             ids.removeAll(keepingCapacity: true)
@@ -303,6 +302,14 @@ public enum Ingest {
             throw IdxError("\(spillPath): the spill holds \(done) documents, pass 1 kept \(summary.documents); disk trouble? Nothing was published.")
         }
         try FileManager.default.removeItem(atPath: spillPath)
+        let written = try writer.finish()
+        for i in shards.indices {
+            guard let t = written[shards[i].tokensFile], let m = written[shards[i].metadataFile] else {
+                throw IdxError("internal error: shard \(i) was not written.")
+            }
+            (shards[i].tokensXxh64, shards[i].tokensBytes) = t
+            (shards[i].metadataXxh64, shards[i].metadataBytes) = m
+        }
         summary.shards = shards.count
 
         let manifest = CorpusManifest(documents: summary.documents, tokens: summary.tokens, vocabSize: tokenizer.vocabSize,

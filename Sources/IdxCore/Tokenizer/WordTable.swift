@@ -7,13 +7,15 @@ struct WordTable {
     private(set) var lengths: [Int32] = []
     var values: [Int64] = []
     private var hashes: [UInt64] = []
-    private var slots: [Int32]   // -1 empty, else entry index
+    /// 0 = empty, else (upper 32 bits of the hash) << 32 | (entry index + 1): the tag
+    /// rejects most mismatches without touching the entry arrays (cache misses).
+    private var slots: [UInt64]
     private var mask: Int
 
     init(capacity: Int = 1024) {
         var n = 16
         while n < capacity * 2 { n <<= 1 }
-        slots = [Int32](repeating: -1, count: n)
+        slots = [UInt64](repeating: 0, count: n)
         mask = n - 1
     }
 
@@ -39,10 +41,14 @@ struct WordTable {
     private func findHashed(_ p: UnsafePointer<UInt8>, _ n: Int, _ h: UInt64) -> Int {
         return slots.withUnsafeBufferPointer { slots in
             var s = Int(truncatingIfNeeded: h) & mask
+            let tag = h & 0xFFFF_FFFF_0000_0000
             while true {
-                let e = Int(slots[s])
-                if e < 0 { return -1 }
-                if hashes[e] == h && Int(lengths[e]) == n && equal(e, p, n) { return e }
+                let v = slots[s]
+                if v == 0 { return -1 }
+                if v & 0xFFFF_FFFF_0000_0000 == tag {
+                    let e = Int(v & 0xFFFF_FFFF) - 1
+                    if Int(lengths[e]) == n && equal(e, p, n) { return e }
+                }
                 s = (s + 1) & mask
             }
         }
@@ -94,12 +100,12 @@ struct WordTable {
 
     private mutating func place(_ e: Int, _ h: UInt64) {
         var s = Int(truncatingIfNeeded: h) & mask
-        while slots[s] >= 0 { s = (s + 1) & mask }
-        slots[s] = Int32(e)
+        while slots[s] != 0 { s = (s + 1) & mask }
+        slots[s] = (h & 0xFFFF_FFFF_0000_0000) | UInt64(e + 1)
     }
 
     private mutating func grow() {
-        slots = [Int32](repeating: -1, count: slots.count * 2)
+        slots = [UInt64](repeating: 0, count: slots.count * 2)
         mask = slots.count - 1
         for e in 0 ..< count { place(e, hashes[e]) }
     }
