@@ -52,6 +52,12 @@ struct MPICheckCommand: ParsableCommand {
         for i in 0 ..< count where gradients[i] != factor * Float(i % 1000) {
             throw IdxError("allreduce: element \(i) is \(gradients[i]), expected \(factor * Float(i % 1000))")
         }
+        // Time the big allreduce (the per-step cost of averaging gradients).
+        try comm.barrier()
+        let repeats = 5
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0 ..< repeats { try comm.allreduceSum(&gradients) }
+        let allreduceMs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(repeats)
         let selected = try comm.allreduceSum(comm.rank + 1)
         let loss = try comm.allreduceSum(Double(comm.rank) + 0.5)
         let maxRank = try comm.allreduceMax(Double(comm.rank))
@@ -72,7 +78,7 @@ struct MPICheckCommand: ParsableCommand {
         }
         if comm.isRoot {
             let library = comm.usesMPI ? Communicator.libraryVersion() : "no MPI"
-            print("mpi-check ok: ranks=\(n) floats=\(count) allreduce-sum-factor=\(Int(factor)) selected=\(selected) rounds=\(rounds) library=\(library)")
+            print("mpi-check ok: ranks=\(n) floats=\(count) allreduce-sum-factor=\(Int(factor)) selected=\(selected) rounds=\(rounds) allreduce-ms=\(String(format: "%.2f", allreduceMs)) library=\(library)")
         }
     }
 }
