@@ -122,6 +122,10 @@ final class ParallelCommunicatorTests: XCTestCase {
         let exited = "The first process to do so was:\n\n  Process name: [[51966,1],3]\n  Exit code:    2\n"
         XCTAssertEqual(MPILauncher.failedRank(inMpirunOutput: exited)?.rank, 3)
         XCTAssertEqual(MPILauncher.failedRank(inMpirunOutput: exited)?.how, "exited with status 2")
+        let own = "idx: rank 1 of 2: corpus x: bad shard\nMPI_ABORT was invoked on rank 1 in communicator"
+        XCTAssertEqual(MPILauncher.failedRank(inMpirunOutput: own)?.rank, 1)
+        XCTAssertEqual(MPILauncher.failedRank(inMpirunOutput: own)?.how, "failed: corpus x: bad shard")
+        XCTAssertEqual(MPILauncher.failedRank(inMpirunOutput: "MPI_ABORT was invoked on rank 2 in communicator")?.rank, 2)
         XCTAssertNil(MPILauncher.failedRank(inMpirunOutput: "all fine"))
     }
 
@@ -147,7 +151,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let r = try IdxExecutable.run(["mpi-check", "--procs", "2", "--fail-rank", "1", "--count", "1000"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("idx: rank 1 of 2: deliberate failure at round 10"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("rank 1 called MPI_Abort"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped: rank 1 failed: deliberate failure at round 10"), r.stderr)
     }
 
     func testMissingMpirunSaysHowToInstall() throws {

@@ -113,6 +113,13 @@ public enum MPILauncher {
             let signal = text[r].components(separatedBy: "signal ").last ?? ""
             return (rank, "was killed by signal \(signal)")
         }
+        // The rank's own last words (Communicator.abort): "idx: rank 1 of 2: <message>".
+        if let r = text.range(of: #"idx: rank (\d+) of \d+: [^\n]*"#, options: .regularExpression) {
+            let line = String(text[r])
+            let rank = Int(line.split(separator: " ")[2]) ?? -1
+            let message = line.components(separatedBy: ": ").dropFirst(2).joined(separator: ": ")
+            return (rank, "failed: \(message)")
+        }
         if let r = text.range(of: #"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)"#, options: .regularExpression) {
             let s = String(text[r])
             let rank = Int(s.components(separatedBy: "],").last!.prefix { $0.isNumber }) ?? -1
