@@ -33,6 +33,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Feed-forward width.") var dFf = 256
     @Option(help: "Position-embedding table size (longest document the model can read).") var maxPositions = 64
     @Option(help: "Dropout probability.") var dropout: Float = 0.1
+    @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
+    @Option(help: .hidden) var exportCount = 8
 
     func run() throws {
         // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
@@ -63,6 +65,7 @@ struct TrainCommand: ParsableCommand {
         let nThreads = threads ?? (comm.size > 1 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
         ComputeSetup.configure(threads: nThreads)
         let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
+        if let path = exportEmbeddings { return try export(model: outDir, to: path) }
         let reader = try CorpusReader(directory: corpus)
         let tokenizer = try reader.tokenizer()
         let tokens = try reader.readTokens()
@@ -131,6 +134,22 @@ struct TrainCommand: ParsableCommand {
         progress.finish(String(format: "train: %d steps in %.1f s (%.1f ms/step, %@ tokens/s), loss %.4f (mean of the last %d steps) -> %@",
                                trainer.step - start, secs, 1000 * secs / Double(max(1, trainer.step - start)),
                                Progress.compact(Double(tokensSeen) / max(secs, 1e-9)), mean, lastLosses.count, outDir))
+    }
+}
+
+extension TrainCommand {
+    /// Writes the mean-pooled embeddings of the corpus's first documents (and their ids) as
+    /// safetensors, for scripts/reference/check-model.py to compare with the PyTorch class.
+    func export(model dir: String, to path: String) throws {
+        let model = try EncoderModel.load(directory: dir)
+        let tokens = try CorpusReader(directory: corpus).readTokens()
+        let n = min(exportCount, tokens.count)
+        var st = SafeTensors()
+        st.add("embeddings", shape: [n, model.config.dModel], data: model.embed(tokens, range: 0 ..< n, maxTokens: maxLen, batchSize: n))
+        for d in 0 ..< n { st.add("document.\(d)", shape: [tokens.document(d).count], data: tokens.document(d).map { Float($0) }) }
+        st.metadata = ["max_tokens": "\(maxLen)", "model_hash": model.modelHash]
+        try AtomicFile.write(st.serialized(), to: path)
+        FileHandle.standardError.write(Data("train: wrote \(n) embeddings of \(dir) to \(path)\n".utf8))
     }
 }
 

@@ -68,10 +68,12 @@ final class EncoderNetwork {
     private let dA = FloatBuffer(), dB = FloatBuffer(), dC = FloatBuffer(), dH = FloatBuffer(), dQKV = FloatBuffer()
     private let hSel = FloatBuffer(), dHSel = FloatBuffer(), logits = FloatBuffer(), scratch = FloatBuffer()
 
-    init(config: ModelConfig) {
+    /// `sharedParameters`: another network's parameters (worker threads of one trainer
+    /// share the weights and keep their own gradients and activations).
+    init(config: ModelConfig, sharedParameters: FloatBuffer? = nil) {
         cfg = config
         layout = ParameterLayout(config)
-        params = FloatBuffer(layout.count)
+        params = sharedParameters ?? FloatBuffer(layout.count)
         grads = FloatBuffer(layout.count)
         acts = (0 ..< config.nLayers).map { _ in LayerActs() }
         xs = (0 ... config.nLayers).map { _ in FloatBuffer() }

@@ -37,6 +37,9 @@ public final class Trainer {
     /// Completed steps (the next step is `step + 1`).
     public private(set) var step = 0
     let net: EncoderNetwork
+    /// Data parallelism inside the process: worker w runs its share of the slots on its own
+    /// thread (single-threaded BLAS), then the gradients are summed into net's. net is worker 0.
+    let workers: [EncoderNetwork]
     let m: FloatBuffer, v: FloatBuffer
 
     public init(config: ModelConfig, options: TrainOptions, corpus: TokenizedCorpus, tokenizerHash: String) throws {
@@ -52,7 +55,10 @@ public final class Trainer {
             throw IdxError("the corpus holds token id \(bad), outside the model's vocabulary of \(config.vocabSize); use the corpus the model was made for.")
         }
         self.config = config; self.options = options; self.corpus = corpus; self.tokenizerHash = tokenizerHash
-        net = EncoderNetwork(config: config)
+        let first = EncoderNetwork(config: config)
+        let nWorkers = max(1, min(EncoderNetwork.computeThreads, options.batchSize))
+        net = first
+        workers = [first] + (1 ..< nWorkers).map { _ in EncoderNetwork(config: config, sharedParameters: first.params) }
         m = FloatBuffer(net.parameterCount); v = FloatBuffer(net.parameterCount)
         net.initialize(seed: options.seed)
     }
@@ -111,12 +117,45 @@ public final class Trainer {
     /// Zeroes the gradients, then runs forward + backward (with dropout) over `slots` of
     /// `step`, the loss gradient scaled by 1 / globalSelectedCount (default: this call's own count).
     public func computeGradients(step: Int, slots: Range<Int>? = nil, globalSelectedCount: Int? = nil) -> StepResult {
-        let batch = makeBatch(step: step, slots: slots ?? 0 ..< options.batchSize)
-        net.grads.zero(net.parameterCount)
-        net.forward(batch, training: true)
-        let loss = net.backward(batch, globalSelectedCount: globalSelectedCount ?? batch.selectedRows.count)
-        return StepResult(lossSum: loss, selected: batch.selectedRows.count, tokens: batch.rowCount)
+        let slots = slots ?? 0 ..< options.batchSize
+        let w = min(workers.count, slots.count)
+        if w <= 1 {
+            let batch = makeBatch(step: step, slots: slots)
+            net.grads.zero(net.parameterCount)
+            net.forward(batch, training: true)
+            let loss = net.backward(batch, globalSelectedCount: globalSelectedCount ?? batch.selectedRows.count)
+            return StepResult(lossSum: loss, selected: batch.selectedRows.count, tokens: batch.rowCount)
+        }
+        if !Trainer.blasSingleThreaded { openblas_set_num_threads(1); Trainer.blasSingleThreaded = true }
+        let parts = (0 ..< w).map { i in slots.lowerBound + slots.count * i / w ..< slots.lowerBound + slots.count * (i + 1) / w }
+        let batches = parts.map { makeBatch(step: step, slots: $0) }
+        let global = globalSelectedCount ?? batches.reduce(0) { $0 + $1.selectedRows.count }
+        var losses = [Double](repeating: 0, count: w)
+        losses.withUnsafeMutableBufferPointer { lp in
+            let lossPtr = lp.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: w) { i in
+                idx_flush_denormals()
+                let net = workers[i]
+                net.grads.zero(net.parameterCount)
+                net.forward(batches[i], training: true)
+                lossPtr[i] = net.backward(batches[i], globalSelectedCount: global)
+            }
+        }
+        // sum the workers' gradients into net's, split over the threads by parameter range
+        let n = net.parameterCount
+        DispatchQueue.concurrentPerform(iterations: w) { part in
+            let range = n * part / w ..< n * (part + 1) / w
+            let dst = net.grads.ptr
+            for k in 1 ..< w {
+                let src = workers[k].grads.ptr
+                for i in range { dst[i] += src[i] }
+            }
+        }
+        return StepResult(lossSum: losses.reduce(0, +), selected: batches.reduce(0) { $0 + $1.selectedRows.count },
+                          tokens: batches.reduce(0) { $0 + $1.rowCount })
     }
+
+    nonisolated(unsafe) static var blasSingleThreaded = false
 
     /// Clips the (global) gradient to `maxGradNorm` and takes the AdamW step; returns the norm before clipping.
     @discardableResult
