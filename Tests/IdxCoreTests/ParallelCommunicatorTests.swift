@@ -159,9 +159,29 @@ final class ParallelCommunicatorTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("mpirun was not found"), r.stderr)
         XCTAssertTrue(r.stderr.contains("apt-get install openmpi-bin libopenmpi-dev"), r.stderr)
+        let train = try IdxExecutable.run(["train", "--procs", "2", "--corpus", "/nonexistent"], environment: ["IDX_MPIRUN": "/nonexistent/mpirun"])
+        XCTAssertEqual(train.status, 1)
+        XCTAssertTrue(train.stderr.contains("error: --procs 2: mpirun was not found on PATH"), train.stderr)
+        XCTAssertTrue(train.stderr.contains("or run with --procs 1"), train.stderr)
         // One process still works without MPI.
         let one = try IdxExecutable.run(["mpi-check", "--procs", "1", "--count", "1000"], environment: ["IDX_MPIRUN": "/nonexistent/mpirun"])
         XCTAssertEqual(one.status, 0, one.stderr)
         XCTAssertTrue(one.stdout.contains("ranks=1"))
+    }
+
+    /// libmpi is opened with dlopen, so the binary starts on machines without Open MPI.
+    func testExecutableDoesNotLinkLibmpi() throws {
+        let ldd = "/usr/bin/ldd"
+        guard FileManager.default.isExecutableFile(atPath: ldd) else { throw XCTSkip("needs ldd") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ldd)
+        process.arguments = [try IdxExecutable.url().path]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertTrue(text.contains("libopenblas"), text)  // ldd did list the dependencies
+        XCTAssertFalse(text.contains("libmpi"), text)
     }
 }
