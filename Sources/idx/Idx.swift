@@ -12,6 +12,7 @@ struct Idx: ParsableCommand {
             TrainCommand.self,
             IndexCommand.self, SearchCommand.self,
             EvalCommand.self, NightlyCommand.self,
+            MPICheckCommand.self,
         ]
     )
 }

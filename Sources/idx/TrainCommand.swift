@@ -22,7 +22,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "AdamW learning rate (constant).") var lr: Float = 1e-3
     @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
     @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only.") var maskMode = "bert"
-    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
+    @Option(help: "Ranks on this machine, started through Open MPI's mpirun (see docs/parallel.md). Under your own mpirun, leave it out.") var procs = 1
     @Flag(help: "Continue the run checkpointed in --out.") var resume = false
     @Option(help: "Checkpoint every N steps.") var checkpointEvery = 500
     @Option(help: "Write a train-log.csv row every N steps.") var logEvery = 1
@@ -36,18 +37,32 @@ struct TrainCommand: ParsableCommand {
     @Option(help: .hidden) var exportCount = 8
 
     func run() throws {
-        do { try train() } catch let e as IdxError {
+        // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
+        // a rank (started by any MPI launcher) joins the job; errors in a rank end every rank.
+        var comm = Communicator.single()
+        do {
+            if procs > 1 && !MPIEnvironment().isLaunchedByMPI {
+                let status = try MPILauncher.run(procs: procs, arguments: Array(CommandLine.arguments.dropFirst()),
+                                                 failureNote: "Checkpoints are replaced only when complete: `--resume` continues from the last one.")
+                throw ExitCode(status)
+            }
+            comm = try Communicator.start()
+            try train(comm)
+            comm.finalize()
+        } catch let e as IdxError {
+            if comm.size > 1 { comm.abort("error: " + e.message) }
             FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
             throw ExitCode.failure
         }
     }
 
-    func train() throws {
+    func train(_ comm: Communicator) throws {
+        let say: (String) -> Void = { if comm.isRoot { FileHandle.standardError.write(Data($0.utf8)) } }
         guard let mode = MaskMode(rawValue: maskMode) else {
             throw IdxError("--mask-mode \(maskMode): use bert or mask-only.")
         }
         guard checkpointEvery > 0, logEvery > 0 else { throw IdxError("--checkpoint-every and --log-every must be positive.") }
-        let nThreads = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let nThreads = threads ?? (comm.size > 1 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
         ComputeSetup.configure(threads: nThreads)
         let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
         if let path = exportEmbeddings { return try export(model: outDir, to: path) }
@@ -68,7 +83,7 @@ struct TrainCommand: ParsableCommand {
             log = log.split(separator: "\n", omittingEmptySubsequences: true).enumerated()
                 .filter { $0.offset == 0 || (Int($0.element.prefix { $0 != "," }) ?? .max) <= trainer.step }
                 .map { $0.element + "\n" }.joined()
-            FileHandle.standardError.write(Data("train: resuming \(outDir) at step \(trainer.step) of \(trainer.options.steps)\n".utf8))
+            say(("train: resuming \(outDir) at step \(trainer.step) of \(trainer.options.steps)\n"))
         } else {
             if FileManager.default.fileExists(atPath: outDir + "/state.json") || FileManager.default.fileExists(atPath: outDir + "/model.safetensors") {
                 throw IdxError("\(outDir): already holds a model; pass --resume to continue it, or choose another --out.")
@@ -80,8 +95,9 @@ struct TrainCommand: ParsableCommand {
                                   maxLen: maxPositions, dropout: dropout)
             trainer = try Trainer(config: cfg, options: o, corpus: tokens, tokenizerHash: reader.tokenizerHash)
             log = TrainLog.header
-            FileHandle.standardError.write(Data("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\n".utf8))
+            say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : "")\n")
         }
+        try trainer.broadcastParameters(comm)
         let total = trainer.options.steps
         let progress = Progress("train", unit: "steps", total: Double(total - trainer.step))
         let start = trainer.step
@@ -90,7 +106,7 @@ struct TrainCommand: ParsableCommand {
         var stepStart = clock
         let tokJSON = Data(tokenizer.json)
         while trainer.step < total {
-            let (loss, tok) = try trainer.trainStep()
+            let (loss, tok) = try trainer.trainStep(communicator: comm)
             let now = DispatchTime.now().uptimeNanoseconds
             let stepSeconds = Double(now - stepStart) / 1e9
             stepStart = now
@@ -102,8 +118,8 @@ struct TrainCommand: ParsableCommand {
                                      tokensPerSecond: Double(tok) / max(stepSeconds, 1e-9), elapsed: elapsed)
             }
             let rate = Double(tokensSeen) / max(Double(now - clock) / 1e9, 1e-9)
-            progress.update(Double(trainer.step - start), extra: String(format: "step %d, loss %.4f, %@ tok/s", trainer.step, loss, Progress.compact(rate)))
-            if trainer.step % checkpointEvery == 0 || trainer.step == total {
+            if comm.isRoot { progress.update(Double(trainer.step - start), extra: String(format: "step %d, loss %.4f, %@ tok/s", trainer.step, loss, Progress.compact(rate))) }
+            if comm.isRoot && (trainer.step % checkpointEvery == 0 || trainer.step == total) {
                 try trainer.writeCheckpoint(directory: outDir, tokenizerJSON: tokJSON, corpusPath: corpus, log: log, elapsed: elapsed)
                 if idx_isatty_stderr() == false {
                     FileHandle.standardError.write(Data(String(format: "train: step %d/%d, loss %.4f (mean of last %d %.4f), %@ tokens/s, checkpoint written\n",
@@ -114,6 +130,7 @@ struct TrainCommand: ParsableCommand {
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
         let mean = lastLosses.isEmpty ? 0 : lastLosses.reduce(0, +) / Double(lastLosses.count)
+        guard comm.isRoot else { return }
         progress.finish(String(format: "train: %d steps in %.1f s (%.1f ms/step, %@ tokens/s), loss %.4f (mean of the last %d steps) -> %@",
                                trainer.step - start, secs, 1000 * secs / Double(max(1, trainer.step - start)),
                                Progress.compact(Double(tokensSeen) / max(secs, 1e-9)), mean, lastLosses.count, outDir))

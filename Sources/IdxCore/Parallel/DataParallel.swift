@@ -1,0 +1,39 @@
+import Foundation
+
+/// Data-parallel training over the ranks of a Communicator (see docs/parallel.md).
+/// The global batch of a step is a pure function of (seed, step, slot); rank r takes the
+/// contiguous slots `communicator.share(of: batchSize)`. With the loss of every rank
+/// normalised by the global count of selected positions, the sum of the ranks' gradients
+/// is the gradient of the whole batch, so the step equals the single-process step.
+extension Trainer {
+    /// Copies rank 0's parameters to every rank (its fresh init, or the checkpoint it read).
+    public func broadcastParameters(_ communicator: Communicator) throws {
+        try communicator.broadcast(parameters)
+    }
+
+    /// One optimizer step across all ranks; returns the global mean loss and the
+    /// tokens of the whole global batch. Every rank ends with the same weights.
+    public func trainStep(communicator comm: Communicator) throws -> (loss: Double, tokens: Int) {
+        guard comm.size > 1 else { return try trainStep() }
+        guard options.batchSize >= comm.size else {
+            throw IdxError("--batch \(options.batchSize) is smaller than the \(comm.size) ranks; every rank needs at least one document a step.")
+        }
+        let next = step + 1
+        let slots = comm.share(of: options.batchSize)
+        // 1. the global count of loss-carrying positions normalises every rank's loss
+        let globalSelected = try comm.allreduceSum(selectedCount(step: next, slots: slots))
+        // 2. local forward + backward
+        let local = computeGradients(step: next, slots: slots, globalSelectedCount: globalSelected)
+        // 3. sum gradients (one contiguous buffer) and the loss/token tallies
+        try comm.allreduceSum(gradients)
+        var tallies = [local.lossSum, Double(local.tokens)]
+        try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+        let loss = globalSelected > 0 ? tallies[0] / Double(globalSelected) : 0
+        guard loss.isFinite else {
+            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr; the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
+        }
+        // 4. the same update from the same gradients keeps the weights identical
+        applyUpdate()
+        return (loss, Int(tallies[1]))
+    }
+}
