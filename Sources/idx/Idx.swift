@@ -8,6 +8,8 @@ struct Idx: ParsableCommand {
         abstract: "Turn corpora of movie synopses into a searchable, plottable embedding index.",
         version: "0.1.0",
         subcommands: [
+            IngestCommand.self,
+            TrainCommand.self,
             ProjectCommand.self,
         ]
     )
