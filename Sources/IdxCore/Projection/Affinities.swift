@@ -10,8 +10,8 @@ public struct CSRMatrix {
     public var vals: [Double]
 }
 
-/// A seedable generator (SplitMix64), so a seed gives the same numbers on every machine.
-public struct SplitMix64: RandomNumberGenerator {
+/// A seedable generator (the SplitMix64 recurrence), so a seed gives the same numbers on every machine.
+public struct ProjectionRNG: RandomNumberGenerator {
     private var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {

@@ -79,7 +79,7 @@ public struct ScatterPlot {
         let legendEntries = legend()
         var colourOf = [String: String]()
         for e in legendEntries where e.name != "other" || e.colour != Self.otherColour { colourOf[e.name] = e.colour }
-        let left = 80.0, right = 220.0, top = 50.0, bottom = 70.0
+        let left = 80.0, right = 240.0, top = 50.0, bottom = 70.0
         let plotW = width - left - right, plotH = height - top - bottom
         var x0 = Double(x.min() ?? 0), x1 = Double(x.max() ?? 1)
         var y0 = Double(y.min() ?? 0), y1 = Double(y.max() ?? 1)
@@ -96,6 +96,7 @@ public struct ScatterPlot {
         s += "<rect x=\"0\" y=\"0\" width=\"\(Int(width))\" height=\"\(Int(height))\" fill=\"white\"/>\n"
         s += "<text x=\"\(f(left + plotW / 2))\" y=\"28\" font-size=\"18\" text-anchor=\"middle\">\(Self.escape(title))</text>\n"
         s += "<rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(plotW))\" height=\"\(f(plotH))\" fill=\"none\" stroke=\"#333\"/>\n"
+        s += "<defs><clipPath id=\"plot-area\"><rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(plotW))\" height=\"\(f(plotH))\"/></clipPath></defs>\n"
         // Ticks and grid.
         s += "<g font-size=\"11\" fill=\"#333\">\n"
         for t in Self.ticks(x0, x1) {
@@ -123,14 +124,20 @@ public struct ScatterPlot {
         }
         s += "</g>\n"
         if let annotations, annotations.count == x.count {
-            s += "<g font-size=\"10\" fill=\"#222\">\n"
+            s += "<g font-size=\"10\" fill=\"#222\" clip-path=\"url(#plot-area)\">\n"
             for i in 0 ..< x.count where !annotations[i].isEmpty {
-                s += "<text x=\"\(f(sx(Double(x[i])) + r + 2))\" y=\"\(f(sy(Double(y[i])) + 3))\">\(Self.escape(annotations[i]))</text>\n"
+                // Labels of points in the right quarter go to their left, so they stay inside the plot.
+                let px = sx(Double(x[i])), py = sy(Double(y[i])) + 3
+                if px > left + 0.75 * plotW {
+                    s += "<text x=\"\(f(px - r - 2))\" y=\"\(f(py))\" text-anchor=\"end\">\(Self.escape(annotations[i]))</text>\n"
+                } else {
+                    s += "<text x=\"\(f(px + r + 2))\" y=\"\(f(py))\">\(Self.escape(annotations[i]))</text>\n"
+                }
             }
             s += "</g>\n"
         }
         // Legend.
-        let lx = left + plotW + 20
+        let lx = left + plotW + 30
         s += "<g font-size=\"12\">\n"
         for (i, e) in legendEntries.enumerated() {
             let ly = top + 10 + Double(i) * 20

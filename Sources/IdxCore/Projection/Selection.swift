@@ -35,7 +35,7 @@ public enum ProjectionInput {
         if let sample {
             guard sample > 0 else { throw IdxError("--sample must be positive, got \(sample)") }
             if sample < rows.count {
-                var rng = SplitMix64(seed: seed)
+                var rng = ProjectionRNG(seed: seed)
                 // Partial Fisher-Yates: the first `sample` slots are a uniform draw.
                 for i in 0 ..< sample {
                     let j = i + Int(rng.next() % UInt64(rows.count - i))
