@@ -10,6 +10,7 @@ struct Idx: ParsableCommand {
         subcommands: [
             IngestCommand.self,
             TrainCommand.self,
+            IndexCommand.self, SearchCommand.self,
             ProjectCommand.self,
         ]
     )

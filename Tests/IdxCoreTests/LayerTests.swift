@@ -82,12 +82,14 @@ final class LayerTests: XCTestCase {
         let mask: [Float] = (0 ..< n).map { $0 % 3 == 0 ? 0 : 1 / 0.9 }
         let r = randoms(n)
         func loss(_ pre: [Float]) -> Double {
-            var act = [Float](repeating: 0, count: n)
-            reluDropoutForward(&act, pre, mask, n)
+            var act = [Float](repeating: 0, count: n), m = mask
+            reluDropoutForward(&act, pre, &m, n)
             return dot(act, r)
         }
+        var act = [Float](repeating: 0, count: n), folded = mask
+        reluDropoutForward(&act, pre, &folded, n)  // folds the ReLU gate into the mask
         var d = r
-        reluDropoutBackward(&d, pre, mask, n)
+        reluDropoutBackward(&d, pre, folded, n)
         checkGradient("relu", &pre, d, eps: 1e-3, indices: (0 ..< n).filter { abs(pre[$0]) > 1e-2 }) { loss($0) }
 
         var x = randoms(n), y = randoms(n)
@@ -111,17 +113,19 @@ final class LayerTests: XCTestCase {
         let r = randoms(n * c)
         func loss(_ qkv: [Float]) -> Double {
             var out = [Float](repeating: 0, count: n * c), probs = [Float](repeating: 0, count: probOffset[2])
-            attentionForward(&out, &probs, mask, qkv, docStart, probOffset, 0 ..< 2, c, h)
+            var scratchF = [Float](repeating: 0, count: 64)
+            attentionForward(&out, &probs, mask, qkv, &scratchF, docStart, probOffset, 0 ..< 2, c, h)
             return dot(out, r)
         }
         var out = [Float](repeating: 0, count: n * c), probs = [Float](repeating: 0, count: probOffset[2])
-        attentionForward(&out, &probs, mask, qkv, docStart, probOffset, 0 ..< 2, c, h)
+        var scratchF = [Float](repeating: 0, count: 64)
+        attentionForward(&out, &probs, mask, qkv, &scratchF, docStart, probOffset, 0 ..< 2, c, h)
         // each probability row sums to 1 over its own document only
         for d in 0 ..< 2 {
             let l = docStart[d + 1] - docStart[d]
             for row in 0 ..< h * l { XCTAssertEqual(probs[probOffset[d] + row * l ..< probOffset[d] + (row + 1) * l].reduce(0, +), 1, accuracy: 1e-5) }
         }
-        var dqkv = [Float](repeating: 0, count: n * 3 * c), scratch = [Float](repeating: 0, count: 16)
+        var dqkv = [Float](repeating: 0, count: n * 3 * c), scratch = [Float](repeating: 0, count: 64)
         attentionBackward(&dqkv, &scratch, r, qkv, probs, mask, docStart, probOffset, 0 ..< 2, c, h)
         checkGradient("qkv", &qkv, dqkv, eps: 1e-2, tol: 3e-3) { loss($0) }
     }

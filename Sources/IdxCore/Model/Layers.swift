@@ -37,13 +37,10 @@ func layerNormForward(_ out: FPtr, _ mean: FPtr, _ rstd: FPtr, _ inp: CFPtr, _ w
                       _ n: Int, _ c: Int, eps: Float = 1e-5) {
     for r in 0 ..< n {
         let x = inp + r * c, o = out + r * c
-        var s: Float = 0
-        for i in 0 ..< c { s += x[i] }
-        let m = s / Float(c)
-        var v: Float = 0
-        for i in 0 ..< c { let d = x[i] - m; v += d * d }
-        let rs = 1 / (v / Float(c) + eps).squareRoot()
-        for i in 0 ..< c { o[i] = (x[i] - m) * rs * w[i] + b[i] }
+        let m = vectorSum(x, c) / Float(c)
+        for i in 0 ..< c { o[i] = x[i] - m }   // centred, then normalised in place
+        let rs = 1 / (dotProduct(o, o, c) / Float(c) + eps).squareRoot()
+        for i in 0 ..< c { o[i] = o[i] * rs * w[i] + b[i] }
         mean[r] = m; rstd[r] = rs
     }
 }
@@ -54,20 +51,13 @@ func layerNormBackward(_ dinp: FPtr, _ dw: FPtr, _ db: FPtr, _ dout: CFPtr, _ in
     for r in 0 ..< n {
         let x = inp + r * c, d = dout + r * c, di = dinp + r * c
         let m = mean[r], rs = rstd[r]
-        var dnMean: Float = 0, dnNormMean: Float = 0
-        for i in 0 ..< c {
-            let norm = (x[i] - m) * rs
-            let dn = w[i] * d[i]
-            dnMean += dn; dnNormMean += dn * norm
-        }
-        dnMean /= Float(c); dnNormMean /= Float(c)
-        for i in 0 ..< c {
-            let norm = (x[i] - m) * rs
-            let dn = w[i] * d[i]
-            db[i] += d[i]
-            dw[i] += norm * d[i]
-            di[i] = (dn - dnMean - norm * dnNormMean) * rs
-        }
+        // di holds norm, then the result (dinp never aliases inp or dout here)
+        for i in 0 ..< c { di[i] = (x[i] - m) * rs; db[i] += d[i]; dw[i] += di[i] * d[i] }
+        let dnMean = dotProduct(w, d, c) / Float(c)
+        var dnNormMean: Float = 0
+        for i in 0 ..< c { dnNormMean += w[i] * d[i] * di[i] }
+        dnNormMean /= Float(c)
+        for i in 0 ..< c { di[i] = (w[i] * d[i] - dnMean - di[i] * dnNormMean) * rs }
     }
 }
 
@@ -99,19 +89,21 @@ func linearBackward(_ dinp: FPtr?, _ dw: FPtr, _ db: FPtr, _ dout: CFPtr, _ inp:
 
 // MARK: - ReLU + dropout (the FFN's middle), residual + dropout
 
-/// act[N*F] = relu(pre) * mask  (mask nil = no dropout; mask holds 0 or 1/(1-p))
-func reluDropoutForward(_ act: FPtr, _ pre: CFPtr, _ mask: CFPtr?, _ count: Int) {
+/// act[N*F] = relu(pre) * mask  (mask nil = no dropout; mask holds 0 or 1/(1-p)).
+/// The mask is folded with the ReLU's gate in place (mask = 0 where pre <= 0), so the
+/// backward is one multiply.
+func reluDropoutForward(_ act: FPtr, _ pre: CFPtr, _ mask: FPtr?, _ count: Int) {
     if let mask {
-        for i in 0 ..< count { act[i] = max(pre[i], 0) * mask[i] }
+        for i in 0 ..< count { let m = pre[i] > 0 ? mask[i] : 0; mask[i] = m; act[i] = pre[i] * m }
     } else {
         for i in 0 ..< count { act[i] = max(pre[i], 0) }
     }
 }
 
-/// dpre = dact * mask * (pre > 0), in place over dact.
+/// dpre = dact * mask (mask folded with the gate by the forward), in place over dact.
 func reluDropoutBackward(_ d: FPtr, _ pre: CFPtr, _ mask: CFPtr?, _ count: Int) {
     if let mask {
-        for i in 0 ..< count { d[i] = pre[i] > 0 ? d[i] * mask[i] : 0 }
+        for i in 0 ..< count { d[i] *= mask[i] }
     } else {
         for i in 0 ..< count { d[i] = pre[i] > 0 ? d[i] : 0 }
     }
@@ -142,49 +134,46 @@ func residualBackward(_ dy: FPtr, _ dout: CFPtr, _ mask: CFPtr?, _ count: Int) {
 /// over a padded batch (padded keys get probability 0, padded queries are dropped).
 /// qkv[N, 3C] (q | k | v, head h at columns h*D ..< (h+1)*D of each part);
 /// out[N, C]; probs: per document H·L·L softmax probabilities at probOffset[d];
-/// mask: the same layout, attention dropout (nil = none).
-func attentionForward(_ out: FPtr, _ probs: FPtr, _ mask: CFPtr?, _ qkv: CFPtr,
+/// mask: the same layout, attention dropout (nil = none). Per (document, head) the
+/// products are small sgemms (L ≤ 64, D = 32) over strided views of qkv.
+/// scratch: at least L·L floats for the longest document.
+func attentionForward(_ out: FPtr, _ probs: FPtr, _ mask: CFPtr?, _ qkv: CFPtr, _ scratch: FPtr,
                       _ docStart: UnsafePointer<Int>, _ probOffset: UnsafePointer<Int>, _ docs: Range<Int>,
                       _ c: Int, _ h: Int) {
     let d = c / h, c3 = 3 * c
     let scale = 1 / Float(d).squareRoot()
     for doc in docs {
         let s = docStart[doc], l = docStart[doc + 1] - s
+        let l32 = Int32(l), d32 = Int32(d)
         for head in 0 ..< h {
-            let pBase = probs + probOffset[doc] + head * l * l
-            let mBase = mask.map { $0 + probOffset[doc] + head * l * l }
+            let p = probs + probOffset[doc] + head * l * l
+            let q = qkv + s * c3 + head * d, k = q + c, v = q + 2 * c
+            // S = scale · Q Kᵀ  [L, L]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, l32, d32, scale, q, Int32(c3), k, Int32(c3), 0, p, l32)
             for i in 0 ..< l {
-                let q = qkv + (s + i) * c3 + head * d
-                let p = pBase + i * l
+                let row = p + i * l
                 var mx = -Float.infinity
-                for j in 0 ..< l {
-                    let k = qkv + (s + j) * c3 + c + head * d
-                    var dot: Float = 0
-                    for e in 0 ..< d { dot += q[e] * k[e] }
-                    dot *= scale
-                    p[j] = dot
-                    mx = max(mx, dot)
-                }
+                for j in 0 ..< l { mx = max(mx, row[j]) }
                 var sum: Float = 0
-                for j in 0 ..< l { let e = expf(p[j] - mx); p[j] = e; sum += e }
+                for j in 0 ..< l { let e = expf(row[j] - mx); row[j] = e; sum += e }
                 let inv = 1 / sum
-                for j in 0 ..< l { p[j] *= inv }
-                let o = out + (s + i) * c + head * d
-                for e in 0 ..< d { o[e] = 0 }
-                for j in 0 ..< l {
-                    var pj = p[j]
-                    if let mBase { pj *= mBase[i * l + j] }
-                    if pj == 0 { continue }
-                    let v = qkv + (s + j) * c3 + 2 * c + head * d
-                    for e in 0 ..< d { o[e] += pj * v[e] }
-                }
+                for j in 0 ..< l { row[j] *= inv }
             }
+            var pd = CFPtr(p)
+            if let mask {
+                let m = mask + probOffset[doc] + head * l * l
+                for x in 0 ..< l * l { scratch[x] = p[x] * m[x] }
+                pd = CFPtr(scratch)
+            }
+            // O = P' V  [L, D]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, d32, l32, 1, pd, l32, v, Int32(c3), 0,
+                        out + s * c + head * d, Int32(c))
         }
     }
 }
 
 /// dqkv[N, 3C] (overwritten for the rows of `docs`) from dout[N, C].
-/// scratch: at least L floats for the longest document.
+/// scratch: at least 2·L·L floats for the longest document.
 func attentionBackward(_ dqkv: FPtr, _ scratch: FPtr, _ dout: CFPtr, _ qkv: CFPtr, _ probs: CFPtr, _ mask: CFPtr?,
                        _ docStart: UnsafePointer<Int>, _ probOffset: UnsafePointer<Int>, _ docs: Range<Int>,
                        _ c: Int, _ h: Int) {
@@ -192,38 +181,33 @@ func attentionBackward(_ dqkv: FPtr, _ scratch: FPtr, _ dout: CFPtr, _ qkv: CFPt
     let scale = 1 / Float(d).squareRoot()
     for doc in docs {
         let s = docStart[doc], l = docStart[doc + 1] - s
-        for r in s ..< s + l { (dqkv + r * c3).update(repeating: 0, count: c3) }
+        let l32 = Int32(l), d32 = Int32(d), ld3 = Int32(c3)
         for head in 0 ..< h {
-            let pBase = probs + probOffset[doc] + head * l * l
-            let mBase = mask.map { $0 + probOffset[doc] + head * l * l }
-            for i in 0 ..< l {
-                let p = pBase + i * l
-                let dO = dout + (s + i) * c + head * d
-                let dp = scratch
-                // dp[j] = dO · v_j (through the dropout), dv_j += p'_j dO
-                var dot: Float = 0
-                for j in 0 ..< l {
-                    let v = qkv + (s + j) * c3 + 2 * c + head * d
-                    let dv = dqkv + (s + j) * c3 + 2 * c + head * d
-                    let m: Float = mBase?[i * l + j] ?? 1
-                    var g: Float = 0
-                    for e in 0 ..< d { g += dO[e] * v[e] }
-                    let pd = p[j] * m
-                    if pd != 0 { for e in 0 ..< d { dv[e] += pd * dO[e] } }
-                    dp[j] = g * m
-                    dot += dp[j] * p[j]
-                }
-                // softmax backward, then the scaled dot product
-                let q = qkv + (s + i) * c3 + head * d
-                let dq = dqkv + (s + i) * c3 + head * d
-                for j in 0 ..< l {
-                    let ds = p[j] * (dp[j] - dot) * scale
-                    if ds == 0 { continue }
-                    let k = qkv + (s + j) * c3 + c + head * d
-                    let dk = dqkv + (s + j) * c3 + c + head * d
-                    for e in 0 ..< d { dq[e] += ds * k[e]; dk[e] += ds * q[e] }
-                }
+            let p = probs + probOffset[doc] + head * l * l
+            let q = qkv + s * c3 + head * d, k = q + c, v = q + 2 * c
+            let dq = dqkv + s * c3 + head * d, dk = dq + c, dv = dq + 2 * c
+            let dO = dout + s * c + head * d
+            let dp = scratch, pdBuf = scratch + l * l
+            var pd = p
+            let m = mask.map { $0 + probOffset[doc] + head * l * l }
+            if let m {
+                for x in 0 ..< l * l { pdBuf[x] = p[x] * m[x] }
+                pd = CFPtr(pdBuf)
             }
+            // dP' = dO Vᵀ [L, L];  dV = P'ᵀ dO [L, D]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, l32, d32, 1, dO, Int32(c), v, ld3, 0, dp, l32)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l32, d32, l32, 1, pd, l32, dO, Int32(c), 0, dv, ld3)
+            // through the dropout and the softmax: dS = P ⊙ (dP − Σ_j P dP) · scale
+            for i in 0 ..< l {
+                let row = p + i * l, g = dp + i * l
+                if let m { let mr = m + i * l; for j in 0 ..< l { g[j] *= mr[j] } }
+                var dot: Float = 0
+                for j in 0 ..< l { dot += g[j] * row[j] }
+                for j in 0 ..< l { g[j] = row[j] * (g[j] - dot) * scale }
+            }
+            // dQ = dS K;  dK = dSᵀ Q
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, d32, l32, 1, dp, l32, k, ld3, 0, dq, ld3)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l32, d32, l32, 1, dp, l32, q, ld3, 0, dk, ld3)
         }
     }
 }
@@ -250,3 +234,45 @@ func crossEntropyForwardBackward(_ logits: FPtr, _ targets: UnsafePointer<Int32>
     return total
 }
 
+
+// MARK: - small vector kernels (explicit SIMD: Swift does not reorder a float reduction itself)
+
+@inline(__always) func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    var e = 0
+    while e + 16 <= n {
+        acc0 += ra.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+        acc1 += ra.loadUnaligned(fromByteOffset: 4 * e + 32, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: 4 * e + 32, as: SIMD8<Float>.self)
+        e += 16
+    }
+    while e + 8 <= n {
+        acc0 += ra.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+        e += 8
+    }
+    var s = (acc0 + acc1).sum()
+    while e < n { s += a[e] * b[e]; e += 1 }
+    return s
+}
+
+/// y += a * x
+@inline(__always) func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+    let ry = UnsafeMutableRawPointer(y), rx = UnsafeRawPointer(x)
+    var e = 0
+    while e + 8 <= n {
+        let v = ry.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self) + a * rx.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+        ry.storeBytes(of: v, toByteOffset: 4 * e, as: SIMD8<Float>.self)
+        e += 8
+    }
+    while e < n { y[e] += a * x[e]; e += 1 }
+}
+
+@inline(__always) func vectorSum(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    let ra = UnsafeRawPointer(a)
+    var e = 0
+    while e + 8 <= n { acc += ra.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self); e += 8 }
+    var s = acc.sum()
+    while e < n { s += a[e]; e += 1 }
+    return s
+}

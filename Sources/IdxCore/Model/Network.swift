@@ -150,18 +150,17 @@ final class EncoderNetwork {
             }
         }
         if self.training { drawDropoutMasks(b) }
+        scratch.ensure(2 * cfg.maxLen * cfg.maxLen)
         for (li, L) in layout.layers.enumerated() {
             let a = acts[li], xin = xs[li].ptr
             let m1: CFPtr? = self.training ? CFPtr(a.drop1.ptr) : nil
             let mA: CFPtr? = self.training ? CFPtr(a.attMask.ptr) : nil
-            let mF: CFPtr? = self.training ? CFPtr(a.dropFF.ptr) : nil
+            let mF: FPtr? = self.training ? a.dropFF.ptr : nil
             let m2: CFPtr? = self.training ? CFPtr(a.drop2.ptr) : nil
             linearForward(a.qkv.ptr, xin, p + L.inProjW, p + L.inProjB, n, c, 3 * c)
             b.docStart.withUnsafeBufferPointer { ds in
                 probOffset.withUnsafeBufferPointer { po in
-                    parallelDocs(docs) { range in
-                        attentionForward(a.atty.ptr, a.probs.ptr, mA, a.qkv.ptr, ds.baseAddress!, po.baseAddress!, range, c, h)
-                    }
+                    attentionForward(a.atty.ptr, a.probs.ptr, mA, a.qkv.ptr, scratch.ptr, ds.baseAddress!, po.baseAddress!, 0 ..< docs, c, h)
                 }
             }
             linearForward(a.attProj.ptr, a.atty.ptr, p + L.outProjW, p + L.outProjB, n, c, c)
@@ -179,13 +178,18 @@ final class EncoderNetwork {
     /// drawn in the order attention probabilities, dropout1, FFN dropout, dropout2.
     private func drawDropoutMasks(_ b: PackedBatch) {
         let c = cfg.dModel, f = cfg.dFF, h = cfg.nHeads
-        let pDrop = cfg.dropout, keep = 1 / (1 - pDrop)
+        let keep = 1 / (1 - cfg.dropout)
+        let threshold = UInt64((Double(cfg.dropout) * 65536).rounded())  // 16-bit resolution, 4 per draw
         for (li, a) in acts.enumerated() {
             for d in 0 ..< b.docCount {
                 var g = SplitMix64(state: SplitMix64.derive([b.dropoutSeeds[d], UInt64(li)]))
                 let s = b.docStart[d], l = b.docStart[d + 1] - s
                 func fill(_ ptr: FPtr, _ count: Int) {
-                    for i in 0 ..< count { ptr[i] = g.nextFloat() < pDrop ? 0 : keep }
+                    var i = 0
+                    while i < count {
+                        var r = g.next()
+                        for _ in 0 ..< min(4, count - i) { ptr[i] = (r & 0xFFFF) < threshold ? 0 : keep; r >>= 16; i += 1 }
+                    }
                 }
                 fill(a.attMask.ptr + probOffset[d], h * l * l)
                 fill(a.drop1.ptr + s * c, l * c)
@@ -216,7 +220,7 @@ final class EncoderNetwork {
         let m = b.selectedRows.count
         let p = params.ptr, g = grads.ptr
         dA.ensure(n * c); dB.ensure(n * c); dC.ensure(n * c); dH.ensure(n * f); dQKV.ensure(n * 3 * c)
-        hSel.ensure(m * c); dHSel.ensure(m * c); logits.ensure(m * v); scratch.ensure(cfg.maxLen * max(1, EncoderNetwork.computeThreads))
+        hSel.ensure(m * c); dHSel.ensure(m * c); logits.ensure(m * v); scratch.ensure(2 * cfg.maxLen * cfg.maxLen)
         let top = xs[cfg.nLayers].ptr
         for (i, r) in b.selectedRows.enumerated() { (hSel.ptr + i * c).update(from: top + r * c, count: c) }
         linearForward(logits.ptr, hSel.ptr, p + layout.lmHeadW, p + layout.lmHeadB, m, c, v)
@@ -243,15 +247,10 @@ final class EncoderNetwork {
             layerNormBackward(dA.ptr, g + L.norm1W, g + L.norm1B, dB.ptr, a.res1.ptr, p + L.norm1W, a.ln1Mean.ptr, a.ln1Rstd.ptr, n, c)
             residualBackward(dC.ptr, dA.ptr, m1, n * c)
             linearBackward(dB.ptr, g + L.outProjW, g + L.outProjB, dC.ptr, a.atty.ptr, p + L.outProjW, n, c, c)
-            let maxLen = cfg.maxLen
             b.docStart.withUnsafeBufferPointer { ds in
                 probOffset.withUnsafeBufferPointer { po in
-                    let parts = min(EncoderNetwork.computeThreads, max(1, docs / 4))
-                    DispatchQueue.concurrentPerform(iterations: parts) { i in
-                        idx_flush_denormals_once()
-                        attentionBackward(dQKV.ptr, scratch.ptr + i * maxLen, dB.ptr, a.qkv.ptr, a.probs.ptr, mA,
-                                          ds.baseAddress!, po.baseAddress!, docs * i / parts ..< docs * (i + 1) / parts, c, h)
-                    }
+                    attentionBackward(dQKV.ptr, scratch.ptr, dB.ptr, a.qkv.ptr, a.probs.ptr, mA,
+                                      ds.baseAddress!, po.baseAddress!, 0 ..< docs, c, h)
                 }
             }
             linearBackward(dA.ptr, g + L.inProjW, g + L.inProjB, dQKV.ptr, xs[li].ptr, p + L.inProjW, n, c, 3 * c, accumulate: true)
