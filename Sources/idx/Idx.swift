@@ -13,6 +13,7 @@ struct Idx: ParsableCommand {
             IndexCommand.self, SearchCommand.self,
             EvalCommand.self, NightlyCommand.self,
             MPICheckCommand.self,
+            ProjectCommand.self,
         ]
     )
 }
