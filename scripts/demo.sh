@@ -4,7 +4,7 @@
 # sentences -> the eval table. Run scripts/setup.sh once first.
 #
 # Everything it writes goes to corpora/demo, models/demo, indexes/demo and
-# out/demo (all ignored by git); each run starts from scratch.
+# runs/demo (all ignored by git); each run starts from scratch.
 # DEMO_STEPS (default 600) sets the training length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,8 @@ idx="$(swift build -c release --show-bin-path)/idx"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
-rm -rf corpora/demo models/demo indexes/demo out/demo
-mkdir -p out/demo
+rm -rf corpora/demo models/demo indexes/demo runs/demo
+mkdir -p runs/demo
 
 step "idx ingest: clean the sample, train the WordLevel tokenizer, write token shards"
 "$idx" ingest corpora/sample/movies.csv --out corpora/demo
@@ -32,10 +32,10 @@ step "idx search \"alien robot\""
 
 step "idx project: the 20 seed-test sentences (10 Sci-Fi, 10 Romance) in 2-D"
 "$idx" project --model models/demo --texts corpora/seed-test.tsv --method pca \
-    --out out/demo/seed-pca.csv --svg out/demo/seed-pca.svg
+    --out runs/demo/seed-pca.csv --svg runs/demo/seed-pca.svg
 "$idx" project --model models/demo --texts corpora/seed-test.tsv --method tsne --perplexity 5 \
-    --out out/demo/seed-tsne.csv --svg out/demo/seed-tsne.svg
-echo "wrote out/demo/seed-pca.{csv,svg} and out/demo/seed-tsne.{csv,svg}" >&2
+    --out runs/demo/seed-tsne.csv --svg runs/demo/seed-tsne.svg
+echo "wrote runs/demo/seed-pca.{csv,svg} and runs/demo/seed-tsne.{csv,svg}" >&2
 
 step "idx eval: MLM loss, seed-test separation, genre kNN precision@10"
 "$idx" eval --index indexes/demo --seed-test corpora/seed-test.tsv
