@@ -146,6 +146,9 @@ final class NightlyJobTests: XCTestCase {
         XCTAssertEqual(after.count, before.count)
         XCTAssertEqual(after.manifest, before.manifest)
         XCTAssertEqual(try XXHash64.hashFile(at: c.model + "/model.safetensors").hash, modelBefore)
+        // Only the served model's immutable copy is kept (the rejected candidate's is gone).
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: c.model + ".versions"),
+                       [URL(fileURLWithPath: after.manifest.modelDirectory).lastPathComponent])
         // The report says why, and the JSON on disk says the same.
         let saved = try JSONDecoder().decode(NightlyJob.Report.self, from: Data(contentsOf: URL(fileURLWithPath: r.reportPath)))
         XCTAssertEqual(saved.decision, .rejected)
@@ -207,9 +210,9 @@ final class NightlyJobTests: XCTestCase {
         XCTAssertEqual(try job(c).run().decision, .published)
         let gen = try current(c)
         let served = try VectorIndexReader(directory: c.index).count
-        var names = ["b.csv", "c.csv", "d.csv", "e.csv", "f.csv"]
+        var names = ["b.csv", "c.csv", "d.csv", "e.csv", "f.csv", "g.csv"]
         var start = 100
-        for stage in ["collected", "ingested", "trained", "indexed", "evaluated"] {
+        for stage in ["collected", "ingested", "trained", "indexed", "evaluated", "published"] {
             let name = names.removeFirst()
             try writeInbox(name, rows: start ..< start + 30)
             start += 30
@@ -218,7 +221,7 @@ final class NightlyJobTests: XCTestCase {
             XCTAssertEqual(p.terminationStatus, SIGKILL, stage)
             // Killed: the published index still serves, the journal holds the pending stage.
             let state = try NightlyState.load(c.state + "/state.json")
-            XCTAssertEqual(state.pending?.stage.rawValue, stage)
+            XCTAssertEqual(state.pending?.stage.rawValue, stage == "published" ? "evaluated" : stage)
             let reader = try VectorIndexReader(directory: c.index)
             XCTAssertGreaterThanOrEqual(reader.count, served, stage)
             // The next run (which takes over the dead run's lock) finishes the work.

@@ -162,6 +162,9 @@ public struct NightlyJob {
                                           cache: &state.hashCache)
                 }
                 report.problems = scan.problems
+                // Forget cached hashes of files no longer in the inbox.
+                let present = Set(scan.files.map(\.local))
+                state.hashCache = state.hashCache.filter { present.contains($0.key) }
                 report.counts.inboxFiles = scan.files.count
                 report.counts.downloadedBytes = scan.downloads.reduce(0) { $0 + $1.bytes - $1.resumedFrom }
                 var known = Set(state.sources.map(\.xxh64))
@@ -265,6 +268,8 @@ public struct NightlyJob {
             let gate = pending.gate!
             if gate.pass {
                 try timed("publish") { try stages.publish(candidateModel, indexRequest, config) }
+                // (Kill point for the tests: served, but not yet journaled as done.)
+                if killAfter == "published" { kill(getpid(), SIGKILL) }
                 state.published = .init(run: pending.run, modelHash: pending.candidateModelHash ?? "",
                                         tokenizerHash: (try? WordLevelTokenizer(contentsOfFile: config.model + "/tokenizer.json").hash) ?? "",
                                         documents: pending.documents ?? 0, metrics: pending.metrics!)

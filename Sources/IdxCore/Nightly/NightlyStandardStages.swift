@@ -82,10 +82,12 @@ extension NightlyStages {
                     try AtomicFile.publishDirectory(staged, at: config.model)
                 }
                 try? FileManager.default.removeItem(atPath: cfgState + "/index")
+                collectModelVersions(index: config.index, model: config.model)
             },
             discard: { r in
                 let cfgState = URL(fileURLWithPath: r.model).deletingLastPathComponent().path
                 try? FileManager.default.removeItem(atPath: cfgState + "/index")
+                collectModelVersions(index: r.published, model: r.publishedModel)
             },
             modelHash: { dir in
                 guard let (h, _) = try? XXHash64.hashFile(at: dir + "/model.safetensors") else { return nil }
@@ -103,6 +105,24 @@ extension NightlyStages {
         try? FileManager.default.removeItem(atPath: dir)
         try AtomicFile.rename(staged, to: dir)
         return dir
+    }
+
+    /// Removes the model versions no generation of the served index names (a rejected
+    /// candidate's, or ones older than the generations the store keeps).
+    static func collectModelVersions(index: String, model: String) {
+        let fm = FileManager.default
+        let versions = URL(fileURLWithPath: model).standardizedFileURL.path + ".versions"
+        guard let names = try? fm.contentsOfDirectory(atPath: versions) else { return }
+        var used = Set<String>()
+        for e in (try? fm.contentsOfDirectory(atPath: index)) ?? [] where e.hasPrefix("gen-") {
+            if let data = fm.contents(atPath: IndexLayout.manifestPath(index, generation: e)),
+               let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
+                used.insert(URL(fileURLWithPath: m.modelDirectory).standardizedFileURL.path)
+            }
+        }
+        for n in names where !n.hasPrefix(".") && !used.contains(versions + "/" + n) {
+            try? fm.removeItem(atPath: versions + "/" + n)
+        }
     }
 
     /// Makes the candidate index's live generation the served one of `published`: its
