@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 
 /// The real stages of `idx nightly`: `idx train` as a child process (so
@@ -204,19 +205,22 @@ extension NightlyStages {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: idx)
         p.arguments = args
+        // At a terminal the child draws its own progress (rate, ETA) on our stderr;
+        // otherwise (cron, tests) its last lines are passed on after it ends.
+        let interactive = idx_isatty(2) == 1
         let errPipe = Pipe()
-        p.standardError = errPipe
+        p.standardError = interactive ? FileHandle.standardError : errPipe
         p.standardOutput = FileHandle.nullDevice
         log("nightly: $ idx " + args.joined(separator: " "))
         do { try p.run() } catch {
             throw IdxError("\(idx): cannot start idx for `\(args.first ?? "")`: \(error.localizedDescription).")
         }
-        let err = errPipe.fileHandleForReading.readDataToEndOfFile()
+        let err = interactive ? Data() : errPipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let text = String(decoding: err, as: UTF8.self)
-        for line in text.split(separator: "\n").suffix(5) { log("nightly:   " + line.split(separator: "\r").last.map(String.init)!) }
+        for line in text.split(separator: "\n").suffix(5) { log("nightly:   " + (line.split(separator: "\r").last.map(String.init) ?? "")) }
         guard p.terminationReason == .exit, p.terminationStatus == 0 else {
-            let last = text.split(separator: "\n").last.map(String.init) ?? ""
+            let last = text.split(separator: "\n").last.map(String.init) ?? "its error is printed above"
             throw IdxError("`idx \(args.joined(separator: " "))` failed (exit \(p.terminationStatus)): \(last)")
         }
     }
