@@ -50,6 +50,22 @@ final class CSVTests: XCTestCase {
         XCTAssertEqual(bad, [3])
     }
 
+    func testOverlongRowIsAnErrorNotUnboundedMemory() throws {
+        let dir = IngestTestSupport.tempDir(self)
+        let path = dir + "/t.csv"
+        IngestTestSupport.write("a,b\n1,2\n3,\"open quote\n" + String(repeating: "more text,\n", count: 5000), to: path)
+        var reader = CSVReader(path: path)
+        reader.maxRowBytes = 1 << 20
+        reader.chunkSize = 4096
+        var rows = 0
+        XCTAssertNoThrow(try reader.read(onBytes: { _ in }, onRow: { _ in rows += 1 }, onUnterminated: { _ in }))
+        reader.maxRowBytes = 10_000
+        XCTAssertThrowsError(try reader.read(onBytes: { _ in }, onRow: { _ in }, onUnterminated: { _ in })) {
+            let m = ($0 as! IdxError).message
+            XCTAssertTrue(m.contains("t.csv:3:") && m.contains("unterminated quote"), m)
+        }
+    }
+
     func testUnreadableFileIsAnError() {
         XCTAssertThrowsError(try CSVReader(path: "/nonexistent/x.csv").read(onBytes: { _ in }, onRow: { _ in }, onUnterminated: { _ in })) {
             XCTAssertTrue(($0 as? IdxError)?.message.contains("/nonexistent/x.csv") ?? false)

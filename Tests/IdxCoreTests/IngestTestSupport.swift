@@ -22,7 +22,7 @@ enum IngestTestSupport {
 
     static func write(_ text: String, to path: String) { write(Array(text.utf8), to: path) }
     static func write(_ bytes: [UInt8], to path: String) {
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     }
 
     static let header = "movie title - year,genre,expanded-genres,rating,description\n"

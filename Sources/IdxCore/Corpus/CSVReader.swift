@@ -57,6 +57,9 @@ private let noSpaces: @convention(c) (UInt8) -> Int32 = { _ in 0 }
 struct CSVReader {
     let path: String
     var chunkSize = 1 << 20
+    /// Longest row accepted: an unterminated quote early in a huge file would otherwise make
+    /// the rest of the file one field, held in memory.
+    var maxRowBytes = 64 << 20
 
     /// Why the last row could not be read (an unterminated quote at the end of the file).
     struct Unterminated: Error { let line: Int }
@@ -142,6 +145,9 @@ struct CSVReader {
                     }
                     if nl != nil { line += 1 }
                     i = end
+                    if parser.entry_pos + state.bytes.count - state.currentByteStart > maxRowBytes {
+                        throw IdxError("\(path):\(state.currentLine): the row starting here is longer than \(maxRowBytes >> 20) MiB at line \(line); an unterminated quote? Fix the file (close the quote) and run again.")
+                    }
                 }
             }
             try drain()

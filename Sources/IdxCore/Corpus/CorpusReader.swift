@@ -2,7 +2,7 @@ import Foundation
 
 /// Reads a `corpora/<name>/` folder written by `idx ingest`, validating the manifest,
 /// the format version, every shard's XXH64 and counts.
-public struct CorpusReader {
+public struct CorpusReader: Sendable {
     public let directory: String
     let manifest: CorpusManifest
 

@@ -1,10 +1,10 @@
 import Foundation
 
 /// `manifest.json` of a corpus folder.
-struct CorpusManifest: Codable, Equatable {
+struct CorpusManifest: Codable, Equatable, Sendable {
     static let currentVersion = 1
 
-    struct Shard: Codable, Equatable {
+    struct Shard: Codable, Equatable, Sendable {
         var index: Int
         var firstDocument: Int
         var documents: Int
@@ -17,7 +17,7 @@ struct CorpusManifest: Codable, Equatable {
         var metadataBytes: Int
     }
 
-    struct Source: Codable, Equatable {
+    struct Source: Codable, Equatable, Sendable {
         var path: String
         var size: Int
         var xxh64: String
@@ -27,7 +27,7 @@ struct CorpusManifest: Codable, Equatable {
         var skippedRows: Int
     }
 
-    struct Stats: Codable, Equatable {
+    struct Stats: Codable, Equatable, Sendable {
         var rowsRead: Int
         var droppedShort: Int
         var skippedRows: Int

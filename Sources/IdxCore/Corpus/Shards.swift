@@ -52,7 +52,7 @@ enum TokenShard {
         let size = headerBytes + 8 * offsets.count + idBytes * ids.count
         var out = [UInt8](repeating: 0, count: size)
         out.withUnsafeMutableBytes { o in
-            o.copyMemory(from: UnsafeRawBufferPointer(start: magic, count: 8))
+            magic.withUnsafeBytes { o.copyMemory(from: $0) }
             o.storeBytes(of: UInt32(idBytes).littleEndian, toByteOffset: 8, as: UInt32.self)
             o.storeBytes(of: UInt64(docs).littleEndian, toByteOffset: 16, as: UInt64.self)
             o.storeBytes(of: UInt64(ids.count).littleEndian, toByteOffset: 24, as: UInt64.self)

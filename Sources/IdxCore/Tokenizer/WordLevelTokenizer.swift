@@ -3,7 +3,7 @@ import Foundation
 /// A word-level tokenizer identical to Hugging Face tokenizers' `WordLevel` model with
 /// the `Whitespace` pre-tokenizer and the `[BOS] $A [EOS]` template, read from and
 /// written as the same `tokenizer.json`.
-public struct WordLevelTokenizer {
+public struct WordLevelTokenizer: Sendable {
     /// id -> word bytes.
     private(set) var words: [[UInt8]]
     private var table: WordTable

@@ -1,7 +1,7 @@
 /// An open-addressing hash table from byte strings to a 64-bit value, with the
 /// strings in one flat arena: no String and no allocation per word. Used both
 /// for the training counts (value = count) and for encoding (value = id).
-struct WordTable {
+struct WordTable: Sendable {
     private(set) var arena: [UInt8] = []
     private(set) var starts: [Int] = []
     private(set) var lengths: [Int32] = []
