@@ -56,12 +56,29 @@ struct IndexCommand: ParsableCommand {
             if let file = fromVectors {
                 (embeddings, d) = try readVectors(file, dimension: dimension)
                 let n = embeddings.count / d
-                metadata = (0 ..< n).map {
-                    DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
-                                     description: "row \($0) of \(file)", sourceFile: file, sourceRow: $0 + 1)
+                if FileManager.default.fileExists(atPath: model + "/model.safetensors") {
+                    // Vectors this model produced (--dump-vectors, possibly repeated): record the model so text
+                    // queries work, and take the corpus's metadata, cycled when the file repeats the corpus.
+                    let m = try EncoderModel.load(directory: model)
+                    guard m.config.dModel == d else {
+                        throw IdxError("\(file): rows are \(d)-dimensional but \(model) embeds in \(m.config.dModel); pass --dimension or another --model.")
+                    }
+                    let corpusMeta = try CorpusReader(directory: corpus).readMetadata()
+                    guard !corpusMeta.isEmpty, n % corpusMeta.count == 0 else {
+                        throw IdxError("\(file): \(n) rows is not a whole number of copies of \(corpus) (\(corpusMeta.count) documents).")
+                    }
+                    metadata = (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }
+                    provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
+                                                 modelDirectory: URL(fileURLWithPath: model).standardizedFileURL.path,
+                                                 maxTokens: maxTokens, source: file)
+                } else {
+                    metadata = (0 ..< n).map {
+                        DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
+                                         description: "row \($0) of \(file)", sourceFile: file, sourceRow: $0 + 1)
+                    }
+                    provenance = IndexProvenance(modelHash: "none", tokenizerHash: "none", modelDirectory: "",
+                                                 maxTokens: 0, source: file)
                 }
-                provenance = IndexProvenance(modelHash: "none", tokenizerHash: "none", modelDirectory: "",
-                                             maxTokens: 0, source: file)
             } else {
                 (embeddings, metadata, provenance, d) = try embedCorpus()
             }
