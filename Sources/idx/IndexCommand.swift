@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import IdxCore
 
-struct IndexCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct IndexCommand: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Embed a corpus with a trained model and publish an int8 vector index.",
         discussion: """
@@ -46,7 +48,10 @@ struct IndexCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Developer: also write the embeddings (raw float32 rows) to this file.", visibility: .hidden))
     var dumpVectors: String?
 
-    func run() throws {
+    @Option(help: ArgumentHelp("Developer: write the model's input ([BOS] ids [EOS], cut to --max-tokens, [PAD]-filled) as int32 rows of --max-tokens.", visibility: .hidden))
+    var dumpTokens: String?
+
+    public func run() throws {
         do {
             guard procs == 1 else {
                 throw IdxError("--procs \(procs): multi-process indexing is not available yet; use --procs 1.")
@@ -111,6 +116,16 @@ struct IndexCommand: ParsableCommand {
         }
         let tokens = try reader.readTokens()
         let metadata = try reader.readMetadata()
+        if let path = dumpTokens {
+            let width = max(2, min(maxTokens, model.config.maxLen))
+            var rows = [Int32](repeating: SpecialToken.pad, count: tokens.count * width)
+            for i in 0 ..< tokens.count {
+                // EncoderModel.embed's contract: [BOS] ids [EOS], cut to the width ([EOS] lost when cut).
+                let seq = [SpecialToken.bos] + tokens.document(i).prefix(width - 1) + [SpecialToken.eos]
+                for (j, t) in seq.prefix(width).enumerated() { rows[i * width + j] = t }
+            }
+            try AtomicFile.write(rows.withUnsafeBytes { Data($0) }, to: path)
+        }
         let n = tokens.count, d = model.config.dModel
         var out = [Float]()
         out.reserveCapacity(n * d)
