@@ -1,4 +1,5 @@
 import ArgumentParser
+import COpenBLAS
 import Foundation
 import IdxCore
 
@@ -35,6 +36,9 @@ public struct IndexCommand: ParsableCommand {
 
     @Option(help: "Tokens per document fed to the model, [BOS]/[EOS] included.")
     var maxTokens: Int = 32
+
+    @Option(help: "Inference threads (0: all cores).")
+    var threads: Int = 0
 
     @Option(help: "Documents per inference batch.")
     var batchSize: Int = 64
@@ -127,16 +131,30 @@ public struct IndexCommand: ParsableCommand {
             try AtomicFile.write(rows.withUnsafeBytes { Data($0) }, to: path)
         }
         let n = tokens.count, d = model.config.dModel
-        var out = [Float]()
-        out.reserveCapacity(n * d)
         let progress = Progress("index: embedding", unit: "docs", total: Double(n))
-        let step = max(batchSize * 16, 1024)
-        var start = 0
-        while start < n {
-            let end = min(n, start + step)
-            out += model.embed(tokens, range: start ..< end, maxTokens: maxTokens, batchSize: batchSize)
-            start = end
-            progress.update(Double(start))
+        // One model per worker thread (EncoderModel is not thread-safe), single-threaded BLAS
+        // in each, blocks of documents taken in turn; each block lands at its own offset.
+        let workers = max(1, min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, n / 256 + 1))
+        if workers > 1 { openblas_set_num_threads(1) }
+        var models = [model]
+        for _ in 1 ..< workers { models.append(try EncoderModel.load(directory: self.model)) }
+        let step = max(batchSize * 8, 256)
+        let blocks = (n + step - 1) / step
+        var out = [Float](repeating: 0, count: n * d)
+        let lock = NSLock()
+        var done = 0
+        out.withUnsafeMutableBufferPointer { o in
+            let o = o
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var b = w
+                while b < blocks {
+                    let range = b * step ..< min(n, (b + 1) * step)
+                    let e = models[w].embed(tokens, range: range, maxTokens: maxTokens, batchSize: batchSize)
+                    e.withUnsafeBufferPointer { (o.baseAddress! + range.lowerBound * d).update(from: $0.baseAddress!, count: e.count) }
+                    lock.lock(); done += range.count; progress.update(Double(done)); lock.unlock()
+                    b += workers
+                }
+            }
         }
         let secs = progress.elapsed
         progress.finish(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s)", n, secs, Double(n) / max(secs, 1e-9)))
