@@ -1,9 +1,12 @@
 import ArgumentParser
+import COpenBLAS
 import Foundation
 import IdxCore
 
-struct IndexCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct IndexCommand: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "index",
         abstract: "Embed a corpus with a trained model and publish an int8 vector index.",
         discussion: """
@@ -34,6 +37,9 @@ struct IndexCommand: ParsableCommand {
     @Option(help: "Tokens per document fed to the model, [BOS]/[EOS] included.")
     var maxTokens: Int = 32
 
+    @Option(help: "Inference threads (0: all cores).")
+    var threads: Int = 0
+
     @Option(help: "Documents per inference batch.")
     var batchSize: Int = 64
 
@@ -46,7 +52,10 @@ struct IndexCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Developer: also write the embeddings (raw float32 rows) to this file.", visibility: .hidden))
     var dumpVectors: String?
 
-    func run() throws {
+    @Option(help: ArgumentHelp("Developer: write the model's input ([BOS] ids [EOS], cut to --max-tokens, [PAD]-filled) as int32 rows of --max-tokens.", visibility: .hidden))
+    var dumpTokens: String?
+
+    public func run() throws {
         do {
             guard procs == 1 else {
                 throw IdxError("--procs \(procs): multi-process indexing is not available yet; use --procs 1.")
@@ -56,12 +65,29 @@ struct IndexCommand: ParsableCommand {
             if let file = fromVectors {
                 (embeddings, d) = try readVectors(file, dimension: dimension)
                 let n = embeddings.count / d
-                metadata = (0 ..< n).map {
-                    DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
-                                     description: "row \($0) of \(file)", sourceFile: file, sourceRow: $0 + 1)
+                if FileManager.default.fileExists(atPath: model + "/model.safetensors") {
+                    // Vectors this model produced (--dump-vectors, possibly repeated): record the model so text
+                    // queries work, and take the corpus's metadata, cycled when the file repeats the corpus.
+                    let m = try EncoderModel.load(directory: model)
+                    guard m.config.dModel == d else {
+                        throw IdxError("\(file): rows are \(d)-dimensional but \(model) embeds in \(m.config.dModel); pass --dimension or another --model.")
+                    }
+                    let corpusMeta = try CorpusReader(directory: corpus).readMetadata()
+                    guard !corpusMeta.isEmpty, n % corpusMeta.count == 0 else {
+                        throw IdxError("\(file): \(n) rows is not a whole number of copies of \(corpus) (\(corpusMeta.count) documents).")
+                    }
+                    metadata = (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }
+                    provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
+                                                 modelDirectory: URL(fileURLWithPath: model).standardizedFileURL.path,
+                                                 maxTokens: maxTokens, source: file)
+                } else {
+                    metadata = (0 ..< n).map {
+                        DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
+                                         description: "row \($0) of \(file)", sourceFile: file, sourceRow: $0 + 1)
+                    }
+                    provenance = IndexProvenance(modelHash: "none", tokenizerHash: "none", modelDirectory: "",
+                                                 maxTokens: 0, source: file)
                 }
-                provenance = IndexProvenance(modelHash: "none", tokenizerHash: "none", modelDirectory: "",
-                                             maxTokens: 0, source: file)
             } else {
                 (embeddings, metadata, provenance, d) = try embedCorpus()
             }
@@ -94,17 +120,41 @@ struct IndexCommand: ParsableCommand {
         }
         let tokens = try reader.readTokens()
         let metadata = try reader.readMetadata()
+        if let path = dumpTokens {
+            let width = max(2, min(maxTokens, model.config.maxLen))
+            var rows = [Int32](repeating: SpecialToken.pad, count: tokens.count * width)
+            for i in 0 ..< tokens.count {
+                // EncoderModel.embed's contract: [BOS] ids [EOS], cut to the width ([EOS] lost when cut).
+                let seq = [SpecialToken.bos] + tokens.document(i).prefix(width - 1) + [SpecialToken.eos]
+                for (j, t) in seq.prefix(width).enumerated() { rows[i * width + j] = t }
+            }
+            try AtomicFile.write(rows.withUnsafeBytes { Data($0) }, to: path)
+        }
         let n = tokens.count, d = model.config.dModel
-        var out = [Float]()
-        out.reserveCapacity(n * d)
         let progress = Progress("index: embedding", unit: "docs", total: Double(n))
-        let step = max(batchSize * 16, 1024)
-        var start = 0
-        while start < n {
-            let end = min(n, start + step)
-            out += model.embed(tokens, range: start ..< end, maxTokens: maxTokens, batchSize: batchSize)
-            start = end
-            progress.update(Double(start))
+        // One model per worker thread (EncoderModel is not thread-safe), single-threaded BLAS
+        // in each, blocks of documents taken in turn; each block lands at its own offset.
+        let workers = max(1, min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, n / 256 + 1))
+        if workers > 1 { openblas_set_num_threads(1) }
+        var models = [model]
+        for _ in 1 ..< workers { models.append(try EncoderModel.load(directory: self.model)) }
+        let step = max(batchSize * 8, 256)
+        let blocks = (n + step - 1) / step
+        var out = [Float](repeating: 0, count: n * d)
+        let lock = NSLock()
+        var done = 0
+        out.withUnsafeMutableBufferPointer { o in
+            let o = o
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var b = w
+                while b < blocks {
+                    let range = b * step ..< min(n, (b + 1) * step)
+                    let e = models[w].embed(tokens, range: range, maxTokens: maxTokens, batchSize: batchSize)
+                    e.withUnsafeBufferPointer { (o.baseAddress! + range.lowerBound * d).update(from: $0.baseAddress!, count: e.count) }
+                    lock.lock(); done += range.count; progress.update(Double(done)); lock.unlock()
+                    b += workers
+                }
+            }
         }
         let secs = progress.elapsed
         progress.finish(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s)", n, secs, Double(n) / max(secs, 1e-9)))

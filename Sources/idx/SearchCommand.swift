@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import IdxCore
 
-struct SearchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct SearchCommand: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "search",
         abstract: "Find the documents closest to a query by cosine similarity.",
         discussion: """
@@ -45,7 +47,7 @@ struct SearchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Developer: with --bench, the float32 base vectors the index was built from, for exact recall.", visibility: .hidden))
     var reference: String?
 
-    func run() throws {
+    public func run() throws {
         do {
             guard k > 0 else { throw IdxError("-k \(k): the number of results must be at least 1.") }
             let reader = try VectorIndexReader(directory: index, verifyMetadata: false)

@@ -28,23 +28,23 @@ final class SearchTests: XCTestCase {
 
     func testDotKernelsMatchPlainArithmetic() {
         var g = Synthetic.Generator(state: 9)
-        for d in [1, 31, 32, 33, 64, 100, 128] {
+        for d in [1, 15, 16, 17, 31, 32, 33, 64, 100, 128] {
             let a = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
             let b = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
             let expected = zip(a, b).reduce(Int32(0)) { $0 + Int32($1.0) * Int32($1.1) }
-            let wide = a.map { Int16($0) }
-            let blocks = d / 32
+            let wide = VectorSearcher.splitQuery(a)
+            let blocks = d / 16
             let got = wide.withUnsafeBytes { q16 in b.withUnsafeBytes { v in a.withUnsafeBufferPointer { q8 in
                 b.withUnsafeBufferPointer { v8 in
-                    VectorSearcher.dot32(q16.baseAddress!, v.baseAddress!, blocks: blocks)
-                        + VectorSearcher.dot(q8.baseAddress! + blocks * 32, v8.baseAddress! + blocks * 32, d - blocks * 32)
+                    VectorSearcher.dot16(q16.baseAddress!, v.baseAddress!, blocks: blocks)
+                        + VectorSearcher.dot(q8.baseAddress! + blocks * 16, v8.baseAddress! + blocks * 16, d - blocks * 16)
                 } } } }
             XCTAssertEqual(got, expected, "d = \(d)")
         }
         // Extremes: every lane at ±127 (the largest pair sum the Int16 stage sees).
         let hi = [Int8](repeating: 127, count: 64), lo = [Int8](repeating: -127, count: 64)
-        let hi16 = hi.map { Int16($0) }
-        let extreme = hi16.withUnsafeBytes { q in lo.withUnsafeBytes { v in VectorSearcher.dot32(q.baseAddress!, v.baseAddress!, blocks: 2) } }
+        let hi16 = VectorSearcher.splitQuery(hi)
+        let extreme = hi16.withUnsafeBytes { q in lo.withUnsafeBytes { v in VectorSearcher.dot16(q.baseAddress!, v.baseAddress!, blocks: 4) } }
         XCTAssertEqual(extreme, -127 * 127 * 64)
     }
 

@@ -60,39 +60,52 @@ public struct VectorSearcher {
         return acc
     }
 
-    /// The same dot product over whole 32-lane blocks with SIMD types: the query
-    /// comes pre-widened to Int16 (`q16`, d lanes). Codes and query are within
-    /// ±127, so one product fits Int16 (|p| ≤ 16129) and so does the sum of two
-    /// (≤ 32258): pairs are added in Int16 and only then widened to Int32,
-    /// which halves the widening work (the x86 baseline has no pmovsx).
+    /// The same dot product over whole 16-byte blocks with SIMD shifts and
+    /// Int16 multiplies only (the x86 baseline has no pmovsx/pmaddwd, and
+    /// Swift's generic SIMD widenings are not specialised). A block read as
+    /// 8 × Int16 holds byte pairs: (x << 8) >> 8 is the even byte sign-extended,
+    /// x >> 8 the odd one. `q` holds the query pre-split per block into its even
+    /// and odd lanes (8 × Int16 each). Codes and query are within ±127, so
+    /// even·qe + odd·qo fits Int16 (≤ 32258); the pair sums are then widened the
+    /// same way, read as 4 × Int32.
     @inline(__always)
-    static func dot32(_ q16: UnsafeRawPointer, _ v: UnsafeRawPointer, blocks: Int) -> Int32 {
-        var acc = SIMD16<Int32>()
+    static func dot16(_ q: UnsafeRawPointer, _ v: UnsafeRawPointer, blocks: Int) -> Int32 {
+        var acc = SIMD4<Int32>()
         for b in 0 ..< blocks {
-            let v0 = SIMD16<Int16>(truncatingIfNeeded: v.loadUnaligned(fromByteOffset: 32 * b, as: SIMD16<Int8>.self))
-            let v1 = SIMD16<Int16>(truncatingIfNeeded: v.loadUnaligned(fromByteOffset: 32 * b + 16, as: SIMD16<Int8>.self))
-            let q0 = q16.loadUnaligned(fromByteOffset: 64 * b, as: SIMD16<Int16>.self)
-            let q1 = q16.loadUnaligned(fromByteOffset: 64 * b + 32, as: SIMD16<Int16>.self)
-            let pair = v0 &* q0 &+ v1 &* q1
-            acc &+= SIMD16<Int32>(truncatingIfNeeded: pair)
+            let x = v.loadUnaligned(fromByteOffset: 16 * b, as: SIMD8<Int16>.self)
+            let even = (x &<< 8) &>> 8, odd = x &>> 8
+            let qe = q.loadUnaligned(fromByteOffset: 32 * b, as: SIMD8<Int16>.self)
+            let qo = q.loadUnaligned(fromByteOffset: 32 * b + 16, as: SIMD8<Int16>.self)
+            let pairs = unsafeBitCast(even &* qe &+ odd &* qo, to: SIMD4<Int32>.self)
+            acc &+= ((pairs &<< 16) &>> 16) &+ (pairs &>> 16)
         }
         return acc.wrappedSum()
+    }
+
+    /// The query laid out for `dot16`: per 16-lane block, its even lanes then its odd lanes, as Int16.
+    static func splitQuery(_ q8: [Int8]) -> [Int16] {
+        var out: [Int16] = []
+        for b in 0 ..< q8.count / 16 {
+            for k in 0 ..< 8 { out.append(Int16(q8[16 * b + 2 * k])) }
+            for k in 0 ..< 8 { out.append(Int16(q8[16 * b + 2 * k + 1])) }
+        }
+        return out
     }
 
     /// The approximate scan of `rows` of one segment into `top`.
     static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, q16: UnsafeRawPointer, qScale: Float, qCentroids: [Float],
                      allowed: [Bool]?, base: Int, into top: inout TopK) {
         let d = s.dimension
-        s.codes.withUnsafeBufferPointer { codes in
+        do { let codes = UnsafeBufferPointer(start: s.codes, count: s.count * d)
             s.scales.withUnsafeBufferPointer { scales in
                 s.norms.withUnsafeBufferPointer { norms in
                     s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in qCentroids.withUnsafeBufferPointer { qc in
                         let c = codes.baseAddress!
                         var threshold = top.threshold
-                        let blocks = d / 32, tail = blocks * 32
+                        let blocks = d / 16, tail = blocks * 16
                         for i in rows {
                             let row = c + i * d
-                            var dot = Self.dot32(q16, row, blocks: blocks)
+                            var dot = Self.dot16(q16, row, blocks: blocks)
                             if tail < d { dot &+= Self.dot(q8 + tail, row + tail, d - tail) }
                             let score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dot))
                             if score > threshold {
@@ -154,7 +167,7 @@ public struct VectorSearcher {
         }
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
         var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
-        let q16w = q8.map { Int16($0) }
+        let q16w = Self.splitQuery(q8)
         q8.withUnsafeBufferPointer { q in q16w.withUnsafeBytes { q16 in
             let q = q.baseAddress!, q16 = q16.baseAddress!
             if heaps.count <= 1 {

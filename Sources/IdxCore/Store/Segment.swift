@@ -180,7 +180,10 @@ enum SegmentWriter {
             while start < count {
                 let end = min(count, start + SegmentFormat.vectorsPerChunk)
                 let raw = UnsafeRawBufferPointer(rebasing: all[start * d ..< end * d])
-                let c = SegmentZstd.compress(raw, level: 3)
+                // zstd is kept only where it pays: int8 residuals are close to
+                // incompressible (~6%), and a raw chunk is scanned in place from the map.
+                var c = SegmentZstd.compress(raw, level: 3)
+                if c.count * 10 > raw.count * 9 { c = Array(raw) }
                 vectorTable.append((UInt64(vectorData.count), UInt64(c.count), UInt64(raw.count), XXHash64.hash(c)))
                 vectorData.append(contentsOf: c)
                 start = end
@@ -267,7 +270,10 @@ final class SegmentReader {
     let genreIds: [UInt16]
     let genreNames: [String]
     /// count × dimension int8 codes.
-    private(set) var codes: [Int8]
+    /// count × dimension int8 codes: the mapped file itself when every chunk is
+    /// stored raw (and contiguous), else a decompressed copy owned here.
+    let codes: UnsafePointer<Int8>
+    private let ownedCodes: UnsafeMutablePointer<Int8>?
     let vectorBytesOnDisk: Int
     private let metadataChunks: [Chunk]
     private let metadataBase: Int
@@ -384,32 +390,38 @@ final class SegmentReader {
         }
         vectorBytesOnDisk = vectorChunks.reduce(0) { $0 + $1.length } + count * 11 + centroidCount * dimension * 4
 
-        // Decode the vector chunks on all cores, each verified before use.
+        // Verify (and decompress where stored compressed) the vector chunks on all cores.
         let d = dimension, n = count
-        var codes = [Int8](repeating: 0, count: n * d)
+        var starts: [Int] = [0]
+        for c in vectorChunks { starts.append(starts.last! + c.rawLength) }
+        let inPlace = vectorChunks.enumerated().allSatisfy { i, c in c.length == c.rawLength && c.offset == starts[i] }
+        let owned: UnsafeMutablePointer<Int8>? = inPlace ? nil : .allocate(capacity: max(1, n * d))
         var failure: Error?
         let failureLock = NSLock()
-        codes.withUnsafeMutableBytes { out in
-            let outBase = out.baseAddress!
-            var starts: [Int] = [0]
-            for c in vectorChunks { starts.append(starts.last! + c.rawLength) }
-            DispatchQueue.concurrentPerform(iterations: vectorChunks.count) { i in
-                let c = vectorChunks[i]
-                let src = UnsafeRawBufferPointer(rebasing: all[vectorBase + c.offset ..< vectorBase + c.offset + c.length])
-                do {
-                    if XXHash64.hash(src) != c.hash {
-                        throw IdxError("\(path): checksum mismatch in vector chunk \(i); the segment is corrupted: rebuild the index with idx index.")
-                    }
-                    try SegmentZstd.decompress(src, into: UnsafeMutableRawBufferPointer(start: outBase + starts[i], count: c.rawLength),
-                                        context: nil, source: path)
-                } catch {
-                    failureLock.lock(); if failure == nil { failure = error }; failureLock.unlock()
+        DispatchQueue.concurrentPerform(iterations: vectorChunks.count) { i in
+            let c = vectorChunks[i]
+            let src = UnsafeRawBufferPointer(rebasing: all[vectorBase + c.offset ..< vectorBase + c.offset + c.length])
+            do {
+                if XXHash64.hash(src) != c.hash {
+                    throw IdxError("\(path): checksum mismatch in vector chunk \(i); the segment is corrupted: rebuild the index with idx index.")
                 }
+                if let owned {
+                    let out = UnsafeMutableRawBufferPointer(start: owned + starts[i], count: c.rawLength)
+                    if c.length == c.rawLength { out.copyMemory(from: src) } else {
+                        try SegmentZstd.decompress(src, into: out, context: nil, source: path)
+                    }
+                }
+            } catch {
+                failureLock.lock(); if failure == nil { failure = error }; failureLock.unlock()
             }
         }
-        if let failure { throw failure }
-        self.codes = codes
+        if let failure { owned?.deallocate(); throw failure }
+        ownedCodes = owned
+        codes = owned.map { UnsafePointer($0) }
+            ?? (all.baseAddress! + vectorBase).assumingMemoryBound(to: Int8.self)
     }
+
+    deinit { ownedCodes?.deallocate() }
 
     func genreId(named name: String) -> Int? {
         genreNames.firstIndex { $0.caseInsensitiveCompare(name) == .orderedSame }
@@ -418,9 +430,8 @@ final class SegmentReader {
     /// The decoded unit vector of `row` (renormalised).
     func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
         let d = dimension, s = scales[row], n = norms[row], base = Int(centroidIds[row]) * d
-        codes.withUnsafeBufferPointer { c in
-            for j in 0 ..< d { out[j] = (centroids[base + j] + s * Float(c[row * d + j])) * n }
-        }
+        let c = codes + row * d
+        for j in 0 ..< d { out[j] = (centroids[base + j] + s * Float(c[j])) * n }
     }
 
     func metadata(_ row: Int) throws -> (id: Int64, metadata: DocumentMetadata) {
