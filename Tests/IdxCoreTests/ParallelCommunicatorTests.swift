@@ -142,7 +142,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let r = try IdxExecutable.run(["mpi-check", "--procs", "2", "--kill-rank", "1", "--count", "1000"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertLessThan(r.seconds, 20, "the job must end within seconds of a rank's death")
-        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped: rank 1 was killed by signal 9"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped (exit status 137): rank 1 was killed by signal 9"), r.stderr)
         XCTAssertFalse(r.stdout.contains("mpi-check ok"))
     }
 
@@ -151,7 +151,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let r = try IdxExecutable.run(["mpi-check", "--procs", "2", "--fail-rank", "1", "--count", "1000"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("idx: rank 1 of 2: deliberate failure at round 10"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped: rank 1 failed: deliberate failure at round 10"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped (exit status 1): rank 1 failed: deliberate failure at round 10."), r.stderr)
     }
 
     func testMissingMpirunSaysHowToInstall() throws {

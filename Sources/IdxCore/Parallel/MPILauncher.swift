@@ -97,7 +97,7 @@ public enum MPILauncher {
         if status != 0 {
             let who = failedRank(inMpirunOutput: output).map { "rank \($0.rank) \($0.how)" } ?? "a rank failed"
             FileHandle.standardError.write(Data(
-                "idx: the \(procs)-rank job stopped: \(who); exit status \(status).\(failureNote.isEmpty ? "" : " " + failureNote)\n".utf8))
+                "idx: the \(procs)-rank job stopped (exit status \(status)): \(who)\(who.hasSuffix(".") ? "" : ".")\(failureNote.isEmpty ? "" : " " + failureNote)\n".utf8))
         }
         return status
     }
