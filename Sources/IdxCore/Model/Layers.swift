@@ -94,7 +94,16 @@ func linearBackward(_ dinp: FPtr?, _ dw: FPtr, _ db: FPtr, _ dout: CFPtr, _ inp:
 /// backward is one multiply.
 func reluDropoutForward(_ act: FPtr, _ pre: CFPtr, _ mask: FPtr?, _ count: Int) {
     if let mask {
-        for i in 0 ..< count { let m = pre[i] > 0 ? mask[i] : 0; mask[i] = m; act[i] = pre[i] * m }
+        let rp = UnsafeRawPointer(pre), rm = UnsafeMutableRawPointer(mask), ra = UnsafeMutableRawPointer(act)
+        var i = 0
+        while i + 8 <= count {
+            let p = rp.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            let m = rm.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self).replacing(with: 0, where: p .<= 0)
+            rm.storeBytes(of: m, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            ra.storeBytes(of: p * m, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { let m = pre[i] > 0 ? mask[i] : 0; mask[i] = m; act[i] = pre[i] * m; i += 1 }
     } else {
         for i in 0 ..< count { act[i] = max(pre[i], 0) }
     }

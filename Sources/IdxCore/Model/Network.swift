@@ -186,13 +186,7 @@ final class EncoderNetwork {
             for d in 0 ..< b.docCount {
                 var g = SplitMix64(state: SplitMix64.derive([b.dropoutSeeds[d], UInt64(li)]))
                 let s = b.docStart[d], l = b.docStart[d + 1] - s
-                func fill(_ ptr: FPtr, _ count: Int) {
-                    var i = 0
-                    while i < count {
-                        var r = g.next()
-                        for _ in 0 ..< min(4, count - i) { ptr[i] = (r & 0xFFFF) < threshold ? 0 : keep; r >>= 16; i += 1 }
-                    }
-                }
+                func fill(_ ptr: FPtr, _ count: Int) { fillDropoutMask(ptr, count, &g, threshold, keep) }
                 fill(a.attMask.ptr + probOffset[d], h * l * l)
                 fill(a.drop1.ptr + s * c, l * c)
                 fill(a.dropFF.ptr + s * f, l * f)
@@ -285,4 +279,23 @@ func meanPool(_ hidden: CFPtr, docStart: [Int], c: Int) -> [Float] {
         for k in 0 ..< c { out[d * c + k] = Float(acc[k] / Double(max(n, 1))) }
     }
     return out
+}
+
+/// 0 or `keep`, four decisions per 64-bit draw (16 bits each, drop when below `threshold`).
+@inline(__always) func fillDropoutMask(_ ptr: FPtr, _ count: Int, _ g: inout SplitMix64, _ threshold: UInt64, _ keep: Float) {
+    let t = UInt32(truncatingIfNeeded: threshold)
+    let zero = SIMD4<Float>(repeating: 0), kept = SIMD4<Float>(repeating: keep)
+    let raw = UnsafeMutableRawPointer(ptr)
+    var i = 0
+    while i + 4 <= count {
+        let r = g.next()
+        let lanes = SIMD4<UInt32>(UInt32(truncatingIfNeeded: r & 0xFFFF), UInt32(truncatingIfNeeded: (r >> 16) & 0xFFFF),
+                                  UInt32(truncatingIfNeeded: (r >> 32) & 0xFFFF), UInt32(truncatingIfNeeded: r >> 48))
+        raw.storeBytes(of: kept.replacing(with: zero, where: lanes .< SIMD4(repeating: t)), toByteOffset: 4 * i, as: SIMD4<Float>.self)
+        i += 4
+    }
+    if i < count {
+        var r = g.next()
+        while i < count { ptr[i] = UInt32(truncatingIfNeeded: r & 0xFFFF) < t ? 0 : keep; r >>= 16; i += 1 }
+    }
 }

@@ -26,13 +26,31 @@ public struct AdamW: Sendable {
         let parts = count > 100_000 ? 2 : 1
         DispatchQueue.concurrentPerform(iterations: parts) { part in
         idx_flush_denormals()
-        for i in count * part / parts ..< count * (part + 1) / parts {
+        let lo = count * part / parts, hi = count * (part + 1) / parts
+        let rp = UnsafeMutableRawPointer(params), rg = UnsafeRawPointer(grads)
+        let rm = UnsafeMutableRawPointer(m), rv = UnsafeMutableRawPointer(v)
+        var i = lo
+        // the same arithmetic as the scalar tail, eight lanes at a time
+        while i + 8 <= hi {
+            let o = 4 * i
+            let g = rg.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self)
+            let p = rp.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self) * decay
+            var mi = rm.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self)
+            mi = mi + (1 - b1) * (g - mi)
+            let vi = rv.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self) * b2 + (1 - b2) * g * g
+            rm.storeBytes(of: mi, toByteOffset: o, as: SIMD8<Float>.self)
+            rv.storeBytes(of: vi, toByteOffset: o, as: SIMD8<Float>.self)
+            rp.storeBytes(of: p - stepSize * mi / (vi.squareRoot() / bc2Sqrt + e), toByteOffset: o, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < hi {
             let g = grads[i]
             let p = params[i] * decay
             let mi = m[i] + (1 - b1) * (g - m[i])  // torch's lerp_
             let vi = v[i] * b2 + (1 - b2) * g * g
             m[i] = mi; v[i] = vi
             params[i] = p - stepSize * mi / (vi.squareRoot() / bc2Sqrt + e)
+            i += 1
         }
         }
     }
