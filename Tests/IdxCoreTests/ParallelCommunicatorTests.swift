@@ -102,7 +102,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let plan = MPILauncher.plan(procs: 4, program: "/opt/idx", arguments: ["train", "--steps", "3"],
                                     mpirun: "/usr/bin/mpirun", environment: ["PATH": "/bin"], cores: 2, isRoot: true)
         XCTAssertEqual(plan.arguments, ["-np", "4", "--bind-to", "none", "--mca", "btl", "self,vader",
-                                        "-x", "OPENBLAS_NUM_THREADS", "--oversubscribe", "/opt/idx", "train", "--steps", "3"])
+                                        "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "--oversubscribe", "/opt/idx", "train", "--steps", "3"])
         XCTAssertEqual(plan.environment["OPENBLAS_NUM_THREADS"], "1")
         XCTAssertEqual(plan.environment["OMPI_ALLOW_RUN_AS_ROOT"], "1")
         XCTAssertEqual(plan.environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"], "1")
