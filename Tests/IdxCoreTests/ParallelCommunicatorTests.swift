@@ -184,4 +184,18 @@ final class ParallelCommunicatorTests: XCTestCase {
         XCTAssertTrue(text.contains("libopenblas"), text)  // ldd did list the dependencies
         XCTAssertFalse(text.contains("libmpi"), text)
     }
+
+    /// What ranks compare before training together changes with the corpus, options and step.
+    func testSetupSummaryTellsDifferentRunsApart() throws {
+        let a = try TinyTraining.trainer(), same = try TinyTraining.trainer()
+        XCTAssertEqual(a.setupSummary, same.setupSummary)
+        XCTAssertNotEqual(a.setupSummary, try TinyTraining.trainer(corpus: TinyTraining.corpus(seed: 6)).setupSummary)
+        var o = TinyTraining.options(); o.lr = 1e-2
+        XCTAssertNotEqual(a.setupSummary, try TinyTraining.trainer(o).setupSummary)
+        let before = a.setupSummary
+        _ = try a.trainStep()
+        XCTAssertNotEqual(before, a.setupSummary)
+        // one process: no check, nothing to send
+        try a.broadcastParameters(Communicator.single())
+    }
 }

@@ -6,9 +6,34 @@ import Foundation
 /// normalised by the global count of selected positions, the sum of the ranks' gradients
 /// is the gradient of the whole batch, so the step equals the single-process step.
 extension Trainer {
-    /// Copies rank 0's parameters to every rank (its fresh init, or the checkpoint it read).
+    /// Copies rank 0's parameters to every rank (its fresh init, or the checkpoint it read),
+    /// after checking that every rank holds the same corpus, options and step: on several
+    /// hosts a rank reading another corpus copy or checkpoint would otherwise train silently
+    /// on other data.
     public func broadcastParameters(_ communicator: Communicator) throws {
+        guard communicator.size > 1 else { return }
+        let mine = setupSummary
+        var root = Array(mine.utf8)
+        try communicator.broadcast(bytes: &root)
+        let theirs = String(decoding: root, as: UTF8.self)
+        let agree = try communicator.allreduceSum(theirs == mine ? 0 : 1)
+        if theirs != mine {
+            throw IdxError("rank \(communicator.rank) does not train what rank 0 trains: here \(mine); rank 0 has \(theirs). Give every rank the same corpus, checkpoint and options (same paths on every host).")
+        }
+        if agree != 0 {
+            throw IdxError("\(agree) rank(s) hold another corpus, checkpoint or options than rank 0 (see their messages).")
+        }
         try communicator.broadcast(parameters)
+    }
+
+    /// What every rank must agree on before training together.
+    var setupSummary: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let opts = (try? encoder.encode(options)).map { XXHash64.hex(XXHash64.hash($0)) } ?? "?"
+        var tokens = XXHash64()
+        corpus.tokens.withUnsafeBytes { tokens.update($0) }
+        return "corpus of \(corpus.count) documents (tokens \(XXHash64.hex(tokens.finalize())), tokenizer \(tokenizerHash)), step \(step), options \(opts), \(parameterCount) parameters"
     }
 
     /// One optimizer step across all ranks; returns the global mean loss and the
