@@ -195,15 +195,7 @@ final class EncoderNetwork {
         }
     }
 
-    /// Splits documents over the cores for the attention loops (BLAS is idle meanwhile).
-    private func parallelDocs(_ docs: Int, _ body: (Range<Int>) -> Void) {
-        let parts = min(EncoderNetwork.computeThreads, max(1, docs / 4))
-        if parts <= 1 { body(0 ..< docs); return }
-        DispatchQueue.concurrentPerform(iterations: parts) { i in
-            idx_flush_denormals_once()
-            body(docs * i / parts ..< docs * (i + 1) / parts)
-        }
-    }
+    /// Worker threads a Trainer uses (set by ComputeSetup.configure from --threads).
     nonisolated(unsafe) static var computeThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     // MARK: loss + backward
@@ -260,10 +252,6 @@ final class EncoderNetwork {
     }
 }
 
-import CSupport
-
-/// FTZ/DAZ for worker threads of Dispatch's pool (the calling thread sets its own).
-@inline(__always) func idx_flush_denormals_once() { idx_flush_denormals() }
 
 /// Mean of each document's rows of `hidden` (N×C): docs × C.
 func meanPool(_ hidden: CFPtr, docStart: [Int], c: Int) -> [Float] {
