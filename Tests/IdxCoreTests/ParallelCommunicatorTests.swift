@@ -102,7 +102,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let plan = MPILauncher.plan(procs: 4, program: "/opt/idx", arguments: ["train", "--steps", "3"],
                                     mpirun: "/usr/bin/mpirun", environment: ["PATH": "/bin"], cores: 2, isRoot: true)
         XCTAssertEqual(plan.arguments, ["-np", "4", "--bind-to", "none", "--mca", "btl", "self,vader",
-                                        "-x", "OPENBLAS_NUM_THREADS", "--oversubscribe", "/opt/idx", "train", "--steps", "3"])
+                                        "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "--oversubscribe", "/opt/idx", "train", "--steps", "3"])
         XCTAssertEqual(plan.environment["OPENBLAS_NUM_THREADS"], "1")
         XCTAssertEqual(plan.environment["OMPI_ALLOW_RUN_AS_ROOT"], "1")
         XCTAssertEqual(plan.environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"], "1")
@@ -142,7 +142,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let r = try IdxExecutable.run(["mpi-check", "--procs", "2", "--kill-rank", "1", "--count", "1000"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertLessThan(r.seconds, 20, "the job must end within seconds of a rank's death")
-        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped: rank 1 was killed by signal 9"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped (exit status 137): rank 1 was killed by signal 9"), r.stderr)
         XCTAssertFalse(r.stdout.contains("mpi-check ok"))
     }
 
@@ -151,7 +151,7 @@ final class ParallelCommunicatorTests: XCTestCase {
         let r = try IdxExecutable.run(["mpi-check", "--procs", "2", "--fail-rank", "1", "--count", "1000"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("idx: rank 1 of 2: deliberate failure at round 10"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped: rank 1 failed: deliberate failure at round 10"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("idx: the 2-rank job stopped (exit status 1): rank 1 failed: deliberate failure at round 10."), r.stderr)
     }
 
     func testMissingMpirunSaysHowToInstall() throws {
@@ -183,5 +183,19 @@ final class ParallelCommunicatorTests: XCTestCase {
         process.waitUntilExit()
         XCTAssertTrue(text.contains("libopenblas"), text)  // ldd did list the dependencies
         XCTAssertFalse(text.contains("libmpi"), text)
+    }
+
+    /// What ranks compare before training together changes with the corpus, options and step.
+    func testSetupSummaryTellsDifferentRunsApart() throws {
+        let a = try TinyTraining.trainer(), same = try TinyTraining.trainer()
+        XCTAssertEqual(a.setupSummary, same.setupSummary)
+        XCTAssertNotEqual(a.setupSummary, try TinyTraining.trainer(corpus: TinyTraining.corpus(seed: 6)).setupSummary)
+        var o = TinyTraining.options(); o.lr = 1e-2
+        XCTAssertNotEqual(a.setupSummary, try TinyTraining.trainer(o).setupSummary)
+        let before = a.setupSummary
+        _ = try a.trainStep()
+        XCTAssertNotEqual(before, a.setupSummary)
+        // one process: no check, nothing to send
+        try a.broadcastParameters(Communicator.single())
     }
 }

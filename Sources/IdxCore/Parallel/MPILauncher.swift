@@ -27,6 +27,9 @@ public enum MPILauncher {
     ///   (or `blasThreads` says otherwise): N ranks × 1 thread use N cores.
     /// - `--bind-to none`: containers often hide cores from Open MPI's binding.
     /// - `--mca btl self,vader`: one machine, shared memory; no network probing.
+    /// - `--mca mpi_yield_when_idle 1`: a rank waiting in a collective yields its core instead of
+    ///   spinning, which matters when the machine is shared (a spinning rank steals the CPU the
+    ///   rank it waits for needs); on an idle machine sched_yield returns at once.
     /// - `--oversubscribe` when asking for more ranks than cores.
     /// - root (containers, CI) needs OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM).
     public static func plan(procs: Int, program: String, arguments: [String], mpirun: String,
@@ -41,7 +44,7 @@ public enum MPILauncher {
             env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         }
         var args = ["-np", String(procs), "--bind-to", "none", "--mca", "btl", "self,vader",
-                    "-x", "OPENBLAS_NUM_THREADS"]
+                    "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS"]
         if procs > cores { args.append("--oversubscribe") }
         args.append(program)
         args += arguments
@@ -97,7 +100,7 @@ public enum MPILauncher {
         if status != 0 {
             let who = failedRank(inMpirunOutput: output).map { "rank \($0.rank) \($0.how)" } ?? "a rank failed"
             FileHandle.standardError.write(Data(
-                "idx: the \(procs)-rank job stopped: \(who); exit status \(status).\(failureNote.isEmpty ? "" : " " + failureNote)\n".utf8))
+                "idx: the \(procs)-rank job stopped (exit status \(status)): \(who)\(who.hasSuffix(".") ? "" : ".")\(failureNote.isEmpty ? "" : " " + failureNote)\n".utf8))
         }
         return status
     }
