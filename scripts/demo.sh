@@ -5,11 +5,11 @@
 #
 # Everything it writes goes to corpora/demo, models/demo, indexes/demo and
 # runs/demo (all ignored by git); each run starts from scratch.
-# DEMO_STEPS (default 600) sets the training length.
+# DEMO_STEPS (default 1200) sets the training length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-steps="${DEMO_STEPS:-600}"
+steps="${DEMO_STEPS:-1200}"
 swift build -c release --product idx >&2
 idx="$(swift build -c release --show-bin-path)/idx"
 
