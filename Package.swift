@@ -19,9 +19,11 @@ let package = Package(
         .systemLibrary(name: "CCsv", path: "Sources/CCsv", providers: [.apt(["libcsv-dev"])]),
         // Small C helpers Swift cannot express: FTZ/DAZ, atomic directory exchange.
         .target(name: "CSupport", path: "Sources/CSupport"),
+        // Open MPI through dlopen/dlsym (see docs/parallel.md): idx starts without libmpi.
+        .target(name: "CMPI", path: "Sources/CMPI", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "IdxCore",
-            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport"],
+            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport", "CMPI"],
             path: "Sources/IdxCore",
             // -enable-testing lets the release-mode test run use @testable import;
             // it does not slow the hot loops.

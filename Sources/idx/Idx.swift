@@ -8,6 +8,12 @@ struct Idx: ParsableCommand {
         abstract: "Turn corpora of movie synopses into a searchable, plottable embedding index.",
         version: "0.1.0",
         subcommands: [
+            IngestCommand.self,
+            TrainCommand.self,
+            IndexCommand.self, SearchCommand.self,
+            EvalCommand.self, NightlyCommand.self,
+            MPICheckCommand.self,
+            ProjectCommand.self,
         ]
     )
 }

@@ -1,0 +1,39 @@
+#ifndef IDX_CMPI_H
+#define IDX_CMPI_H
+/* A small C shim over Open MPI, resolved at run time with dlopen/dlsym so the
+   idx binary starts (and `--procs 1` trains) on machines without libmpi.
+   MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, MPI_IN_PLACE are C macros over data
+   symbols (ompi_mpi_comm_world, ...) that do not import into Swift; this shim
+   looks those symbols up and hides them behind plain functions.
+   Every function returns 0 on success, an MPI error code otherwise, and -1
+   when libmpi was not loaded. Collective calls over 64-bit counts are split
+   into chunks that fit MPI's `int` count. */
+#include <stddef.h>
+#include <stdint.h>
+
+/* Loads libmpi (libmpi.so.40, then libmpi.so) with RTLD_GLOBAL, as Open MPI's
+   plugins need its symbols. On failure writes a reason into `error`. */
+int idx_mpi_load(char *error, size_t error_length);
+int idx_mpi_is_loaded(void);
+
+int idx_mpi_init(void);
+int idx_mpi_initialized(int *flag);
+int idx_mpi_finalized(int *flag);
+int idx_mpi_finalize(void);
+int idx_mpi_rank(int *rank);
+int idx_mpi_size(int *size);
+int idx_mpi_barrier(void);
+/* Ends every rank of MPI_COMM_WORLD with `code`; does not return on success. */
+int idx_mpi_abort(int code);
+/* Library version string (MPI_Get_library_version), empty when not loaded. */
+int idx_mpi_library_version(char *buffer, size_t length);
+
+int idx_mpi_bcast_bytes(void *buffer, int64_t count, int root);
+int idx_mpi_bcast_floats(float *buffer, int64_t count, int root);
+/* In-place sums over all ranks (MPI_IN_PLACE). */
+int idx_mpi_allreduce_sum_floats(float *buffer, int64_t count);
+int idx_mpi_allreduce_sum_doubles(double *buffer, int64_t count);
+int idx_mpi_allreduce_sum_int64(int64_t *buffer, int64_t count);
+int idx_mpi_allreduce_max_doubles(double *buffer, int64_t count);
+
+#endif

@@ -1,0 +1,398 @@
+import CSupport
+import Foundation
+
+/// `idx ingest`: CSV files -> cleaned documents -> WordLevel tokenizer -> zstd token and
+/// metadata shards + manifest.json, staged in a temporary folder and published atomically.
+///
+/// Two passes, bounded memory:
+/// - pass 1 streams every CSV through libcsv, cleans each description, counts its words
+///   (a hash map that grows with the vocabulary), writes the metadata shards as they fill,
+///   and spills the cleaned texts (one per line: cleaning removes newlines) to a temporary
+///   file inside the staging folder;
+/// - the vocabulary is trained from the counts (or read with `--tokenizer`);
+/// - pass 2 streams the spill, encodes, and writes the token shards as they fill.
+/// Peak memory: the CSV read buffer (1 MiB) + the longest row + the word counts + one
+/// shard's tokens and metadata (`shardDocuments` documents) + its compressed copy.
+public enum Ingest {
+    public struct Options {
+        public var inputs: [String]
+        public var output: String
+        public var tokenizerPath: String?
+        public var vocabSize: Int = 2000
+        public var minFrequency: Int = 0
+        public var shardDocuments: Int = 50_000
+        public var showProgress: Bool = true
+        /// Test hook: fail after this many token shards were written.
+        var failAfterTokenShards: Int?
+
+        public init(inputs: [String], output: String, tokenizerPath: String? = nil, vocabSize: Int = 2000,
+                    shardDocuments: Int = 50_000, showProgress: Bool = true) {
+            self.inputs = inputs; self.output = output; self.tokenizerPath = tokenizerPath
+            self.vocabSize = vocabSize; self.shardDocuments = shardDocuments; self.showProgress = showProgress
+        }
+    }
+
+    public struct Summary {
+        public var rowsRead = 0
+        public var documents = 0
+        public var droppedShort = 0
+        public var skippedRows = 0
+        public var cutAtDash = 0
+        public var tokens = 0
+        public var unknownTokens = 0
+        public var shards = 0
+        public var vocabSize = 0
+        public var seconds = 0.0
+        public var output = ""
+        public var tokenizerHash = ""
+
+        public var line: String {
+            let unk = tokens > 0 ? 100 * Double(unknownTokens) / Double(tokens) : 0
+            return "ingest: \(rowsRead) rows read, \(documents) documents kept; dropped: \(droppedShort) of <= \(Cleaning.minimumLength) chars, "
+                + "\(skippedRows) malformed rows; \(cutAtDash) cut at \" - \"; \(tokens) tokens, UNK \(String(format: "%.2f", unk))%, "
+                + "vocabulary \(vocabSize), \(shards) shard\(shards == 1 ? "" : "s"), \(String(format: "%.2f", seconds)) s -> \(output)"
+        }
+    }
+
+    /// Runs the ingest. `warn` receives one line per skipped row (file:line: why).
+    @discardableResult
+    public static func run(_ options: Options, warn: (String) -> Void = { _ in }) throws -> Summary {
+        let start = DispatchTime.now().uptimeNanoseconds
+        guard !options.inputs.isEmpty else { throw IdxError("ingest: no CSV file given.") }
+        guard options.shardDocuments > 0 else { throw IdxError("--shard-docs must be at least 1.") }
+        guard options.vocabSize > SpecialToken.names.count else {
+            throw IdxError("--vocab-size must be more than the \(SpecialToken.names.count) special tokens.")
+        }
+        let fm = FileManager.default
+        var totalBytes = 0
+        for path in options.inputs {
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+                throw IdxError("\(path): no such CSV file; check the path.")
+            }
+            let size = (try? fm.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            if size == 0 { throw IdxError("\(path): the file is empty; a CSV with a header and a description column is needed.") }
+            totalBytes += size
+        }
+        let out = options.output.hasSuffix("/") && options.output.count > 1 ? String(options.output.dropLast()) : options.output
+        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        let parentExisted = fm.fileExists(atPath: parent)
+        try AtomicFile.createParent(of: out)
+        removeStaleStaging(of: out)
+        let staged = AtomicFile.temporarySibling(of: out)
+        do {
+            try fm.createDirectory(atPath: staged, withIntermediateDirectories: false)
+        } catch {
+            throw IdxError("\(staged): cannot create the staging folder: \(error.localizedDescription)")
+        }
+        do {
+            var summary = try build(options, staged: staged, totalBytes: totalBytes, warn: warn)
+            try AtomicFile.publishDirectory(staged, at: out)
+            summary.output = out
+            summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            return summary
+        } catch {
+            try? fm.removeItem(atPath: staged)
+            if !parentExisted { rmdir(parent) }  // the folder this run created, if still empty
+            throw error
+        }
+    }
+
+    /// Removes staging folders of earlier ingests into `out` that were killed.
+    static func removeStaleStaging(of out: String) {
+        let url = URL(fileURLWithPath: out)
+        let dir = url.deletingLastPathComponent().path
+        let prefix = "." + url.lastPathComponent + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let pidText = name.dropFirst(prefix.count).prefix { $0 != "-" }
+            guard let pid = Int32(pidText) else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: dir + "/" + name)
+            }
+        }
+    }
+
+    /// Column positions of one CSV's header.
+    struct Columns {
+        var title = -1, genre = -1, expanded = -1, rating = -1, description = -1, count = 0
+    }
+
+    static func columns(_ row: CSVRow, file: String) throws -> Columns {
+        var c = Columns()
+        c.count = row.fieldCount
+        var names = [String]()
+        for i in 0 ..< row.fieldCount {
+            let name = String(decoding: row.field(i), as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            names.append(name)
+            switch name.lowercased() {
+            case "movie title - year", "title": c.title = i
+            case "genre": c.genre = i
+            case "expanded-genres", "expanded_genres": c.expanded = i
+            case "rating": c.rating = i
+            case "description": c.description = i
+            default: break
+            }
+        }
+        if c.description < 0 {
+            throw IdxError("\(file): no \"description\" column; the header (line 1) has \(names.count) column\(names.count == 1 ? "" : "s"): "
+                + names.map { "\"\($0)\"" }.joined(separator: ", ") + ". Give a CSV whose header names a description column.")
+        }
+        return c
+    }
+
+    static func build(_ options: Options, staged: String, totalBytes: Int, warn: (String) -> Void) throws -> Summary {
+        var summary = Summary()
+        var trainer = WordLevelTrainer(vocabSize: options.vocabSize, minFrequency: options.minFrequency)
+        var fixed: WordLevelTokenizer?
+        if let path = options.tokenizerPath { fixed = try WordLevelTokenizer(contentsOfFile: path) }
+        let spillPath = staged + "/.cleaned-texts"
+        let spill = try BufferedWriter(path: spillPath)
+        var shards = [CorpusManifest.Shard]()
+        var sources = [CorpusManifest.Source]()
+        var meta = [UInt8]()
+        meta.reserveCapacity(1 << 20)
+        var metaDocs = 0
+        var clean = [UInt8](repeating: 0, count: 1 << 16)
+        var warnings = 0
+        let writer = BackgroundShardWriter(directory: staged)
+        defer { writer.waitAll() }  // no write may land in the staging folder after we return
+
+        func flushMetadata() throws {
+            let i = shards.count
+            let name = String(format: "metadata-%05d.jsonl.zst", i)
+            let full = meta  // handed to the writer; `meta` starts a new buffer
+            meta = []
+            meta.reserveCapacity(full.count)
+            try writer.submit(name, full)
+            let first = shards.last.map { $0.firstDocument + $0.documents } ?? 0
+            shards.append(.init(index: i, firstDocument: first, documents: metaDocs, tokens: 0, tokensFile: "", tokensXxh64: "",
+                                tokensBytes: 0, metadataFile: name, metadataXxh64: "", metadataBytes: 0))
+            metaDocs = 0
+        }
+
+        let progress = Progress("ingest (pass 1: read, clean, count)", unit: "MB", total: Double(totalBytes) / 1e6, enabled: options.showProgress)
+        var bytesDone = 0
+        for path in options.inputs {
+            var hasher = XXHash64()
+            var size = 0
+            var cols: Columns?
+            var source = CorpusManifest.Source(path: path, size: 0, xxh64: "", rows: 0, documents: 0, droppedShort: 0, skippedRows: 0)
+            let sourceJSON: [UInt8] = { var b = [UInt8](); JSONText.appendString(Array(path.utf8), to: &b); return b }()
+            func skip(_ line: Int, _ why: String) {
+                source.skippedRows += 1
+                warnings += 1
+                if warnings <= 20 { warn("\(path):\(line): row skipped: \(why)") }
+                else if warnings == 21 { warn("(further skipped rows are counted in the summary only)") }
+            }
+            try CSVReader(path: path).read(onBytes: { chunk in
+                hasher.update(chunk)
+                size += chunk.count
+                bytesDone += chunk.count
+                progress.update(Double(bytesDone) / 1e6, extra: "\(summary.rowsRead + source.rows) rows, \(Progress.compact(Double(summary.rowsRead + source.rows) / max(progress.elapsed, 1e-9))) rows/s")
+            }, onRow: { row in
+                guard let c = cols else { cols = try columns(row, file: path); return }
+                source.rows += 1
+                if row.fieldCount != c.count {
+                    skip(row.line, "\(row.fieldCount) field\(row.fieldCount == 1 ? "" : "s") where the header has \(c.count) (an unterminated quote or a stray comma?)")
+                    return
+                }
+                let d = row.field(c.description)
+                if clean.count < d.count { clean = [UInt8](repeating: 0, count: d.count) }
+                let (n, cut) = clean.withUnsafeMutableBufferPointer { Cleaning.cleanBytes(d.baseAddress!, d.count, into: $0.baseAddress!) }
+                if cut { summary.cutAtDash += 1 }
+                if n <= Cleaning.minimumLength { source.droppedShort += 1; return }
+                try clean.withUnsafeBufferPointer { b in
+                    let p = b.baseAddress!
+                    try spill.append(p, n)
+                    spill.append(byte: 0x0A)
+                    if fixed == nil { trainer.count(p, n) }
+                    appendMetadata(row, c, cleaned: UnsafeBufferPointer(start: p, count: n), sourceJSON: sourceJSON,
+                                   sourceRow: source.rows, to: &meta)
+                }
+                source.documents += 1
+                metaDocs += 1
+                if metaDocs == options.shardDocuments { try flushMetadata() }
+            }, onUnterminated: { line in
+                source.rows += 1
+                skip(line, "a quoted field that never closes (the rest of the file after line \(line) is part of it)")
+            })
+            if cols == nil { throw IdxError("\(path): no header row; the file has no CSV content.") }
+            source.size = size
+            source.xxh64 = XXHash64.hex(hasher.finalize())
+            summary.rowsRead += source.rows
+            summary.documents += source.documents
+            summary.droppedShort += source.droppedShort
+            summary.skippedRows += source.skippedRows
+            sources.append(source)
+        }
+        if metaDocs > 0 { try flushMetadata() }
+        try spill.flush()
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress.finish("ingest: pass 1 done: \(summary.rowsRead) rows, \(summary.documents) documents in \(String(format: "%.2f", progress.elapsed)) s")
+        }
+        if summary.documents == 0 {
+            throw IdxError("\(options.inputs.joined(separator: ", ")): no document survives the cleaning (\(summary.rowsRead) rows, \(summary.droppedShort) too short, \(summary.skippedRows) malformed); nothing written.")
+        }
+
+        let tokenizer = fixed ?? trainer.train()
+        try SyncedFile.write(tokenizer.json, to: staged + "/tokenizer.json")
+        summary.vocabSize = tokenizer.vocabSize
+        summary.tokenizerHash = tokenizer.hash
+
+        // Pass 2: the spill -> token shards.
+        let progress2 = Progress("ingest (pass 2: encode)", unit: "docs", total: Double(summary.documents), enabled: options.showProgress)
+        let fd = open(spillPath, O_RDONLY)
+        if fd < 0 { throw IdxError("\(spillPath): cannot reopen the spill: \(String(cString: strerror(errno))).") }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var filled = 0
+        var ids = [Int32]()
+        var offsets = [0]
+        var shardIndex = 0
+        var done = 0
+
+        func flushTokens() throws {
+            let name = String(format: "tokens-%05d.bin.zst", shardIndex)
+            guard shardIndex < shards.count, shards[shardIndex].documents == offsets.count - 1 else {
+                throw IdxError("internal error: token shard \(shardIndex) does not align with its metadata shard.")
+            }
+            try writer.submit(name, TokenShard.encode(ids: ids, offsets: offsets, idBytes: TokenShard.idBytes(vocabSize: tokenizer.vocabSize)))
+            shards[shardIndex].tokens = ids.count
+            shards[shardIndex].tokensFile = name
+            summary.tokens += ids.count
+            shardIndex += 1
+            ids.removeAll(keepingCapacity: true)
+            offsets.removeAll(keepingCapacity: true)
+            offsets.append(0)
+            if let k = options.failAfterTokenShards, shardIndex >= k {
+                throw IdxError("injected failure after \(k) token shard(s)")
+            }
+        }
+
+        while true {
+            if filled == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }  // a text longer than the buffer
+            let got = buffer.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if got < 0 { throw IdxError("\(spillPath): read error: \(String(cString: strerror(errno))).") }
+            if got == 0 { break }
+            filled += got
+            var consumed = 0
+            try buffer.withUnsafeBufferPointer { b in
+                let p = b.baseAddress!
+                while let nl = memchr(p + consumed, 0x0A, filled - consumed) {
+                    let end = UnsafePointer(nl.assumingMemoryBound(to: UInt8.self)) - p
+                    summary.unknownTokens += tokenizer.encode(p + consumed, end - consumed, into: &ids)
+                    offsets.append(ids.count)
+                    consumed = end + 1
+                    done += 1
+                    if offsets.count - 1 == options.shardDocuments { try flushTokens() }
+                }
+            }
+            if consumed > 0 {
+                buffer.withUnsafeMutableBufferPointer { b in b.baseAddress!.update(from: b.baseAddress! + consumed, count: filled - consumed) }
+                filled -= consumed
+            }
+            progress2.update(Double(done))
+        }
+        if offsets.count > 1 { try flushTokens() }
+        if options.showProgress && idx_isatty(2) == 1 {
+            progress2.finish("ingest: pass 2 done: \(done) documents encoded in \(String(format: "%.2f", progress2.elapsed)) s")
+        }
+        guard done == summary.documents, shardIndex == shards.count else {
+            throw IdxError("\(spillPath): the spill holds \(done) documents, pass 1 kept \(summary.documents); disk trouble? Nothing was published.")
+        }
+        try FileManager.default.removeItem(atPath: spillPath)
+        let written = try writer.finish()
+        for i in shards.indices {
+            guard let t = written[shards[i].tokensFile], let m = written[shards[i].metadataFile] else {
+                throw IdxError("internal error: shard \(i) was not written.")
+            }
+            (shards[i].tokensXxh64, shards[i].tokensBytes) = t
+            (shards[i].metadataXxh64, shards[i].metadataBytes) = m
+        }
+        summary.shards = shards.count
+
+        let manifest = CorpusManifest(documents: summary.documents, tokens: summary.tokens, vocabSize: tokenizer.vocabSize,
+                                      tokenizerHash: tokenizer.hash, tokenizerTrained: fixed == nil,
+                                      shardDocuments: options.shardDocuments, shards: shards, sources: sources,
+                                      stats: .init(rowsRead: summary.rowsRead, droppedShort: summary.droppedShort,
+                                                   skippedRows: summary.skippedRows, cutAtDash: summary.cutAtDash,
+                                                   unknownTokens: summary.unknownTokens))
+        try SyncedFile.write([UInt8](try CorpusManifest.encoder().encode(manifest)), to: staged + "/manifest.json")
+        return summary
+    }
+
+    // MARK: metadata lines
+
+    static let keyTitle = Array("{\"title\":".utf8), keyYear = Array(",\"year\":".utf8), keyGenre = Array(",\"genre\":".utf8)
+    static let keyExpanded = Array(",\"expanded_genres\":".utf8), keyRating = Array(",\"rating\":".utf8)
+    static let keyDescription = Array(",\"description\":".utf8), keySource = Array(",\"source_file\":".utf8)
+    static let keyRow = Array(",\"source_row\":".utf8), null = Array("null".utf8)
+
+    /// One JSON line: title, year, genre, expanded genres, rating, the cleaned description, source file and row.
+    static func appendMetadata(_ row: CSVRow, _ c: Columns, cleaned: UnsafeBufferPointer<UInt8>, sourceJSON: [UInt8],
+                               sourceRow: Int, to out: inout [UInt8]) {
+        var title = c.title >= 0 ? row.field(c.title) : UnsafeBufferPointer(start: nil, count: 0)
+        var year: Int?
+        // "movie title - year": the year is the digits after the last " - ".
+        if title.count > 3, let base = title.baseAddress {
+            var i = title.count - 3
+            while i >= 0 {
+                if base[i] == 0x20 && base[i + 1] == 0x2D && base[i + 2] == 0x20 { break }
+                i -= 1
+            }
+            if i >= 0 {
+                let digits = UnsafeBufferPointer(rebasing: title[(i + 3)...])
+                if digits.count > 0 && digits.count <= 6 && digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                    year = digits.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+                    title = UnsafeBufferPointer(rebasing: title[..<i])
+                }
+            }
+        }
+        out += keyTitle; appendText(title, &out)
+        out += keyYear; if let year { appendInt(year, &out) } else { out += null }
+        out += keyGenre; appendText(c.genre >= 0 ? row.field(c.genre) : .init(start: nil, count: 0), &out)
+        out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : .init(start: nil, count: 0), &out)
+        out += keyRating
+        if c.rating >= 0, let r = number(row.field(c.rating)) { out.append(contentsOf: r) } else { out += null }
+        out += keyDescription; JSONText.appendString(cleaned, to: &out)
+        out += keySource; out += sourceJSON
+        out += keyRow; appendInt(sourceRow, &out)
+        out.append(0x7D); out.append(0x0A)
+    }
+
+    @inline(__always)
+    static func appendInt(_ v: Int, _ out: inout [UInt8]) {
+        if v < 0 { out.append(0x2D); appendInt(-v, &out); return }
+        if v >= 10 { appendInt(v / 10, &out) }
+        out.append(UInt8(0x30 + v % 10))
+    }
+
+    /// A field as a JSON string; invalid UTF-8 is replaced (U+FFFD) so the line stays valid JSON.
+    @inline(__always)
+    static func appendText(_ b: UnsafeBufferPointer<UInt8>, _ out: inout [UInt8]) {
+        if b.allSatisfy({ $0 < 0x80 }) { JSONText.appendString(b, to: &out); return }
+        JSONText.appendString(Array(String(decoding: b, as: UTF8.self).utf8), to: &out)
+    }
+
+    /// The rating as a JSON number (its own digits: -?(0|[1-9][0-9]*)(.[0-9]+)?), or nil when
+    /// empty or anything else.
+    static func number(_ b: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+        var lo = 0, hi = b.count
+        while lo < hi && b[lo] == 0x20 { lo += 1 }
+        while hi > lo && b[hi - 1] == 0x20 { hi -= 1 }
+        var i = lo
+        if i < hi && b[i] == 0x2D { i += 1 }
+        let intStart = i
+        while i < hi && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+        let intDigits = i - intStart
+        if intDigits == 0 || (intDigits > 1 && b[intStart] == 0x30) { return nil }
+        if i < hi && b[i] == 0x2E {
+            i += 1
+            let f = i
+            while i < hi && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+            if i == f { return nil }
+        }
+        return i == hi ? UnsafeBufferPointer(rebasing: b[lo ..< hi]) : nil
+    }
+}

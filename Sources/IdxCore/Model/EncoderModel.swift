@@ -1,0 +1,124 @@
+import Foundation
+
+/// A trained encoder read from models/<name>/ (model.safetensors + tokenizer.json), for
+/// inference: mean-pooled embeddings for the index, search and projection stages.
+/// Not thread-safe: one EncoderModel per thread.
+public final class EncoderModel {
+    public let config: ModelConfig
+    public let tokenizerHash: String
+    public let modelHash: String
+    public let directory: String
+    let net: EncoderNetwork
+
+    init(config: ModelConfig, network: EncoderNetwork, tokenizerHash: String, modelHash: String, directory: String) {
+        self.config = config; net = network; self.tokenizerHash = tokenizerHash; self.modelHash = modelHash
+        self.directory = directory
+    }
+
+    public static func load(directory: String) throws -> EncoderModel {
+        let path = directory + "/model.safetensors"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw IdxError("\(path): cannot read the model; train one with `idx train --out \(directory)`.")
+        }
+        let st = try SafeTensors.parse(data, path: path)
+        let cfg = try ModelCheckpoint.config(from: st.metadata, path: path)
+        let net = EncoderNetwork(config: cfg)
+        try ModelCheckpoint.copyParameters(from: st, into: net, path: path)
+        guard let tokHash = st.metadata["tokenizer_hash"] else {
+            throw IdxError("\(path): no tokenizer_hash in its metadata; it was not written by idx train.")
+        }
+        let tokPath = directory + "/tokenizer.json"
+        guard let tok = FileManager.default.contents(atPath: tokPath) else {
+            throw IdxError("\(tokPath): missing; copy the corpus's tokenizer.json beside the model or retrain.")
+        }
+        let h = XXHash64.hex(XXHash64.hash(tok))
+        guard h == tokHash else {
+            throw IdxError("\(tokPath): hash \(h) differs from the model's tokenizer_hash \(tokHash); this is not the tokenizer the model was trained with.")
+        }
+        return EncoderModel(config: cfg, network: net, tokenizerHash: tokHash,
+                            modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory)
+    }
+
+    public func tokenizer() throws -> WordLevelTokenizer {
+        try WordLevelTokenizer(contentsOfFile: directory + "/tokenizer.json")
+    }
+
+    /// Mean-pooled final hidden states (over non-padding positions, [BOS]/[EOS] included), no dropout.
+    /// Each document is given WITHOUT specials; it is wrapped as [BOS] ids [EOS] and cut to
+    /// `maxTokens` (at most the model's max_len). Returns count × dModel floats, row-major.
+    public func embed(_ corpus: TokenizedCorpus, range: Range<Int>, maxTokens: Int = 32, batchSize: Int = 64) -> [Float] {
+        let c = config.dModel
+        let cut = max(2, min(maxTokens, config.maxLen))
+        var out = [Float]()
+        out.reserveCapacity(range.count * c)
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let end = min(start + max(1, batchSize), range.upperBound)
+            var batch = PackedBatch()
+            for d in start ..< end { batch.append(document: wrapDocument(corpus.document(d), maxTokens: cut)) }
+            net.forward(batch, training: false)
+            out += meanPool(net.output, docStart: batch.docStart, c: c)
+            start = end
+        }
+        return out
+    }
+}
+
+/// [BOS] ids [EOS], cut to `maxTokens` ([BOS] included; a long document loses its [EOS]).
+func wrapDocument(_ ids: ArraySlice<Int32>, maxTokens: Int) -> [Int32] {
+    var seq = [Int32]()
+    seq.reserveCapacity(min(ids.count + 2, maxTokens))
+    seq.append(SpecialToken.bos)
+    seq += ids.prefix(maxTokens - 1)
+    if seq.count < maxTokens { seq.append(SpecialToken.eos) }
+    return seq
+}
+
+/// model.safetensors: PyTorch state_dict names, config and tokenizer hash in __metadata__.
+enum ModelCheckpoint {
+    static func metadata(_ cfg: ModelConfig, tokenizerHash: String, step: Int) -> [String: String] {
+        ["format": "pt", "idx_format": "idx-encoder-1", "vocab_size": "\(cfg.vocabSize)", "d_model": "\(cfg.dModel)",
+         "n_heads": "\(cfg.nHeads)", "n_layers": "\(cfg.nLayers)", "d_ff": "\(cfg.dFF)", "max_len": "\(cfg.maxLen)",
+         "dropout": "\(cfg.dropout)", "tokenizer_hash": tokenizerHash, "step": "\(step)"]
+    }
+
+    static func config(from m: [String: String], path: String) throws -> ModelConfig {
+        func int(_ k: String) throws -> Int {
+            guard let s = m[k], let v = Int(s) else { throw IdxError("\(path): metadata field \(k) is missing or not an integer; it was not written by idx train.") }
+            return v
+        }
+        guard let dropout = Float(m["dropout"] ?? "") else { throw IdxError("\(path): metadata field dropout is missing.") }
+        let cfg = ModelConfig(vocabSize: try int("vocab_size"), dModel: try int("d_model"), nHeads: try int("n_heads"),
+                              nLayers: try int("n_layers"), dFF: try int("d_ff"), maxLen: try int("max_len"), dropout: dropout)
+        do { try cfg.validate() } catch let e as IdxError { throw IdxError("\(path): \(e.message)") }
+        return cfg
+    }
+
+    static func tensors(of buffer: UnsafePointer<Float>, layout: ParameterLayout, prefix: String = "") -> SafeTensors {
+        var st = SafeTensors()
+        for s in layout.slots {
+            st.add(prefix + s.name, shape: s.shape, data: Array(UnsafeBufferPointer(start: buffer + s.offset, count: s.count)))
+        }
+        return st
+    }
+
+    static func copy(from st: SafeTensors, into buffer: UnsafeMutablePointer<Float>, layout: ParameterLayout,
+                     prefix: String = "", path: String) throws {
+        for s in layout.slots {
+            guard let t = st.tensors[prefix + s.name] else {
+                throw IdxError("\(path): tensor \(prefix + s.name) is missing; the file is incomplete, retrain or restore it.")
+            }
+            guard t.shape == s.shape else {
+                throw IdxError("\(path): tensor \(prefix + s.name) has shape \(t.shape), the config says \(s.shape).")
+            }
+            guard t.data.allSatisfy({ $0.isFinite }) else {
+                throw IdxError("\(path): tensor \(prefix + s.name) holds NaN or infinite values; use an earlier checkpoint.")
+            }
+            t.data.withUnsafeBufferPointer { (buffer + s.offset).update(from: $0.baseAddress!, count: s.count) }
+        }
+    }
+
+    static func copyParameters(from st: SafeTensors, into net: EncoderNetwork, path: String) throws {
+        try copy(from: st, into: net.params.ptr, layout: net.layout, path: path)
+    }
+}

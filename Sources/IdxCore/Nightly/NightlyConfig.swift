@@ -1,0 +1,126 @@
+import Foundation
+
+/// Every setting of `idx nightly`. Each comes from (in order of precedence) a
+/// command-line flag, `idx.toml`, or the default below; `idx.example.toml`
+/// documents every key. Relative paths are relative to the working directory.
+public struct NightlyConfig: Codable, Equatable {
+    // [inbox]
+    /// Folders (their *.csv files, sorted by name), CSV files, or http(s) URLs of CSV files.
+    public var inbox: [String] = ["inbox"]
+    // [paths]
+    public var corpus = "corpora/nightly"   // one ingested corpus folder per inbox file, under here
+    public var model = "models/nightly"     // the published model
+    public var index = "indexes/nightly"    // the published index (what `idx search` reads)
+    public var runs = "runs"                // one JSON report per run
+    public var state = ".idx-nightly"       // lock, journal, downloads, candidates
+    // [train]
+    public var steps = 300
+    public var fromScratch = false
+    public var procs = 1
+    public var seed = 1
+    /// Vocabulary size of the tokenizer ingest trains for a model trained from scratch.
+    public var vocabSize = 2000
+    /// More flags for `idx train` on a fresh model (e.g. its size: ["--d-model", "64"]).
+    public var trainArgs: [String] = []
+    // [eval]
+    /// CSV of held-out documents; "" = kNN precision leave-one-out on the index itself.
+    public var validation = ""
+    public var seedTest = "corpora/seed-test.tsv"
+    public var k = 10
+    // [gate]
+    /// The candidate may lose at most this much kNN precision against the published model.
+    public var maxKnnDrop = 0.01
+    /// The candidate's seed-test ratio (inter / intra) must be above this.
+    public var minSeedRatio = 1.0
+    // [download]
+    public var downloadAttempts = 4
+    public var downloadTimeout = 60.0
+
+    public init() {}
+
+    /// Every key `idx.toml` accepts: section → key → how to apply it.
+    static let keys: [String: [String: (inout NightlyConfig, TOMLValue, String) throws -> Void]] = [
+        "inbox": ["sources": { c, v, at in c.inbox = try strings(v, at) }],
+        "paths": [
+            "corpus": { c, v, at in c.corpus = try string(v, at) },
+            "model": { c, v, at in c.model = try string(v, at) },
+            "index": { c, v, at in c.index = try string(v, at) },
+            "runs": { c, v, at in c.runs = try string(v, at) },
+            "state": { c, v, at in c.state = try string(v, at) },
+        ],
+        "train": [
+            "steps": { c, v, at in c.steps = try int(v, at, min: 0) },
+            "from_scratch": { c, v, at in c.fromScratch = try bool(v, at) },
+            "procs": { c, v, at in c.procs = try int(v, at, min: 1) },
+            "seed": { c, v, at in c.seed = try int(v, at, min: 0) },
+            "vocab_size": { c, v, at in c.vocabSize = try int(v, at, min: 6) },
+            "args": { c, v, at in c.trainArgs = try strings(v, at) },
+        ],
+        "eval": [
+            "validation": { c, v, at in c.validation = try string(v, at) },
+            "seed_test": { c, v, at in c.seedTest = try string(v, at) },
+            "k": { c, v, at in c.k = try int(v, at, min: 1) },
+        ],
+        "gate": [
+            "max_knn_drop": { c, v, at in c.maxKnnDrop = try number(v, at) },
+            "min_seed_ratio": { c, v, at in c.minSeedRatio = try number(v, at) },
+        ],
+        "download": [
+            "attempts": { c, v, at in c.downloadAttempts = try int(v, at, min: 1) },
+            "timeout_seconds": { c, v, at in c.downloadTimeout = try number(v, at) },
+        ],
+    ]
+
+    /// Reads `path` over the defaults. Unknown sections and keys are errors (a typo
+    /// must not silently fall back to a default).
+    public static func load(_ path: String) throws -> NightlyConfig {
+        try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig())
+    }
+
+    public static func apply(_ doc: TOMLDocument, to base: NightlyConfig) throws -> NightlyConfig {
+        var c = base
+        for section in doc.sections.keys.sorted() {
+            let entries = doc.sections[section]!
+            guard let known = keys[section] else {
+                if entries.isEmpty && section.isEmpty { continue }
+                let what = section.isEmpty ? "top-level keys (\(entries.keys.sorted().joined(separator: ", ")))" : "section [\(section)]"
+                throw IdxError("\(doc.source): unknown \(what); the sections are \(keys.keys.sorted().map { "[\($0)]" }.joined(separator: ", ")) (see idx.example.toml).")
+            }
+            for key in entries.keys.sorted() {
+                guard let set = known[key] else {
+                    throw IdxError("\(doc.location(section, key)): unknown key `\(key)` in [\(section)]; it takes \(known.keys.sorted().joined(separator: ", ")) (see idx.example.toml).")
+                }
+                try set(&c, entries[key]!, doc.location(section, key) + ": `\(key)`")
+            }
+        }
+        return c
+    }
+
+    private static func string(_ v: TOMLValue, _ at: String) throws -> String {
+        guard case let .string(s) = v else { throw IdxError("\(at) must be a string in quotes, not \(v.typeName).") }
+        return s
+    }
+    private static func strings(_ v: TOMLValue, _ at: String) throws -> [String] {
+        switch v {
+        case let .strings(a): return a
+        case let .string(s): return [s]
+        default: throw IdxError("\(at) must be an array of strings, like [\"a\", \"b\"], not \(v.typeName).")
+        }
+    }
+    private static func int(_ v: TOMLValue, _ at: String, min: Int) throws -> Int {
+        guard case let .integer(i) = v else { throw IdxError("\(at) must be a whole number, not \(v.typeName).") }
+        guard i >= min else { throw IdxError("\(at) must be at least \(min) (got \(i)).") }
+        return i
+    }
+    private static func number(_ v: TOMLValue, _ at: String) throws -> Double {
+        switch v {
+        case let .integer(i): return Double(i)
+        case let .float(d): return d
+        default: throw IdxError("\(at) must be a number, not \(v.typeName).")
+        }
+    }
+    private static func bool(_ v: TOMLValue, _ at: String) throws -> Bool {
+        guard case let .bool(b) = v else { throw IdxError("\(at) must be true or false, not \(v.typeName).") }
+        return b
+    }
+}

@@ -1,0 +1,112 @@
+import COpenBLAS
+import Foundation
+
+/// A principal component analysis of the rows of an n × d matrix.
+public struct PCAResult {
+    public var components: [Float]             // k × d, row c = unit direction of component c
+    public var explainedVariance: [Double]     // k, eigenvalues of the covariance (ddof 1)
+    public var explainedVarianceRatio: [Double] // k, eigenvalue / total variance
+    public var mean: [Float]                   // d
+    public var coordinates: [Float]            // n × k, the centred rows projected on the components
+    public var k: Int
+}
+
+public enum PCA {
+    /// Exact PCA: covariance d × d of the centred rows (cblas_ssyrk), then its
+    /// eigendecomposition in double precision (dsyevd_). Each component's sign
+    /// is fixed so that its largest-magnitude entry is positive (scikit-learn's
+    /// svd_flip with u_based_decision=False), so runs are reproducible.
+    public static func fit(_ x: [Float], rows n: Int, dim d: Int, components k: Int) throws -> PCAResult {
+        precondition(x.count == n * d)
+        guard n >= 2 else { throw IdxError("PCA needs at least 2 rows, got \(n)") }
+        guard k >= 1, k <= d else { throw IdxError("PCA: \(k) components asked of \(d)-dimensional data") }
+
+        // Mean per column, accumulated in double.
+        var meanD = [Double](repeating: 0, count: d)
+        x.withUnsafeBufferPointer { xp in
+            for i in 0 ..< n {
+                let row = xp.baseAddress! + i * d
+                for c in 0 ..< d { meanD[c] += Double(row[c]) }
+            }
+        }
+        for c in 0 ..< d { meanD[c] /= Double(n) }
+        let mean = meanD.map { Float($0) }
+
+        // Centred copy, X_c: n × d.
+        var xc = [Float](repeating: 0, count: n * d)
+        xc.withUnsafeMutableBufferPointer { cp in
+            x.withUnsafeBufferPointer { xp in
+                for i in 0 ..< n {
+                    for c in 0 ..< d { cp[i * d + c] = xp[i * d + c] - mean[c] }
+                }
+            }
+        }
+
+        // C = X_c^T X_c (d × d, upper triangle in row-major).
+        var cov = [Float](repeating: 0, count: d * d)
+        xc.withUnsafeBufferPointer { cp in
+            cov.withUnsafeMutableBufferPointer { cv in
+                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1,
+                            cp.baseAddress, Int32(d), 0, cv.baseAddress, Int32(d))
+            }
+        }
+        // Full symmetric double matrix (so row/column-major does not matter).
+        var a = [Double](repeating: 0, count: d * d)
+        let scale = 1 / Double(n - 1)
+        for r in 0 ..< d {
+            for c in r ..< d {
+                let v = Double(cov[r * d + c]) * scale
+                a[r * d + c] = v
+                a[c * d + r] = v
+            }
+        }
+        var total = 0.0
+        for c in 0 ..< d { total += a[c * d + c] }
+
+        var w = [Double](repeating: 0, count: d)
+        try symmetricEigen(&a, &w, d)
+
+        // Eigenvalues ascend: component c is eigenvector d-1-c, column (d-1-c) of a (column-major).
+        var components = [Float](repeating: 0, count: k * d)
+        var variance = [Double](repeating: 0, count: k)
+        for c in 0 ..< k {
+            let col = d - 1 - c
+            variance[c] = max(w[col], 0)
+            var bigIndex = 0
+            var big = 0.0
+            for r in 0 ..< d where abs(a[col * d + r]) > big { big = abs(a[col * d + r]); bigIndex = r }
+            let sign: Double = a[col * d + bigIndex] < 0 ? -1 : 1
+            for r in 0 ..< d { components[c * d + r] = Float(sign * a[col * d + r]) }
+        }
+        let ratio = variance.map { total > 0 ? $0 / total : 0 }
+
+        // Coordinates: X_c (n × d) · components^T (d × k).
+        var coords = [Float](repeating: 0, count: n * k)
+        xc.withUnsafeBufferPointer { cp in
+            components.withUnsafeBufferPointer { vp in
+                coords.withUnsafeMutableBufferPointer { op in
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(k), Int32(d), 1,
+                                cp.baseAddress, Int32(d), vp.baseAddress, Int32(d), 0, op.baseAddress, Int32(k))
+                }
+            }
+        }
+        return PCAResult(components: components, explainedVariance: variance,
+                         explainedVarianceRatio: ratio, mean: mean, coordinates: coords, k: k)
+    }
+
+    /// Eigenvalues (ascending, into `w`) and eigenvectors (columns of `a`, column-major) of a symmetric d × d matrix.
+    static func symmetricEigen(_ a: inout [Double], _ w: inout [Double], _ d: Int) throws {
+        var jobz = Int8(UInt8(ascii: "V")), uplo = Int8(UInt8(ascii: "L"))
+        var nn = Int32(d), lda = Int32(d), info: Int32 = 0
+        var lwork: Int32 = -1, liwork: Int32 = -1
+        var wq = [Double](repeating: 0, count: 1)
+        var iq = [Int32](repeating: 0, count: 1)
+        dsyevd_(&jobz, &uplo, &nn, &a, &lda, &w, &wq, &lwork, &iq, &liwork, &info)
+        guard info == 0 else { throw IdxError("PCA: LAPACK dsyevd workspace query failed (info \(info))") }
+        lwork = Int32(wq[0]); liwork = iq[0]
+        var work = [Double](repeating: 0, count: Int(lwork))
+        var iwork = [Int32](repeating: 0, count: Int(liwork))
+        dsyevd_(&jobz, &uplo, &nn, &a, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
+        guard info == 0 else { throw IdxError("PCA: LAPACK dsyevd did not converge (info \(info))") }
+    }
+}

@@ -1,0 +1,130 @@
+import CZstd
+import Foundation
+
+/// Little-endian byte building for the segment format.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    mutating func f32(_ v: Float) { u32(v.bitPattern) }
+    mutating func string(_ s: String) {
+        let utf8 = Array(s.utf8)
+        u32(UInt32(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+    mutating func floats(_ v: [Float]) { for x in v { f32(x) } }
+    mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    mutating func pad(to alignment: Int) {
+        while bytes.count % alignment != 0 { bytes.append(0) }
+    }
+}
+
+/// Bounds-checked little-endian reading; every overrun is a format error naming `source`.
+struct ByteReader {
+    let base: UnsafeRawBufferPointer
+    var position: Int
+    let source: String
+
+    init(_ base: UnsafeRawBufferPointer, at position: Int = 0, source: String) {
+        self.base = base; self.position = position; self.source = source
+    }
+
+    private mutating func need(_ n: Int) throws {
+        if n < 0 || position + n > base.count {
+            throw IdxError("\(source): truncated or corrupted (a field runs past the end at byte \(position)); rebuild it with idx index.")
+        }
+    }
+    mutating func u16() throws -> UInt16 {
+        try need(2); defer { position += 2 }
+        return UInt16(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt16.self))
+    }
+    mutating func u32() throws -> UInt32 {
+        try need(4); defer { position += 4 }
+        return UInt32(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt32.self))
+    }
+    mutating func u64() throws -> UInt64 {
+        try need(8); defer { position += 8 }
+        return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt64.self))
+    }
+    mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
+    mutating func f32() throws -> Float { Float(bitPattern: try u32()) }
+    mutating func string() throws -> String {
+        let n = Int(try u32())
+        try need(n); defer { position += n }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: base[position ..< position + n]), as: UTF8.self)
+    }
+    mutating func bytes(_ n: Int) throws -> UnsafeRawBufferPointer {
+        try need(n); defer { position += n }
+        return UnsafeRawBufferPointer(rebasing: base[position ..< position + n])
+    }
+}
+
+/// zstd one-shot frames.
+enum SegmentZstd {
+    static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 3) -> [UInt8] {
+        let bound = ZSTD_compressBound(input.count)
+        var out = [UInt8](repeating: 0, count: bound)
+        let n = out.withUnsafeMutableBytes { o in
+            ZSTD_compress(o.baseAddress, bound, input.baseAddress, input.count, level)
+        }
+        precondition(ZSTD_isError(n) == 0, "zstd compression failed: \(String(cString: ZSTD_getErrorName(n)))")
+        out.removeSubrange(n...)
+        return out
+    }
+
+    static func compress(_ bytes: [UInt8], level: Int32 = 3) -> [UInt8] {
+        bytes.withUnsafeBytes { compress($0, level: level) }
+    }
+
+    /// Decompresses one frame into exactly `output` (its size is known from the table).
+    static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
+                           context: OpaquePointer?, source: String) throws {
+        let n: Int
+        if let context {
+            n = ZSTD_decompressDCtx(context, output.baseAddress, output.count, input.baseAddress, input.count)
+        } else {
+            n = ZSTD_decompress(output.baseAddress, output.count, input.baseAddress, input.count)
+        }
+        if ZSTD_isError(n) != 0 || n != output.count {
+            let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "\(n) bytes instead of \(output.count)"
+            throw IdxError("\(source): a compressed block does not decompress (\(why)); the file is corrupted: rebuild the index with idx index.")
+        }
+    }
+}
+
+/// A read-only memory map of a whole file, unmapped when released.
+final class MappedFile {
+    let path: String
+    let bytes: UnsafeRawBufferPointer
+    private let length: Int
+
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        if fd < 0 {
+            throw IdxError("\(path): cannot open (\(String(cString: strerror(errno)))); the index is incomplete: rebuild it with idx index.")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw IdxError("\(path): cannot stat (\(String(cString: strerror(errno)))).")
+        }
+        length = Int(st.st_size)
+        if length == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let p = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw IdxError("\(path): cannot map the file (\(String(cString: strerror(errno)))).")
+        }
+        bytes = UnsafeRawBufferPointer(start: p, count: length)
+    }
+
+    deinit {
+        if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), length) }
+    }
+}

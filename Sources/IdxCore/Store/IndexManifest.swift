@@ -1,0 +1,72 @@
+import Foundation
+
+/// `indexes/<name>/gen-NNNNNN/manifest.json`: what one published generation holds.
+public struct IndexManifest: Codable, Equatable {
+    public static let format = "idx-vector-index"
+    /// Bumped with any change an older reader could misread (manifest or segment).
+    public static let version = 1
+
+    public struct SegmentEntry: Codable, Equatable {
+        public var file: String          // relative to the index folder: segments/seg-….idxseg
+        public var count: Int
+        public var bytes: Int
+        public var headerHash: String    // XXH64 hex of the segment header (binds manifest and file)
+        public var source: String        // the corpus (or vector file) it was built from
+    }
+
+    /// Corpus statistics for `--standardize`: z-score each dimension before normalising.
+    public struct Standardization: Codable, Equatable {
+        public var mean: [Float]
+        public var std: [Float]
+    }
+
+    public var format: String
+    public var formatVersion: Int
+    public var generation: Int
+    public var dimension: Int
+    public var count: Int
+    public var modelHash: String
+    public var tokenizerHash: String
+    public var modelDirectory: String    // absolute path of the model the vectors came from ("" if none)
+    public var maxTokens: Int
+    public var standardization: Standardization?
+    public var segments: [SegmentEntry]
+    public var created: String
+}
+
+/// The layout of an index folder: `CURRENT` names the live generation.
+enum IndexLayout {
+    static func currentFile(_ dir: String) -> String { dir + "/CURRENT" }
+    static func generationName(_ n: Int) -> String { "gen-" + String(format: "%06d", n) }
+    static func manifestPath(_ dir: String, generation: String) -> String { dir + "/" + generation + "/manifest.json" }
+
+    static func missing(_ dir: String) -> IdxError {
+        IdxError("\(dir): no index here; build one with `idx index --corpus corpora/<name> --out \(dir)` (after idx ingest and idx train).")
+    }
+
+    /// Reads the live manifest; refuses formats newer than this binary.
+    static func readCurrent(_ dir: String) throws -> (generation: String, manifest: IndexManifest) {
+        guard let cur = FileManager.default.contents(atPath: currentFile(dir)) else { throw missing(dir) }
+        let generation = String(decoding: cur, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard generation.hasPrefix("gen-"), !generation.contains("/") else {
+            throw IdxError("\(currentFile(dir)): does not name a generation (\"\(generation)\"); the index is corrupted: rebuild it with idx index.")
+        }
+        let path = manifestPath(dir, generation: generation)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw IdxError("\(path): missing, though CURRENT names it; the index is corrupted: rebuild it with idx index.")
+        }
+        struct Probe: Decodable { var format: String?; var formatVersion: Int? }
+        guard let probe = try? JSONDecoder().decode(Probe.self, from: data), probe.format == IndexManifest.format,
+              let version = probe.formatVersion else {
+            throw IdxError("\(path): not an idx index manifest (unreadable JSON or no format/formatVersion); rebuild the index with idx index.")
+        }
+        if version > IndexManifest.version {
+            throw IdxError("\(path): index format version \(version) is newer than this idx understands (\(IndexManifest.version)); upgrade idx, or rebuild the index with this idx (idx index --out \(dir)).")
+        }
+        do {
+            return (generation, try JSONDecoder().decode(IndexManifest.self, from: data))
+        } catch {
+            throw IdxError("\(path): manifest fields are invalid (\(error)); rebuild the index with idx index.")
+        }
+    }
+}

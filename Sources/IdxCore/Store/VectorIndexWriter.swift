@@ -1,0 +1,158 @@
+import Foundation
+
+/// What the vectors came from; recorded in the manifest and checked at search time.
+public struct IndexProvenance {
+    public var modelHash: String
+    public var tokenizerHash: String
+    public var modelDirectory: String
+    public var maxTokens: Int
+    public var source: String
+    public init(modelHash: String, tokenizerHash: String, modelDirectory: String, maxTokens: Int, source: String) {
+        self.modelHash = modelHash; self.tokenizerHash = tokenizerHash
+        self.modelDirectory = modelDirectory; self.maxTokens = maxTokens; self.source = source
+    }
+}
+
+/// Builds and publishes generations of an index folder:
+///
+///     indexes/<name>/CURRENT                  "gen-000003"  (replaced by rename)
+///     indexes/<name>/gen-000003/manifest.json lists the live segments
+///     indexes/<name>/segments/seg-….idxseg    immutable, shared between generations
+///
+/// A segment is written (temp + fsync + rename), then the new generation's
+/// folder, then CURRENT is replaced by rename: a reader or a crash sees the
+/// old generation or the new one, never a mix.
+public enum VectorIndexWriter {
+    /// Test hook: called after the new generation is fully written and before
+    /// CURRENT is switched; throwing here simulates a crash at the worst moment.
+    nonisolated(unsafe) static var beforeSwitch: (() throws -> Void)?
+
+    /// Applies `--standardize` statistics (if any) and L2-normalises each row in place.
+    public static func prepare(_ vectors: inout [Float], dimension d: Int, standardization: IndexManifest.Standardization?) {
+        let n = vectors.count / d
+        vectors.withUnsafeMutableBufferPointer { v in
+            for i in 0 ..< n {
+                let row = v.baseAddress! + i * d
+                if let s = standardization {
+                    for j in 0 ..< d { row[j] = (row[j] - s.mean[j]) / s.std[j] }
+                }
+                var norm2: Float = 0
+                for j in 0 ..< d { norm2 += row[j] * row[j] }
+                let inv = norm2 > 0 ? 1 / norm2.squareRoot() : 0
+                for j in 0 ..< d { row[j] *= inv }
+            }
+        }
+    }
+
+    /// Per-dimension mean and standard deviation (std floored so constant dimensions stay finite).
+    public static func statistics(_ vectors: [Float], dimension d: Int) -> IndexManifest.Standardization {
+        let n = max(1, vectors.count / d)
+        var mean = [Double](repeating: 0, count: d), sq = [Double](repeating: 0, count: d)
+        for i in 0 ..< vectors.count / d {
+            for j in 0 ..< d { let x = Double(vectors[i * d + j]); mean[j] += x; sq[j] += x * x }
+        }
+        var m = [Float](repeating: 0, count: d), s = [Float](repeating: 1, count: d)
+        for j in 0 ..< d {
+            let mu = mean[j] / Double(n)
+            let variance = max(0, sq[j] / Double(n) - mu * mu)
+            m[j] = Float(mu)
+            s[j] = Float(max(variance.squareRoot(), 1e-6))
+        }
+        return .init(mean: m, std: s)
+    }
+
+    public struct Result {
+        public var generation: String
+        public var manifest: IndexManifest
+        public var segmentPath: String
+        public var segmentBytes: Int
+        public var vectorBytes: Int
+    }
+
+    /// Writes `embeddings` (count × dimension, raw model output) as a new segment
+    /// and publishes a generation holding it, plus the current segments when `append`.
+    public static func write(directory dir: String, embeddings: [Float], dimension d: Int,
+                             metadata: [DocumentMetadata], ids: [Int64]? = nil,
+                             provenance: IndexProvenance, append: Bool, standardize: Bool) throws -> Result {
+        let count = metadata.count
+        precondition(embeddings.count == count * d, "embeddings do not match the metadata count")
+        let fm = FileManager.default
+        var previous: IndexManifest?
+        if fm.fileExists(atPath: IndexLayout.currentFile(dir)) {
+            previous = try IndexLayout.readCurrent(dir).manifest
+        } else if append {
+            throw IdxError("\(dir): --append needs an existing index, and there is none; run idx index without --append first.")
+        }
+        var standardization: IndexManifest.Standardization?
+        if append, let p = previous {
+            guard p.dimension == d else {
+                throw IdxError("\(dir): the index holds \(p.dimension)-dimensional vectors, the new ones are \(d)-dimensional; build a separate index (--out) instead of --append.")
+            }
+            guard p.modelHash == provenance.modelHash, p.tokenizerHash == provenance.tokenizerHash else {
+                throw IdxError("\(dir): the index was built with model \(p.modelHash) / tokenizer \(p.tokenizerHash), not \(provenance.modelHash) / \(provenance.tokenizerHash); --append needs the same model: rebuild without --append.")
+            }
+            standardization = p.standardization // appended vectors must live in the same space
+        } else if standardize {
+            standardization = statistics(embeddings, dimension: d)
+        }
+        var unit = embeddings
+        prepare(&unit, dimension: d, standardization: standardization)
+
+        let bytes = SegmentWriter.encode(unitVectors: unit, count: count, dimension: d, metadata: metadata,
+                                         ids: ids ?? (0 ..< count).map { Int64($0) })
+        let generationNumber = (previous?.generation ?? 0) + 1
+        let generation = IndexLayout.generationName(generationNumber)
+        let segmentName = "segments/seg-\(String(format: "%06d", generationNumber))-\(XXHash64.hex(XXHash64.hash(bytes)).prefix(8)).idxseg"
+        let segmentPath = dir + "/" + segmentName
+        try AtomicFile.write(Data(bytes), to: segmentPath)
+        let opened = try SegmentReader(path: segmentPath) // read back: never publish what cannot be read
+        let entry = IndexManifest.SegmentEntry(file: segmentName, count: count, bytes: bytes.count,
+                                               headerHash: XXHash64.hex(opened.headerHash), source: provenance.source)
+        let segments = (append ? previous?.segments ?? [] : []) + [entry]
+        let manifest = IndexManifest(
+            format: IndexManifest.format, formatVersion: IndexManifest.version, generation: generationNumber,
+            dimension: d, count: segments.reduce(0) { $0 + $1.count },
+            modelHash: provenance.modelHash, tokenizerHash: provenance.tokenizerHash,
+            modelDirectory: provenance.modelDirectory, maxTokens: provenance.maxTokens,
+            standardization: standardization, segments: segments,
+            created: ISO8601DateFormatter().string(from: Date()))
+
+        // The generation folder is staged under a temporary name, then renamed whole.
+        let staged = AtomicFile.temporarySibling(of: dir + "/" + generation)
+        try fm.createDirectory(atPath: staged, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(manifest), to: staged + "/manifest.json")
+        if fm.fileExists(atPath: dir + "/" + generation) { try fm.removeItem(atPath: dir + "/" + generation) } // left by a crash
+        try AtomicFile.rename(staged, to: dir + "/" + generation)
+        try beforeSwitch?()
+        try AtomicFile.write(Data((generation + "\n").utf8), to: IndexLayout.currentFile(dir))
+
+        collectGarbage(dir, keep: [generationNumber, generationNumber - 1])
+        return Result(generation: generation, manifest: manifest, segmentPath: segmentPath,
+                      segmentBytes: bytes.count, vectorBytes: opened.vectorBytesOnDisk)
+    }
+
+    /// Removes generations older than the previous one and the segments no kept
+    /// generation references (the previous generation stays for readers that opened it).
+    static func collectGarbage(_ dir: String, keep: [Int]) {
+        let fm = FileManager.default
+        guard let entries = try? fm.contentsOfDirectory(atPath: dir) else { return }
+        var referenced = Set<String>()
+        for e in entries where e.hasPrefix("gen-") {
+            guard let n = Int(e.dropFirst(4)) else { continue }
+            if keep.contains(n),
+               let data = fm.contents(atPath: IndexLayout.manifestPath(dir, generation: e)),
+               let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
+                for s in m.segments { referenced.insert(s.file) }
+            } else if !keep.contains(n) {
+                try? fm.removeItem(atPath: dir + "/" + e)
+            }
+        }
+        if let segs = try? fm.contentsOfDirectory(atPath: dir + "/segments") {
+            for s in segs where s.hasSuffix(".idxseg") && !referenced.contains("segments/" + s) {
+                try? fm.removeItem(atPath: dir + "/segments/" + s)
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Score an index and its model: MLM loss, seed-test cluster separation, genre kNN precision@k.",
+        discussion: """
+        Without --validation, kNN precision is computed leave-one-out over the indexed documents \
+        (each document's k nearest other documents) and the MLM loss on the indexed documents; with \
+        it, the validation CSV is cleaned and tokenized as the corpus was (rows dropped by cleaning are \
+        skipped) and its documents are the queries. See docs/nightly.md for the definitions.
+        """
+    )
+
+    @Option(help: "Index folder.") var index = "indexes/sample"
+    @Option(help: "Model folder (default: the one the index was built with).") var model: String?
+    @Option(help: "Held-out CSV (same columns as the corpus).") var validation: String?
+    @Option(help: "Seed test: text<TAB>label lines.") var seedTest = "corpora/seed-test.tsv"
+    @Option(help: "Neighbours for kNN precision.") var k = 10
+    @Option(help: "Seed of the MLM masks.") var maskSeed: UInt64 = 1234
+    @Flag(help: "Print JSON instead of the table.") var json = false
+
+    func run() throws {
+        do {
+            guard k >= 1 else { throw IdxError("--k must be at least 1.") }
+            var o = EvalRun.Options(index: index, model: model, validation: validation, seedTest: seedTest)
+            o.k = k
+            o.mlmSeed = maskSeed
+            o.showProgress = true
+            let r = try EvalRun.run(o)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(EvalRun.table(r), terminator: "")
+            }
+        } catch let e as IdxError {
+            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import ArgumentParser
+import COpenBLAS
+import Foundation
+import IdxCore
+
+public struct IndexCommand: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
+        commandName: "index",
+        abstract: "Embed a corpus with a trained model and publish an int8 vector index.",
+        discussion: """
+        Each document's embedding is the mean of the model's final hidden states over its tokens \
+        ([BOS] and [EOS] included). Vectors are normalised (after --standardize's z-scoring), quantized \
+        to int8 and written as a zstd segment; a new generation is published atomically. See docs/store.md.
+        """
+    )
+
+    @Option(help: "Model folder (model.safetensors + tokenizer.json).")
+    var model: String = "models/sample"
+
+    @Option(help: "Corpus folder written by idx ingest.")
+    var corpus: String = "corpora/sample"
+
+    @Option(help: "Index folder.")
+    var out: String = "indexes/sample"
+
+    @Flag(help: "Add the corpus as a new segment, leaving the current ones untouched.")
+    var append = false
+
+    @Option(help: "MPI ranks (only 1 for now).")
+    var procs: Int = 1
+
+    @Flag(help: "Z-score each dimension with corpus statistics before normalising (stored with the index, applied to queries).")
+    var standardize = false
+
+    @Option(help: "Tokens per document fed to the model, [BOS]/[EOS] included.")
+    var maxTokens: Int = 32
+
+    @Option(help: "Inference threads (0: all cores).")
+    var threads: Int = 0
+
+    @Option(help: "Documents per inference batch.")
+    var batchSize: Int = 64
+
+    @Option(help: ArgumentHelp("Developer: index raw float32 rows from this file instead of a corpus.", visibility: .hidden))
+    var fromVectors: String?
+
+    @Option(help: ArgumentHelp("Developer: dimension of --from-vectors rows.", visibility: .hidden))
+    var dimension: Int = 128
+
+    @Option(help: ArgumentHelp("Developer: also write the embeddings (raw float32 rows) to this file.", visibility: .hidden))
+    var dumpVectors: String?
+
+    @Option(help: ArgumentHelp("Developer: write the model's input ([BOS] ids [EOS], cut to --max-tokens, [PAD]-filled) as int32 rows of --max-tokens.", visibility: .hidden))
+    var dumpTokens: String?
+
+    public func run() throws {
+        do {
+            guard procs == 1 else {
+                throw IdxError("--procs \(procs): multi-process indexing is not available yet; use --procs 1.")
+            }
+            let start = Date()
+            let embeddings: [Float], metadata: [DocumentMetadata], provenance: IndexProvenance, d: Int
+            if let file = fromVectors {
+                (embeddings, d) = try readVectors(file, dimension: dimension)
+                let n = embeddings.count / d
+                if FileManager.default.fileExists(atPath: model + "/model.safetensors") {
+                    // Vectors this model produced (--dump-vectors, possibly repeated): record the model so text
+                    // queries work, and take the corpus's metadata, cycled when the file repeats the corpus.
+                    let m = try EncoderModel.load(directory: model)
+                    guard m.config.dModel == d else {
+                        throw IdxError("\(file): rows are \(d)-dimensional but \(model) embeds in \(m.config.dModel); pass --dimension or another --model.")
+                    }
+                    let corpusMeta = try CorpusReader(directory: corpus).readMetadata()
+                    guard !corpusMeta.isEmpty, n % corpusMeta.count == 0 else {
+                        throw IdxError("\(file): \(n) rows is not a whole number of copies of \(corpus) (\(corpusMeta.count) documents).")
+                    }
+                    metadata = (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }
+                    provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
+                                                 modelDirectory: URL(fileURLWithPath: model).standardizedFileURL.path,
+                                                 maxTokens: maxTokens, source: file)
+                } else {
+                    metadata = (0 ..< n).map {
+                        DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
+                                         description: "row \($0) of \(file)", sourceFile: file, sourceRow: $0 + 1)
+                    }
+                    provenance = IndexProvenance(modelHash: "none", tokenizerHash: "none", modelDirectory: "",
+                                                 maxTokens: 0, source: file)
+                }
+            } else {
+                (embeddings, metadata, provenance, d) = try embedCorpus()
+            }
+            if let dump = dumpVectors {
+                try AtomicFile.write(embeddings.withUnsafeBytes { Data($0) }, to: dump)
+            }
+            let result = try VectorIndexWriter.write(directory: out, embeddings: embeddings, dimension: d,
+                                                     metadata: metadata, provenance: provenance,
+                                                     append: append, standardize: standardize)
+            let n = metadata.count
+            let secs = Date().timeIntervalSince(start)
+            let perVector = Double(result.vectorBytes) / Double(max(1, n))
+            FileHandle.standardError.write(Data(String(
+                format: "index: %d documents -> %@ (%@, %d segment(s), %d documents) in %.2fs (%.0f docs/s); %.1f bytes/vector (%.1f%% of float32), segment %.1f MB\n",
+                n, out, result.generation, result.manifest.segments.count, result.manifest.count, secs,
+                Double(n) / max(secs, 1e-9), perVector, 100 * perVector / Double(4 * d),
+                Double(result.segmentBytes) / 1e6).utf8))
+        } catch let e as IdxError {
+            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Batched inference over the corpus, with progress and docs/s.
+    func embedCorpus() throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
+        let reader = try CorpusReader(directory: corpus)
+        let model = try EncoderModel.load(directory: model)
+        guard reader.tokenizerHash == model.tokenizerHash else {
+            throw IdxError("\(corpus): tokenized with tokenizer \(reader.tokenizerHash), but \(self.model) was trained with \(model.tokenizerHash); re-ingest the corpus with `idx ingest --tokenizer \(self.model)/tokenizer.json`.")
+        }
+        let tokens = try reader.readTokens()
+        let metadata = try reader.readMetadata()
+        if let path = dumpTokens {
+            let width = max(2, min(maxTokens, model.config.maxLen))
+            var rows = [Int32](repeating: SpecialToken.pad, count: tokens.count * width)
+            for i in 0 ..< tokens.count {
+                // EncoderModel.embed's contract: [BOS] ids [EOS], cut to the width ([EOS] lost when cut).
+                let seq = [SpecialToken.bos] + tokens.document(i).prefix(width - 1) + [SpecialToken.eos]
+                for (j, t) in seq.prefix(width).enumerated() { rows[i * width + j] = t }
+            }
+            try AtomicFile.write(rows.withUnsafeBytes { Data($0) }, to: path)
+        }
+        let n = tokens.count, d = model.config.dModel
+        let progress = Progress("index: embedding", unit: "docs", total: Double(n))
+        // One model per worker thread (EncoderModel is not thread-safe), single-threaded BLAS
+        // in each, blocks of documents taken in turn; each block lands at its own offset.
+        let workers = max(1, min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, n / 256 + 1))
+        if workers > 1 { openblas_set_num_threads(1) }
+        var models = [model]
+        for _ in 1 ..< workers { models.append(try EncoderModel.load(directory: self.model)) }
+        let step = max(batchSize * 8, 256)
+        let blocks = (n + step - 1) / step
+        var out = [Float](repeating: 0, count: n * d)
+        let lock = NSLock()
+        var done = 0
+        out.withUnsafeMutableBufferPointer { o in
+            let o = o
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var b = w
+                while b < blocks {
+                    let range = b * step ..< min(n, (b + 1) * step)
+                    let e = models[w].embed(tokens, range: range, maxTokens: maxTokens, batchSize: batchSize)
+                    e.withUnsafeBufferPointer { (o.baseAddress! + range.lowerBound * d).update(from: $0.baseAddress!, count: e.count) }
+                    lock.lock(); done += range.count; progress.update(Double(done)); lock.unlock()
+                    b += workers
+                }
+            }
+        }
+        let secs = progress.elapsed
+        progress.finish(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s)", n, secs, Double(n) / max(secs, 1e-9)))
+        let absolute = URL(fileURLWithPath: self.model).standardizedFileURL.path
+        return (out, metadata, IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
+                                               modelDirectory: absolute, maxTokens: maxTokens, source: corpus), d)
+    }
+}
+
+/// Reads a file of raw little-endian float32 rows.
+func readVectors(_ path: String, dimension d: Int) throws -> ([Float], Int) {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw IdxError("\(path): cannot read the vector file; check the path.")
+    }
+    guard d > 0, data.count % (4 * d) == 0 else {
+        throw IdxError("\(path): \(data.count) bytes is not a whole number of \(d)-dimensional float32 rows; check --dimension.")
+    }
+    let n = data.count / 4
+    let v = [Float](unsafeUninitializedCapacity: n) { out, c in
+        data.withUnsafeBytes { UnsafeMutableRawBufferPointer(out).copyMemory(from: $0) }; c = n
+    }
+    return (v, d)
+}

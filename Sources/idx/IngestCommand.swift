@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+
+struct IngestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Clean CSV synopses, train a WordLevel tokenizer, write zstd token shards and a manifest.",
+        discussion: """
+        Streams each CSV (libcsv), applies the cleaning rules to the description column, trains the \
+        tokenizer (or reuses --tokenizer), and publishes corpora/<name>/ atomically. \
+        `idx ingest --verify DIR` re-reads every shard and checks checksums and counts.
+        """
+    )
+
+    @Argument(help: "CSV files (default: corpora/sample/movies.csv).")
+    var csv: [String] = []
+
+    @Option(help: "Output folder (default: corpora/<stem of the first CSV>).")
+    var out: String?
+
+    @Option(help: "Reuse this tokenizer.json instead of training one (keeps a trained model's vocabulary).")
+    var tokenizer: String?
+
+    @Option(help: "Vocabulary size when training, the 5 special tokens included.")
+    var vocabSize: Int = 2000
+
+    @Option(help: "Documents per shard.")
+    var shardDocs: Int = 50_000
+
+    @Option(help: "Verify an existing corpus folder instead of ingesting.")
+    var verify: String?
+
+    func run() throws {
+        do {
+            if let dir = verify {
+                print(try CorpusReader(directory: dir).verify())
+                return
+            }
+            let inputs = csv.isEmpty ? ["corpora/sample/movies.csv"] : csv
+            let stem = URL(fileURLWithPath: inputs[0]).deletingPathExtension().lastPathComponent
+            var options = Ingest.Options(inputs: inputs, output: out ?? "corpora/\(stem)", tokenizerPath: tokenizer,
+                                         vocabSize: vocabSize, shardDocuments: shardDocs)
+            options.showProgress = true
+            let summary = try Ingest.run(options) { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) }
+            FileHandle.standardError.write(Data((summary.line + "\n").utf8))
+        } catch let e as IdxError {
+            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+            throw ExitCode.failure
+        }
+    }
+}

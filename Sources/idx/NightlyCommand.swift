@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+
+struct NightlyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nightly",
+        abstract: "The scheduled job: ingest new inbox files, continue training, index, evaluate, publish if the gate holds.",
+        discussion: """
+        Settings come from --config (default: idx.toml when present; every key is documented in \
+        idx.example.toml), and each flag below overrides its key. A run with nothing new does nothing \
+        and exits 0. A lock keeps two runs apart; a run killed at any point is finished by the next. \
+        Exit status: 0 published or nothing new, 2 the gate failed (the published index keeps serving), \
+        1 an error. Each run writes a JSON report under the runs folder. See docs/nightly.md.
+        """
+    )
+
+    @Option(help: "Config file (TOML subset; default: idx.toml if it exists).") var config: String?
+    @Option(help: "Inbox source: folder, CSV file or http(s) URL (repeatable; replaces [inbox] sources).") var inbox: [String] = []
+    @Option(help: "[paths] corpus") var corpus: String?
+    @Option(help: "[paths] model") var model: String?
+    @Option(help: "[paths] index") var index: String?
+    @Option(help: "[paths] runs") var runs: String?
+    @Option(help: "[paths] state") var state: String?
+    @Option(help: "[train] steps") var steps: Int?
+    @Flag(help: "[train] from_scratch: train a new model instead of continuing.") var fromScratch = false
+    @Option(help: "[train] procs") var procs: Int?
+    @Option(help: "[train] seed") var seed: Int?
+    @Option(help: "[train] vocab_size") var vocabSize: Int?
+    @Option(help: "[train] args: one extra flag for idx train (repeatable).") var trainArg: [String] = []
+    @Option(help: "[eval] validation CSV (\"\" = leave-one-out on the index).") var validation: String?
+    @Option(help: "[eval] seed_test") var seedTest: String?
+    @Option(help: "[eval] k") var k: Int?
+    @Option(help: "[gate] max_knn_drop") var maxKnnDrop: Double?
+    @Option(help: "[gate] min_seed_ratio") var minSeedRatio: Double?
+    @Option(help: "[download] attempts") var downloadAttempts: Int?
+    @Option(help: "[download] timeout_seconds") var downloadTimeout: Double?
+    @Flag(help: "Train, index and evaluate even when the inbox holds nothing new (e.g. after a failed gate).") var retrain = false
+
+    func resolvedConfig() throws -> NightlyConfig {
+        var c = NightlyConfig()
+        if let path = config {
+            c = try NightlyConfig.load(path)
+        } else if FileManager.default.fileExists(atPath: "idx.toml") {
+            c = try NightlyConfig.load("idx.toml")
+        }
+        if !inbox.isEmpty { c.inbox = inbox }
+        if let corpus { c.corpus = corpus }
+        if let model { c.model = model }
+        if let index { c.index = index }
+        if let runs { c.runs = runs }
+        if let state { c.state = state }
+        if let steps { guard steps >= 0 else { throw IdxError("--steps must not be negative.") }; c.steps = steps }
+        if fromScratch { c.fromScratch = true }
+        if let procs { guard procs >= 1 else { throw IdxError("--procs must be at least 1.") }; c.procs = procs }
+        if let seed { c.seed = seed }
+        if let vocabSize { c.vocabSize = vocabSize }
+        if !trainArg.isEmpty { c.trainArgs = trainArg }
+        if let validation { c.validation = validation }
+        if let seedTest { c.seedTest = seedTest }
+        if let k { guard k >= 1 else { throw IdxError("--k must be at least 1.") }; c.k = k }
+        if let maxKnnDrop { c.maxKnnDrop = maxKnnDrop }
+        if let minSeedRatio { c.minSeedRatio = minSeedRatio }
+        if let downloadAttempts { c.downloadAttempts = max(1, downloadAttempts) }
+        if let downloadTimeout { c.downloadTimeout = downloadTimeout }
+        return c
+    }
+
+    func run() throws {
+        do {
+            let c = try resolvedConfig()
+            let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let job = NightlyJob(config: c, stages: .standard(idx: exe, log: log), log: log)
+            let report = try job.run(forceTrain: retrain)
+            print("\(report.decision.rawValue): \(report.message)")
+            print("report: \(report.reportPath)")
+            if report.decision == .rejected { throw ExitCode(2) }
+        } catch let e as IdxError {
+            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+            throw ExitCode.failure
+        }
+    }
+}

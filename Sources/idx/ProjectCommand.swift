@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+
+struct ProjectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "project",
+        abstract: "Project embeddings to 2-D with PCA or t-SNE, to CSV (and an SVG scatter plot)."
+    )
+
+    enum Method: String, ExpressibleByArgument { case pca, tsne }
+
+    @Option(help: "Projection method: pca or tsne.") var method: Method
+    @Option(help: "Developer input: a raw little-endian float32 matrix file (rows × --dim).") var vectors: String?
+    @Option(name: .customLong("dim"), help: "Dimension of the rows of --vectors.") var dim_: Int?
+    @Option(help: "With --vectors: a file with one label (genre) per row, used for --genre, colours and the CSV.") var labels: String?
+    @Option(help: "Embed and project the lines of this file (text, optionally TAB label) with --model.") var texts: String?
+    @Option(help: "The model directory (models/<name>) that embeds --texts or --corpus.") var model: String?
+    @Option(help: "Embed (with --model) and project the documents of this ingested corpus folder.") var corpus: String?
+    @Option(help: "Developer: also write the projected rows' vectors as a raw float32 matrix (e.g. for scripts/bench-project).") var saveVectors: String?
+    @Option(help: "t-SNE perplexity (must be less than the number of points).") var perplexity: Double = 30
+    @Option(help: "t-SNE iterations (the first 250 with early exaggeration 12).") var iterations: Int = 1000
+    @Option(help: "Seed for --sample and for --init random.") var seed: UInt64 = 42
+    @Option(help: "t-SNE initialisation: pca (scikit-learn's default) or random.") var initialization: String = "pca"
+    @Option(help: "t-SNE gradient: auto (exact up to 1000 points), exact or barnes-hut.") var gradient: String = "auto"
+    @Option(help: "Barnes-Hut accuracy θ (0 = exact repulsion).") var theta: Double = 0.5
+    @Option(help: "Project a random sample of this many rows (after --genre).") var sample: Int?
+    @Option(parsing: .upToNextOption, help: "Keep only rows of these genres.") var genre: [String] = []
+    @Option(help: "Output CSV (id,title,year,genre,x,y; text,label,x,y with --texts).") var out: String
+    @Option(help: "Also write an SVG scatter plot coloured by genre.") var svg: String?
+
+    mutating func run() throws {
+        do { try project() } catch let e as IdxError {
+            FileHandle.standardError.write(Data("idx project: \(e.message)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    func project() throws {
+        guard let init_ = TSNEOptions.Initialization(rawValue: initialization) else {
+            throw IdxError("--initialization must be pca or random, got \"\(initialization)\"")
+        }
+        guard let grad = TSNEOptions.Gradient(rawValue: gradient) else {
+            throw IdxError("--gradient must be auto, exact or barnes-hut, got \"\(gradient)\"")
+        }
+        var all: [Float], count: Int, dim: Int
+        var genres: [String]
+        var textRows: [String]? = nil
+        var metadata: [DocumentMetadata]? = nil
+        var embedder: EncoderModel? = nil
+        var corpusTokens: TokenizedCorpus? = nil
+        if let corpus {
+            guard texts == nil, vectors == nil else { throw IdxError("give one of --corpus, --texts or --vectors") }
+            guard let model else { throw IdxError("--corpus needs --model models/<name> to embed the documents") }
+            let reader = try CorpusReader(directory: corpus)
+            let encoder = try EncoderModel.load(directory: model)
+            guard reader.tokenizerHash == encoder.tokenizerHash else {
+                throw IdxError("\(corpus) was tokenized with tokenizer \(reader.tokenizerHash) but \(model) uses \(encoder.tokenizerHash); re-ingest with `idx ingest --tokenizer \(model)/tokenizer.json`")
+            }
+            let meta = try reader.readMetadata()
+            metadata = meta
+            corpusTokens = try reader.readTokens()
+            embedder = encoder
+            dim = encoder.config.dModel
+            count = meta.count
+            all = []
+            genres = meta.map { $0.genre }
+        } else if let texts {
+            guard vectors == nil else { throw IdxError("give either --texts or --vectors, not both") }
+            guard let model else { throw IdxError("--texts needs --model models/<name> to embed the lines") }
+            let input = try LabelledTexts.read(path: texts)
+            let encoder = try EncoderModel.load(directory: model)
+            let tokenizer = try encoder.tokenizer()
+            var corpus = TokenizedCorpus()
+            for t in input.texts { corpus.append(tokenizer.encodeQuery(t)) }
+            dim = encoder.config.dModel
+            all = encoder.embed(corpus, range: 0 ..< corpus.count, maxTokens: 32, batchSize: 64)
+            LabelledTexts.normaliseRows(&all, dim: dim)
+            count = input.texts.count
+            genres = input.labels
+            textRows = input.texts
+        } else {
+            guard let vectors else {
+                throw IdxError("give the points with --corpus DIR --model DIR, --texts FILE --model DIR, or --vectors FILE --dim D (projecting an index with --index is not available in this build)")
+            }
+            guard let d = dim_ else { throw IdxError("--vectors needs --dim (the number of floats per row)") }
+            dim = d
+            (all, count) = try ProjectionInput.readVectors(path: vectors, dim: dim)
+            genres = [String](repeating: "", count: count)
+            if let labels {
+                guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
+                    throw IdxError("cannot read labels file \(labels) as UTF-8 text")
+                }
+                var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map { String($0) }
+                if lines.last == "" { lines.removeLast() }
+                guard lines.count == count else {
+                    throw IdxError("\(labels) has \(lines.count) lines but \(vectors) has \(count) rows; give one label per row")
+                }
+                genres = lines
+            } else if !genre.isEmpty {
+                throw IdxError("--genre needs labels: give --labels FILE with --vectors")
+            }
+        }
+        let rows = try ProjectionInput.select(genres: genres, only: genre, sample: sample, seed: seed)
+        let n = rows.count
+        var x: [Float]
+        if let embedder, let corpusTokens {
+            // Embed only the selected documents.
+            var selected = TokenizedCorpus()
+            for i in rows { selected.append(corpusTokens.document(i)) }
+            let progress = Progress("embed", unit: "docs", total: Double(n))
+            x = []
+            x.reserveCapacity(n * dim)
+            var start = 0
+            while start < n {
+                let end = min(n, start + 1024)
+                x += embedder.embed(selected, range: start ..< end, maxTokens: 32, batchSize: 64)
+                start = end
+                progress.update(Double(start))
+            }
+            LabelledTexts.normaliseRows(&x, dim: dim)
+            progress.finish(String(format: "embed: %d documents in %.1f s", n, progress.elapsed))
+        } else {
+            x = rows.count == count ? all : ProjectionInput.gather(all, dim: dim, rows: rows)
+        }
+        if let saveVectors {
+            try AtomicFile.createParent(of: saveVectors)
+            try AtomicFile.write(x.withUnsafeBytes { Data($0) }, to: saveVectors)
+        }
+        if n < 3 { throw IdxError("only \(n) row(s) selected; a projection needs at least 3") }
+
+        let start = Date()
+        var coords: [Float]
+        var xLabel = "t-SNE 1", yLabel = "t-SNE 2", title: String
+        switch method {
+        case .pca:
+            let pca = try PCA.fit(x, rows: n, dim: dim, components: min(2, dim))
+            coords = pca.coordinates
+            if pca.k == 1 { coords = coords.flatMap { [$0, 0] } }
+            for (c, r) in pca.explainedVarianceRatio.enumerated() {
+                print("PC\(c + 1) explained variance ratio \(String(format: "%.6f", r))")
+            }
+            xLabel = String(format: "PC1 (%.1f%% of variance)", 100 * pca.explainedVarianceRatio[0])
+            yLabel = pca.k > 1 ? String(format: "PC2 (%.1f%% of variance)", 100 * pca.explainedVarianceRatio[1]) : "0"
+            title = "PCA of \(n) embeddings"
+        case .tsne:
+            var o = TSNEOptions()
+            o.perplexity = perplexity; o.iterations = iterations; o.seed = seed
+            o.initialization = init_; o.gradient = grad; o.theta = theta
+            let t0 = Date()
+            let result = try TSNE.run(x, n: n, d: dim, options: o) { it, kl in
+                FileHandle.standardError.write(Data(String(format: "t-SNE: iteration %d/%d, KL divergence %.4f (%.1f s)\n",
+                                                          it, o.iterations, kl, Date().timeIntervalSince(t0)).utf8))
+            }
+            coords = result.embedding
+            title = "t-SNE of \(n) embeddings (perplexity \(Progress.compact(perplexity)))"
+            FileHandle.standardError.write(Data(String(format: "t-SNE: %@ gradient, final KL divergence %.4f after %d iterations\n",
+                                                      result.usedExact ? "exact" : "Barnes-Hut", result.klDivergence, result.iterations).utf8))
+        }
+        let seconds = Date().timeIntervalSince(start)
+
+        var csv: String
+        if let textRows {
+            csv = CSVExport.line(["text", "label", "x", "y"])
+            for (r, i) in rows.enumerated() {
+                csv += CSVExport.line([textRows[i], genres[i], CSVExport.number(coords[2 * r]), CSVExport.number(coords[2 * r + 1])])
+            }
+        } else {
+            csv = CSVExport.line(["id", "title", "year", "genre", "x", "y"])
+            for (r, i) in rows.enumerated() {
+                let m = metadata?[i]
+                csv += CSVExport.line([String(i), m?.title ?? "", m?.year.map { String($0) } ?? "", genres[i],
+                                       CSVExport.number(coords[2 * r]), CSVExport.number(coords[2 * r + 1])])
+            }
+        }
+        try AtomicFile.createParent(of: out)
+        try AtomicFile.write(Data(csv.utf8), to: out)
+        if let svg {
+            let plot = ScatterPlot(x: (0 ..< n).map { coords[2 * $0] }, y: (0 ..< n).map { coords[2 * $0 + 1] },
+                                   groups: rows.map { genres[$0].isEmpty ? "(no label)" : genres[$0] },
+                                   title: title, xLabel: xLabel, yLabel: yLabel,
+                                   annotations: textRows.flatMap { t in n <= 60 ? rows.map { LabelledTexts.shortLabel(t[$0]) } : nil })
+            try AtomicFile.createParent(of: svg)
+            try AtomicFile.write(Data(plot.svg().utf8), to: svg)
+        }
+        Progress("project", unit: "points").finish(String(format: "project: %d points, %@ in %.2f s -> %@%@", n, method.rawValue, seconds, out, svg.map { " + " + $0 } ?? ""))
+    }
+}

@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train the encoder-only transformer with masked-language modelling on an ingested corpus.",
+        discussion: """
+        Writes models/<name>/: model.safetensors (PyTorch state_dict names, config and tokenizer hash \
+        in its metadata), tokenizer.json, optimizer.safetensors, state.json and train-log.csv, \
+        replaced atomically every --checkpoint-every steps and at the end. --resume continues a \
+        stopped run exactly (same losses, bit for bit at the same thread count).
+        """
+    )
+
+    @Option(help: "Corpus folder written by `idx ingest`.") var corpus = "corpora/movies"
+    @Option(help: "Model folder (default: models/<corpus name>).") var out: String?
+    @Option(help: "Total optimizer steps (on --resume: the new total).") var steps: Int?
+    @Option(help: "Documents per step.") var batch = 32
+    @Option(help: "Tokens per document, [BOS] included.") var maxLen = 32
+    @Option(help: "AdamW learning rate (constant).") var lr: Float = 1e-3
+    @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
+    @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only.") var maskMode = "bert"
+    @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
+    @Option(help: "Ranks on this machine, started through Open MPI's mpirun (see docs/parallel.md). Under your own mpirun, leave it out.") var procs = 1
+    @Flag(help: "Continue the run checkpointed in --out.") var resume = false
+    @Option(help: "Checkpoint every N steps.") var checkpointEvery = 500
+    @Option(help: "Write a train-log.csv row every N steps.") var logEvery = 1
+    @Option(help: "Model width.") var dModel = 128
+    @Option(help: "Attention heads.") var heads = 4
+    @Option(help: "Encoder layers.") var layers = 3
+    @Option(help: "Feed-forward width.") var dFf = 256
+    @Option(help: "Position-embedding table size (longest document the model can read).") var maxPositions = 64
+    @Option(help: "Dropout probability.") var dropout: Float = 0.1
+    @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
+    @Option(help: .hidden) var exportCount = 8
+
+    func run() throws {
+        // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
+        // a rank (started by any MPI launcher) joins the job; errors in a rank end every rank.
+        var comm = Communicator.single()
+        do {
+            if procs > 1 && !MPIEnvironment().isLaunchedByMPI {
+                let status = try MPILauncher.run(procs: procs, arguments: Array(CommandLine.arguments.dropFirst()),
+                                                 failureNote: "Checkpoints are replaced only when complete: `--resume` continues from the last one.")
+                throw ExitCode(status)
+            }
+            comm = try Communicator.start()
+            try train(comm)
+            comm.finalize()
+        } catch let e as IdxError {
+            if comm.size > 1 { comm.abort("error: " + e.message) }
+            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    func train(_ comm: Communicator) throws {
+        let say: (String) -> Void = { if comm.isRoot { FileHandle.standardError.write(Data($0.utf8)) } }
+        guard let mode = MaskMode(rawValue: maskMode) else {
+            throw IdxError("--mask-mode \(maskMode): use bert or mask-only.")
+        }
+        guard checkpointEvery > 0, logEvery > 0 else { throw IdxError("--checkpoint-every and --log-every must be positive.") }
+        let nThreads = threads ?? (comm.size > 1 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
+        ComputeSetup.configure(threads: nThreads)
+        let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
+        if let path = exportEmbeddings { return try export(model: outDir, to: path) }
+        let reader = try CorpusReader(directory: corpus)
+        let tokenizer = try reader.tokenizer()
+        let tokens = try reader.readTokens()
+
+        let trainer: Trainer
+        var log: String
+        var elapsedBefore = 0.0
+        if resume {
+            (trainer, log, elapsedBefore) = try Trainer.resume(directory: outDir, corpus: tokens, tokenizerHash: reader.tokenizerHash,
+                                                               corpusPath: corpus)
+            if let steps { trainer.options.steps = steps }
+            trainer.options.checkpointEvery = checkpointEvery
+            trainer.options.logEvery = logEvery
+            // keep the rows up to the checkpoint: a killed run may have logged past it
+            log = log.split(separator: "\n", omittingEmptySubsequences: true).enumerated()
+                .filter { $0.offset == 0 || (Int($0.element.prefix { $0 != "," }) ?? .max) <= trainer.step }
+                .map { $0.element + "\n" }.joined()
+            say(("train: resuming \(outDir) at step \(trainer.step) of \(trainer.options.steps)\n"))
+        } else {
+            if FileManager.default.fileExists(atPath: outDir + "/state.json") || FileManager.default.fileExists(atPath: outDir + "/model.safetensors") {
+                throw IdxError("\(outDir): already holds a model; pass --resume to continue it, or choose another --out.")
+            }
+            var o = TrainOptions()
+            o.steps = steps ?? 5000; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
+            o.checkpointEvery = checkpointEvery; o.logEvery = logEvery
+            let cfg = ModelConfig(vocabSize: tokenizer.vocabSize, dModel: dModel, nHeads: heads, nLayers: layers, dFF: dFf,
+                                  maxLen: maxPositions, dropout: dropout)
+            trainer = try Trainer(config: cfg, options: o, corpus: tokens, tokenizerHash: reader.tokenizerHash)
+            log = TrainLog.header
+            say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : "")\n")
+        }
+        try trainer.broadcastParameters(comm)
+        let total = trainer.options.steps
+        let progress = Progress("train", unit: "steps", total: Double(total - trainer.step))
+        let start = trainer.step
+        var lastLosses = [Double](), tokensSeen = 0
+        let clock = DispatchTime.now().uptimeNanoseconds
+        var stepStart = clock
+        let tokJSON = Data(tokenizer.json)
+        while trainer.step < total {
+            let (loss, tok) = try trainer.trainStep(communicator: comm)
+            let now = DispatchTime.now().uptimeNanoseconds
+            let stepSeconds = Double(now - stepStart) / 1e9
+            stepStart = now
+            tokensSeen += tok
+            let elapsed = elapsedBefore + Double(now - clock) / 1e9
+            lastLosses.append(loss); if lastLosses.count > 100 { lastLosses.removeFirst() }
+            if trainer.step % logEvery == 0 {
+                log += TrainLog.line(step: trainer.step, loss: loss, lr: trainer.options.lr,
+                                     tokensPerSecond: Double(tok) / max(stepSeconds, 1e-9), elapsed: elapsed)
+            }
+            let rate = Double(tokensSeen) / max(Double(now - clock) / 1e9, 1e-9)
+            if comm.isRoot { progress.update(Double(trainer.step - start), extra: String(format: "step %d, loss %.4f, %@ tok/s", trainer.step, loss, Progress.compact(rate))) }
+            if comm.isRoot && (trainer.step % checkpointEvery == 0 || trainer.step == total) {
+                try trainer.writeCheckpoint(directory: outDir, tokenizerJSON: tokJSON, corpusPath: corpus, log: log, elapsed: elapsed)
+                if idx_isatty_stderr() == false {
+                    FileHandle.standardError.write(Data(String(format: "train: step %d/%d, loss %.4f (mean of last %d %.4f), %@ tokens/s, checkpoint written\n",
+                                                               trainer.step, total, loss, lastLosses.count, lastLosses.reduce(0, +) / Double(lastLosses.count),
+                                                               Progress.compact(rate)).utf8))
+                }
+            }
+        }
+        let secs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e9
+        let mean = lastLosses.isEmpty ? 0 : lastLosses.reduce(0, +) / Double(lastLosses.count)
+        guard comm.isRoot else { return }
+        progress.finish(String(format: "train: %d steps in %.1f s (%.1f ms/step, %@ tokens/s), loss %.4f (mean of the last %d steps) -> %@",
+                               trainer.step - start, secs, 1000 * secs / Double(max(1, trainer.step - start)),
+                               Progress.compact(Double(tokensSeen) / max(secs, 1e-9)), mean, lastLosses.count, outDir))
+    }
+}
+
+extension TrainCommand {
+    /// Writes the mean-pooled embeddings of the corpus's first documents (and their ids) as
+    /// safetensors, for scripts/reference/check-model.py to compare with the PyTorch class.
+    func export(model dir: String, to path: String) throws {
+        let model = try EncoderModel.load(directory: dir)
+        let tokens = try CorpusReader(directory: corpus).readTokens()
+        let n = min(exportCount, tokens.count)
+        var st = SafeTensors()
+        st.add("embeddings", shape: [n, model.config.dModel], data: model.embed(tokens, range: 0 ..< n, maxTokens: maxLen, batchSize: n))
+        for d in 0 ..< n { st.add("document.\(d)", shape: [tokens.document(d).count], data: tokens.document(d).map { Float($0) }) }
+        st.metadata = ["max_tokens": "\(maxLen)", "model_hash": model.modelHash]
+        try AtomicFile.write(st.serialized(), to: path)
+        FileHandle.standardError.write(Data("train: wrote \(n) embeddings of \(dir) to \(path)\n".utf8))
+    }
+}
+
+private func idx_isatty_stderr() -> Bool { isatty(2) == 1 }
