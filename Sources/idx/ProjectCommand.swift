@@ -11,11 +11,12 @@ struct ProjectCommand: ParsableCommand {
     enum Method: String, ExpressibleByArgument { case pca, tsne }
 
     @Option(help: "Projection method: pca or tsne.") var method: Method
+    @Option(help: "Index folder to project (default indexes/sample); with --texts, the index whose model embeds them.") var index: String?
     @Option(help: "Developer input: a raw little-endian float32 matrix file (rows × --dim).") var vectors: String?
     @Option(name: .customLong("dim"), help: "Dimension of the rows of --vectors.") var dim_: Int?
     @Option(help: "With --vectors: a file with one label (genre) per row, used for --genre, colours and the CSV.") var labels: String?
     @Option(help: "Embed and project the lines of this file (text, optionally TAB label) with --model.") var texts: String?
-    @Option(help: "The model directory (models/<name>) that embeds --texts or --corpus.") var model: String?
+    @Option(help: "The model directory (models/<name>) that embeds --texts (default: the index's model) or --corpus.") var model: String?
     @Option(help: "Embed (with --model) and project the documents of this ingested corpus folder.") var corpus: String?
     @Option(help: "Developer: also write the projected rows' vectors as a raw float32 matrix (e.g. for scripts/bench-project).") var saveVectors: String?
     @Option(help: "t-SNE perplexity (must be less than the number of points).") var perplexity: Double = 30
@@ -49,7 +50,25 @@ struct ProjectCommand: ParsableCommand {
         var metadata: [DocumentMetadata]? = nil
         var embedder: EncoderModel? = nil
         var corpusTokens: TokenizedCorpus? = nil
-        if let corpus {
+        var ids: [String]? = nil
+        let inputs = [corpus, texts, vectors].compactMap { $0 }.count
+        if inputs > 1 { throw IdxError("give one of --texts, --corpus or --vectors") }
+        if inputs == 0 || (texts == nil && index != nil) {
+            let dir = index ?? "indexes/sample"
+            let reader = try VectorIndexReader(directory: dir)
+            count = reader.count; dim = reader.dimension
+            if count == 0 { throw IdxError("\(dir) holds no vectors; build it with idx index") }
+            all = reader.dequantizedVectors()
+            var meta = [DocumentMetadata](), idList = [String]()
+            meta.reserveCapacity(count); idList.reserveCapacity(count)
+            for i in 0 ..< count {
+                meta.append(try reader.documentMetadata(i))
+                idList.append(String(try reader.documentId(i)))
+            }
+            metadata = meta
+            ids = idList
+            genres = meta.map { $0.genre }
+        } else if let corpus {
             guard texts == nil, vectors == nil else { throw IdxError("give one of --corpus, --texts or --vectors") }
             guard let model else { throw IdxError("--corpus needs --model models/<name> to embed the documents") }
             let reader = try CorpusReader(directory: corpus)
@@ -66,22 +85,38 @@ struct ProjectCommand: ParsableCommand {
             all = []
             genres = meta.map { $0.genre }
         } else if let texts {
-            guard vectors == nil else { throw IdxError("give either --texts or --vectors, not both") }
-            guard let model else { throw IdxError("--texts needs --model models/<name> to embed the lines") }
+            // The lines are embedded as queries are: with the index's model, max tokens and
+            // standardisation (when an index is given or found), else with --model, to unit length.
+            var reader: VectorIndexReader? = nil
+            if index != nil || model == nil { reader = try VectorIndexReader(directory: index ?? "indexes/sample") }
+            let modelDir: String
+            if let model { modelDir = model } else {
+                let m = reader!.manifest.modelDirectory
+                if m.isEmpty { throw IdxError("\(reader!.directory) records no model (built from raw vectors); give --model models/<name>") }
+                modelDir = m
+            }
             let input = try LabelledTexts.read(path: texts)
-            let encoder = try EncoderModel.load(directory: model)
+            let encoder = try EncoderModel.load(directory: modelDir)
+            if let reader { try reader.checkModel(modelHash: encoder.modelHash, tokenizerHash: encoder.tokenizerHash, modelDirectory: modelDir) }
             let tokenizer = try encoder.tokenizer()
             var corpus = TokenizedCorpus()
             for t in input.texts { corpus.append(tokenizer.encodeQuery(t)) }
             dim = encoder.config.dModel
-            all = encoder.embed(corpus, range: 0 ..< corpus.count, maxTokens: 32, batchSize: 64)
-            LabelledTexts.normaliseRows(&all, dim: dim)
+            all = encoder.embed(corpus, range: 0 ..< corpus.count, maxTokens: reader?.manifest.maxTokens ?? 32, batchSize: 64)
+            if let reader {
+                for i in 0 ..< input.texts.count {
+                    let q = reader.prepareQuery(Array(all[i * dim ..< (i + 1) * dim]))
+                    for c in 0 ..< dim { all[i * dim + c] = q[c] }
+                }
+            } else {
+                LabelledTexts.normaliseRows(&all, dim: dim)
+            }
             count = input.texts.count
             genres = input.labels
             textRows = input.texts
         } else {
             guard let vectors else {
-                throw IdxError("give the points with --corpus DIR --model DIR, --texts FILE --model DIR, or --vectors FILE --dim D (projecting an index with --index is not available in this build)")
+                throw IdxError("internal: no input")
             }
             guard let d = dim_ else { throw IdxError("--vectors needs --dim (the number of floats per row)") }
             dim = d
@@ -169,7 +204,7 @@ struct ProjectCommand: ParsableCommand {
             csv = CSVExport.line(["id", "title", "year", "genre", "x", "y"])
             for (r, i) in rows.enumerated() {
                 let m = metadata?[i]
-                csv += CSVExport.line([String(i), m?.title ?? "", m?.year.map { String($0) } ?? "", genres[i],
+                csv += CSVExport.line([ids?[i] ?? String(i), m?.title ?? "", m?.year.map { String($0) } ?? "", genres[i],
                                        CSVExport.number(coords[2 * r]), CSVExport.number(coords[2 * r + 1])])
             }
         }

@@ -12,7 +12,7 @@ public struct PCAResult {
 }
 
 public enum PCA {
-    /// Exact PCA: covariance d × d of the centred rows (cblas_ssyrk), then its
+    /// Exact PCA: covariance d × d (XᵀX by cblas_ssyrk, minus n μμᵀ), then its
     /// eigendecomposition in double precision (dsyevd_). Each component's sign
     /// is fixed so that its largest-magnitude entry is positive (scikit-learn's
     /// svd_flip with u_based_decision=False), so runs are reproducible.
@@ -21,33 +21,17 @@ public enum PCA {
         guard n >= 2 else { throw IdxError("PCA needs at least 2 rows, got \(n)") }
         guard k >= 1, k <= d else { throw IdxError("PCA: \(k) components asked of \(d)-dimensional data") }
 
-        // Mean per column, accumulated in double.
-        var meanD = [Double](repeating: 0, count: d)
-        x.withUnsafeBufferPointer { xp in
-            for i in 0 ..< n {
-                let row = xp.baseAddress! + i * d
-                for c in 0 ..< d { meanD[c] += Double(row[c]) }
-            }
-        }
-        for c in 0 ..< d { meanD[c] /= Double(n) }
-        let mean = meanD.map { Float($0) }
-
-        // Centred copy, X_c: n × d.
-        var xc = [Float](repeating: 0, count: n * d)
-        xc.withUnsafeMutableBufferPointer { cp in
-            x.withUnsafeBufferPointer { xp in
-                for i in 0 ..< n {
-                    for c in 0 ..< d { cp[i * d + c] = xp[i * d + c] - mean[c] }
-                }
-            }
-        }
-
-        // C = X_c^T X_c (d × d, upper triangle in row-major).
+        // No centred copy (two fewer passes over X): mean by sgemv, C = XᵀX by ssyrk, then
+        // cov = (C - n μμᵀ) / (n - 1) in double.
+        var mean = [Float](repeating: 0, count: d)
+        let ones = [Float](repeating: 1, count: n)
         var cov = [Float](repeating: 0, count: d * d)
-        xc.withUnsafeBufferPointer { cp in
+        x.withUnsafeBufferPointer { xp in
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(d), 1 / Float(n), xp.baseAddress, Int32(d),
+                        ones, 1, 0, &mean, 1)
             cov.withUnsafeMutableBufferPointer { cv in
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1,
-                            cp.baseAddress, Int32(d), 0, cv.baseAddress, Int32(d))
+                            xp.baseAddress, Int32(d), 0, cv.baseAddress, Int32(d))
             }
         }
         // Full symmetric double matrix (so row/column-major does not matter).
@@ -55,7 +39,7 @@ public enum PCA {
         let scale = 1 / Double(n - 1)
         for r in 0 ..< d {
             for c in r ..< d {
-                let v = Double(cov[r * d + c]) * scale
+                let v = (Double(cov[r * d + c]) - Double(n) * Double(mean[r]) * Double(mean[c])) * scale
                 a[r * d + c] = v
                 a[c * d + r] = v
             }
@@ -80,15 +64,20 @@ public enum PCA {
         }
         let ratio = variance.map { total > 0 ? $0 / total : 0 }
 
-        // Coordinates: X_c (n × d) · components^T (d × k).
+        // Coordinates: X (n × d) · componentsᵀ (d × k), minus μ · componentsᵀ.
         var coords = [Float](repeating: 0, count: n * k)
-        xc.withUnsafeBufferPointer { cp in
+        x.withUnsafeBufferPointer { xp in
             components.withUnsafeBufferPointer { vp in
                 coords.withUnsafeMutableBufferPointer { op in
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(k), Int32(d), 1,
-                                cp.baseAddress, Int32(d), vp.baseAddress, Int32(d), 0, op.baseAddress, Int32(k))
+                                xp.baseAddress, Int32(d), vp.baseAddress, Int32(d), 0, op.baseAddress, Int32(k))
                 }
             }
+        }
+        var shift = [Float](repeating: 0, count: k)
+        for c in 0 ..< k { var t = 0.0; for r in 0 ..< d { t += Double(mean[r]) * Double(components[c * d + r]) }; shift[c] = Float(t) }
+        coords.withUnsafeMutableBufferPointer { op in
+            for i in 0 ..< n { for c in 0 ..< k { op[i * k + c] -= shift[c] } }
         }
         return PCAResult(components: components, explainedVariance: variance,
                          explainedVarianceRatio: ratio, mean: mean, coordinates: coords, k: k)
