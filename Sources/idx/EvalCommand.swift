@@ -14,7 +14,7 @@ struct EvalCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Index folder.") var index = "indexes/sample"
+    @Option(help: "Index folder.") var index = "indexes/movies"
     @Option(help: "Model folder (default: the one the index was built with).") var model: String?
     @Option(help: "Held-out CSV (same columns as the corpus).") var validation: String?
     @Option(help: "Seed test: text<TAB>label lines.") var seedTest = "corpora/seed-test.tsv"

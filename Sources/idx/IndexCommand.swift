@@ -17,13 +17,13 @@ public struct IndexCommand: ParsableCommand {
     )
 
     @Option(help: "Model folder (model.safetensors + tokenizer.json).")
-    var model: String = "models/sample"
+    var model: String = "models/movies"
 
     @Option(help: "Corpus folder written by idx ingest.")
-    var corpus: String = "corpora/sample"
+    var corpus: String = "corpora/movies"
 
     @Option(help: "Index folder.")
-    var out: String = "indexes/sample"
+    var out: String = "indexes/movies"
 
     @Flag(help: "Add the corpus as a new segment, leaving the current ones untouched.")
     var append = false

@@ -11,7 +11,7 @@ struct ProjectCommand: ParsableCommand {
     enum Method: String, ExpressibleByArgument { case pca, tsne }
 
     @Option(help: "Projection method: pca or tsne.") var method: Method
-    @Option(help: "Index folder to project (default indexes/sample); with --texts, the index whose model embeds them.") var index: String?
+    @Option(help: "Index folder to project (default indexes/movies); with --texts, the index whose model embeds them.") var index: String?
     @Option(help: "Developer input: a raw little-endian float32 matrix file (rows × --dim).") var vectors: String?
     @Option(name: .customLong("dim"), help: "Dimension of the rows of --vectors.") var dim_: Int?
     @Option(help: "With --vectors: a file with one label (genre) per row, used for --genre, colours and the CSV.") var labels: String?
@@ -54,7 +54,7 @@ struct ProjectCommand: ParsableCommand {
         let inputs = [corpus, texts, vectors].compactMap { $0 }.count
         if inputs > 1 { throw IdxError("give one of --texts, --corpus or --vectors") }
         if inputs == 0 || (texts == nil && index != nil) {
-            let dir = index ?? "indexes/sample"
+            let dir = index ?? "indexes/movies"
             let reader = try VectorIndexReader(directory: dir)
             count = reader.count; dim = reader.dimension
             if count == 0 { throw IdxError("\(dir) holds no vectors; build it with idx index") }
@@ -88,7 +88,7 @@ struct ProjectCommand: ParsableCommand {
             // The lines are embedded as queries are: with the index's model, max tokens and
             // standardisation (when an index is given or found), else with --model, to unit length.
             var reader: VectorIndexReader? = nil
-            if index != nil || model == nil { reader = try VectorIndexReader(directory: index ?? "indexes/sample") }
+            if index != nil || model == nil { reader = try VectorIndexReader(directory: index ?? "indexes/movies") }
             let modelDir: String
             if let model { modelDir = model } else {
                 let m = reader!.manifest.modelDirectory

@@ -21,7 +21,7 @@ public struct SearchCommand: ParsableCommand {
     var k: Int = 10
 
     @Option(help: "Index folder.")
-    var index: String = "indexes/sample"
+    var index: String = "indexes/movies"
 
     @Option(help: "Only documents of this genre (case-insensitive).")
     var genre: String?
