@@ -68,7 +68,7 @@ public struct CorpusReader: Sendable {
         corpus.offsets.reserveCapacity(manifest.documents + 1)
         for s in manifest.shards {
             let packed = try verifiedFile(s.tokensFile, hash: s.tokensXxh64, bytes: s.tokensBytes)
-            let raw = try Zstd.decompress(packed, name: directory + "/" + s.tokensFile)
+            let raw = try Zstd.decompress(packed, name: directory + "/" + s.tokensFile, remedy: "run `idx ingest` again")
             try TokenShard.decode(raw, name: directory + "/" + s.tokensFile, documents: s.documents, tokens: s.tokens, into: &corpus)
         }
         return corpus
@@ -84,7 +84,7 @@ public struct CorpusReader: Sendable {
     func readMetadata(shard s: CorpusManifest.Shard) throws -> [DocumentMetadata] {
         let name = directory + "/" + s.metadataFile
         let packed = try verifiedFile(s.metadataFile, hash: s.metadataXxh64, bytes: s.metadataBytes)
-        var lines = try Zstd.decompress(packed, name: name)
+        var lines = try Zstd.decompress(packed, name: name, remedy: "run `idx ingest` again")
         // JSON lines -> one JSON array, decoded in one call.
         if lines.last == 0x0A { lines.removeLast() }
         for i in lines.indices where lines[i] == 0x0A { lines[i] = 0x2C }
@@ -110,7 +110,7 @@ public struct CorpusReader: Sendable {
             var corpus = TokenizedCorpus()
             let name = directory + "/" + s.tokensFile
             let packed = try verifiedFile(s.tokensFile, hash: s.tokensXxh64, bytes: s.tokensBytes)
-            try TokenShard.decode(try Zstd.decompress(packed, name: name), name: name, documents: s.documents, tokens: s.tokens, into: &corpus)
+            try TokenShard.decode(try Zstd.decompress(packed, name: name, remedy: "run `idx ingest` again"), name: name, documents: s.documents, tokens: s.tokens, into: &corpus)
             if let bad = corpus.tokens.first(where: { $0 < 0 || Int($0) >= tok.vocabSize }) {
                 throw IdxError("\(name): id \(bad) is outside the vocabulary (\(tok.vocabSize)); run `idx ingest` again.")
             }

@@ -62,39 +62,6 @@ struct ByteReader {
     }
 }
 
-/// zstd one-shot frames.
-enum SegmentZstd {
-    static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 3) -> [UInt8] {
-        let bound = ZSTD_compressBound(input.count)
-        var out = [UInt8](repeating: 0, count: bound)
-        let n = out.withUnsafeMutableBytes { o in
-            ZSTD_compress(o.baseAddress, bound, input.baseAddress, input.count, level)
-        }
-        precondition(ZSTD_isError(n) == 0, "zstd compression failed: \(String(cString: ZSTD_getErrorName(n)))")
-        out.removeSubrange(n...)
-        return out
-    }
-
-    static func compress(_ bytes: [UInt8], level: Int32 = 3) -> [UInt8] {
-        bytes.withUnsafeBytes { compress($0, level: level) }
-    }
-
-    /// Decompresses one frame into exactly `output` (its size is known from the table).
-    static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-                           context: OpaquePointer?, source: String) throws {
-        let n: Int
-        if let context {
-            n = ZSTD_decompressDCtx(context, output.baseAddress, output.count, input.baseAddress, input.count)
-        } else {
-            n = ZSTD_decompress(output.baseAddress, output.count, input.baseAddress, input.count)
-        }
-        if ZSTD_isError(n) != 0 || n != output.count {
-            let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "\(n) bytes instead of \(output.count)"
-            throw IdxError("\(source): a compressed block does not decompress (\(why)); the file is corrupted: rebuild the index with idx index.")
-        }
-    }
-}
-
 /// A read-only memory map of a whole file, unmapped when released.
 final class MappedFile {
     let path: String

@@ -182,7 +182,7 @@ enum SegmentWriter {
                 let raw = UnsafeRawBufferPointer(rebasing: all[start * d ..< end * d])
                 // zstd is kept only where it pays: int8 residuals are close to
                 // incompressible (~6%), and a raw chunk is scanned in place from the map.
-                var c = SegmentZstd.compress(raw, level: 3)
+                var c = Zstd.compress(raw, level: 3)
                 if c.count * 10 > raw.count * 9 { c = Array(raw) }
                 vectorTable.append((UInt64(vectorData.count), UInt64(c.count), UInt64(raw.count), XXHash64.hash(c)))
                 vectorData.append(contentsOf: c)
@@ -205,7 +205,7 @@ enum SegmentWriter {
             chunk.u32(UInt32(end - start))
             for o in offsets { chunk.u32(o) }
             chunk.raw(records.bytes)
-            let c = SegmentZstd.compress(chunk.bytes, level: 6)
+            let c = Zstd.compress(chunk.bytes, level: 6)
             metadataTable.append((UInt64(metadataData.count), UInt64(c.count), UInt64(chunk.bytes.count), XXHash64.hash(c)))
             metadataData.append(contentsOf: c)
             start = end
@@ -408,7 +408,7 @@ final class SegmentReader {
                 if let owned {
                     let out = UnsafeMutableRawBufferPointer(start: owned + starts[i], count: c.rawLength)
                     if c.length == c.rawLength { out.copyMemory(from: src) } else {
-                        try SegmentZstd.decompress(src, into: out, context: nil, source: path)
+                        try Zstd.decompress(src, into: out, context: nil, name: path, remedy: "rebuild the index with idx index")
                     }
                 }
             } catch {
@@ -457,7 +457,7 @@ final class SegmentReader {
             throw IdxError("\(path): checksum mismatch in metadata chunk \(i); the segment is corrupted: rebuild the index with idx index.")
         }
         var raw = [UInt8](repeating: 0, count: c.rawLength)
-        try raw.withUnsafeMutableBytes { try SegmentZstd.decompress(src, into: $0, context: nil, source: path) }
+        try raw.withUnsafeMutableBytes { try Zstd.decompress(src, into: $0, context: nil, name: path, remedy: "rebuild the index with idx index") }
         return try raw.withUnsafeBytes { b in
             var r = ByteReader(b, source: path)
             let n = Int(try r.u32())
