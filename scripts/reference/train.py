@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--log", help="CSV of step,loss")
     ap.add_argument("--bench", type=int, help="time this many steps after --warmup")
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--save", help="write the trained state_dict here (torch.save)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -130,6 +131,8 @@ def main():
         if step % 500 == 0:
             print(f"step {step}: mean loss of steps {step - 499}-{step}: {np.mean(losses[-500:]):.4f}  "
                   f"({1000 * (time.perf_counter() - t0) / step:.1f} ms/step)", flush=True)
+    if args.save:
+        torch.save(model.state_dict(), args.save)
 
 
 if __name__ == "__main__":
