@@ -218,6 +218,6 @@ struct ProjectCommand: ParsableCommand {
             try AtomicFile.createParent(of: svg)
             try AtomicFile.write(Data(plot.svg().utf8), to: svg)
         }
-        Progress("project", unit: "points").finish(String(format: "project: %d points, %@ in %.2f s -> %@%@", n, method.rawValue, seconds, out, svg.map { " + " + $0 } ?? ""))
+        Progress("project", unit: "points").finish(String(format: "project: %d points, %@ in %.3f s -> %@%@", n, method.rawValue, seconds, out, svg.map { " + " + $0 } ?? ""))
     }
 }
