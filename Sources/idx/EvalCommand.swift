@@ -20,15 +20,21 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Seed test: text<TAB>label lines.") var seedTest = "corpora/seed-test.tsv"
     @Option(help: "Neighbours for kNN precision.") var k = 10
     @Option(help: "Seed of the MLM masks.") var maskSeed: UInt64 = 1234
+    @Option(help: "BM25 share of the hybrid kNN score, 0 (cosine only) to 1. (default: the index's, as idx search)")
+    var lexicalWeight: Float?
     @Flag(help: "Print JSON instead of the table.") var json = false
 
     func run() throws {
         do {
             guard k >= 1 else { throw IdxError("--k must be at least 1.") }
+            if let w = lexicalWeight, !(0 ... 1).contains(w) {
+                throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")
+            }
             var o = EvalRun.Options(index: index, model: model, validation: validation, seedTest: seedTest)
             o.k = k
             o.mlmSeed = maskSeed
             o.showProgress = true
+            o.lexicalWeight = lexicalWeight
             let r = try EvalRun.run(o)
             if json {
                 let enc = JSONEncoder()

@@ -12,7 +12,8 @@ public struct IndexCommand: ParsableCommand {
         discussion: """
         Each document's embedding is the mean of the model's final hidden states over its tokens \
         ([BOS] and [EOS] included). Vectors are normalised (after --standardize's z-scoring), quantized \
-        to int8 and written as a zstd segment; a new generation is published atomically. See docs/store.md.
+        to int8 and written as a zstd segment, beside a BM25 inverted index of the documents' words \
+        (the lexical half of hybrid search); a new generation is published atomically. See docs/store.md.
         """
     )
 
@@ -43,6 +44,9 @@ public struct IndexCommand: ParsableCommand {
     @Option(help: "Documents per inference batch.")
     var batchSize: Int = 64
 
+    @Option(help: "BM25 share of the hybrid score that idx search and idx eval use by default; 0 writes no lexical half (cosine only).")
+    var lexicalWeight: Float = HybridScoring.defaultLexicalWeight
+
     @Option(help: ArgumentHelp("Developer: index raw float32 rows from this file instead of a corpus.", visibility: .hidden))
     var fromVectors: String?
 
@@ -57,6 +61,9 @@ public struct IndexCommand: ParsableCommand {
 
     public func run() throws {
         do {
+            guard (0 ... 1).contains(lexicalWeight) else {
+                throw IdxError("--lexical-weight \(lexicalWeight): give a share from 0 (cosine only) to 1 (BM25 only).")
+            }
             guard procs == 1 else {
                 throw IdxError("--procs \(procs): multi-process indexing is not available yet; use --procs 1.")
             }
@@ -94,9 +101,11 @@ public struct IndexCommand: ParsableCommand {
             if let dump = dumpVectors {
                 try AtomicFile.write(embeddings.withUnsafeBytes { Data($0) }, to: dump)
             }
+            // Raw vectors without a model have no texts to index lexically.
+            let lexical = provenance.modelHash == "none" || lexicalWeight == 0 ? nil : lexicalWeight
             let result = try VectorIndexWriter.write(directory: out, embeddings: embeddings, dimension: d,
                                                      metadata: metadata, provenance: provenance,
-                                                     append: append, standardize: standardize)
+                                                     append: append, standardize: standardize, lexicalWeight: lexical)
             let n = metadata.count
             let secs = Date().timeIntervalSince(start)
             let perVector = Double(result.vectorBytes) / Double(max(1, n))

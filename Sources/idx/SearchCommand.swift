@@ -10,7 +10,9 @@ public struct SearchCommand: ParsableCommand {
         abstract: "Find the documents closest to a query by cosine similarity.",
         discussion: """
         The query is cleaned and tokenized as the corpus was, embedded with the index's model, and \
-        scored against every vector (int8 scan, exact re-rank of the best candidates).
+        scored against every vector (int8 scan, exact re-rank of the best candidates). The indexes idx \
+        index builds also hold a BM25 index over the full vocabulary, and score hybrid: \
+        (1 - w) * cosine + w * BM25 / best BM25, so words the model does not know still count.
         """
     )
 
@@ -35,6 +37,9 @@ public struct SearchCommand: ParsableCommand {
     @Option(help: "Scan threads (0: all cores).")
     var threads: Int = 0
 
+    @Option(help: "BM25 share w of the hybrid score, 0 (cosine only) to 1 (BM25 only). (default: the index's)")
+    var lexicalWeight: Float?
+
     @Option(help: ArgumentHelp("Developer: candidates re-ranked exactly (default max(8k, 100)).", visibility: .hidden))
     var rerank: Int?
 
@@ -50,6 +55,9 @@ public struct SearchCommand: ParsableCommand {
     public func run() throws {
         do {
             guard k > 0 else { throw IdxError("-k \(k): the number of results must be at least 1.") }
+            if let w = lexicalWeight, !(0 ... 1).contains(w) {
+                throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")
+            }
             let reader = try VectorIndexReader(directory: index, verifyMetadata: false)
             let searcher = VectorSearcher(reader)
             if let bench {
@@ -84,18 +92,36 @@ public struct SearchCommand: ParsableCommand {
         try reader.checkModel(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash, modelDirectory: dir)
         let tokenizer = try model.tokenizer()
         var out = OutputBuffer()
+        let weight = lexicalWeight ?? reader.manifest.lexicalWeight ?? 0
+        if weight > 0 && reader.lexical == nil {
+            FileHandle.standardError.write(Data("warning: \(index) has no lexical half (built by an older idx or from raw vectors); searching by cosine alone. Rebuild it with idx index for hybrid search.\n".utf8))
+        }
         func answer(_ text: String) throws {
-            let ids = tokenizer.encodeQuery(text)
+            let cleaned = Cleaning.cleanKeepingShort(text)
+            let ids = tokenizer.encode(cleaned)
+            let terms = LexicalAnalyzer.terms(cleaned)
             if ids.isEmpty {
                 throw IdxError("query \"\(text)\": nothing left after cleaning; type some words.")
             }
-            if ids.allSatisfy({ $0 == SpecialToken.unk }) {
-                throw IdxError("query \"\(text)\": none of its words is in the vocabulary of \(dir); try other words.")
+            var lexical: LexicalScores?
+            if weight > 0, let scorer = reader.lexical {
+                let scores = HybridScoring.normalizedBM25(scorer, terms: terms)
+                if scores.contains(where: { $0 > 0 }) { lexical = LexicalScores(scores: scores, weight: weight) }
             }
-            var one = TokenizedCorpus()
-            one.append(ids)
-            let embedding = model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1)
-            let hits = try searcher.search(reader.prepareQuery(embedding), k: k, genre: genre, threads: threads, rerank: rerank)
+            let known = !ids.allSatisfy({ $0 == SpecialToken.unk })
+            if !known && lexical == nil {
+                throw IdxError("query \"\(text)\": none of its words is in the vocabulary of \(dir)"
+                               + (reader.lexical == nil ? "" : " or in any indexed document") + "; try other words.")
+            }
+            var query = [Float](repeating: 0, count: reader.dimension)
+            if known {
+                var one = TokenizedCorpus()
+                one.append(ids)
+                query = reader.prepareQuery(model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1))
+            } else {
+                lexical!.weight = 1 // no word the model knows: its embedding would say nothing
+            }
+            let hits = try searcher.search(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
             try printHits(hits, reader: reader, query: text, to: &out)
         }
         if stdin {
@@ -127,6 +153,8 @@ public struct SearchCommand: ParsableCommand {
                 var o: [String: Any] = ["query": query, "rank": rank + 1, "score": Double(h.score), "title": m.title,
                                         "genre": m.genre, "expandedGenres": m.expandedGenres, "description": m.description,
                                         "id": try reader.documentId(h.index), "source": "\(m.sourceFile):\(m.sourceRow)"]
+                o["cosine"] = Double(h.dense)
+                o["bm25"] = Double(h.lexical)
                 o["year"] = m.year.map { $0 as Any } ?? NSNull()
                 o["rating"] = m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()
                 let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])

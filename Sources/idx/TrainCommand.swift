@@ -21,7 +21,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Tokens per document, [BOS] included.") var maxLen = 32
     @Option(help: "AdamW learning rate (constant).") var lr: Float = 1e-3
     @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
-    @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only.") var maskMode = "bert"
+    @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only. (default: the preset's)") var maskMode: String?
+    @Option(help: "seed: the reference notebook's recipe exactly (mask-only masking, 5,000 steps); default: idx's (bert masking, \(TrainPreset.standard.steps) steps). Flags given beside it win.")
+    var preset = "default"
     @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
     @Option(help: "Ranks on this machine, started through Open MPI's mpirun (see docs/parallel.md). Under your own mpirun, leave it out.") var procs = 1
     @Flag(help: "Continue the run checkpointed in --out.") var resume = false
@@ -58,8 +60,12 @@ struct TrainCommand: ParsableCommand {
 
     func train(_ comm: Communicator) throws {
         let say: (String) -> Void = { if comm.isRoot { FileHandle.standardError.write(Data($0.utf8)) } }
-        guard let mode = MaskMode(rawValue: maskMode) else {
-            throw IdxError("--mask-mode \(maskMode): use bert or mask-only.")
+        guard let recipe = TrainPreset.named(preset) else {
+            throw IdxError("--preset \(preset): use seed (the reference notebook's recipe) or default.")
+        }
+        let modeName = maskMode ?? recipe.maskMode.rawValue
+        guard let mode = MaskMode(rawValue: modeName) else {
+            throw IdxError("--mask-mode \(modeName): use bert or mask-only.")
         }
         guard checkpointEvery > 0, logEvery > 0 else { throw IdxError("--checkpoint-every and --log-every must be positive.") }
         let nThreads = threads ?? (comm.size > 1 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
@@ -89,7 +95,7 @@ struct TrainCommand: ParsableCommand {
                 throw IdxError("\(outDir): already holds a model; pass --resume to continue it, or choose another --out.")
             }
             var o = TrainOptions()
-            o.steps = steps ?? 5000; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
+            o.steps = steps ?? recipe.steps; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
             o.checkpointEvery = checkpointEvery; o.logEvery = logEvery
             let cfg = ModelConfig(vocabSize: tokenizer.vocabSize, dModel: dModel, nHeads: heads, nLayers: layers, dFF: dFf,
                                   maxLen: maxPositions, dropout: dropout)
@@ -154,3 +160,20 @@ extension TrainCommand {
 }
 
 private func idx_isatty_stderr() -> Bool { isatty(2) == 1 }
+
+/// What `--preset` sets when the flags are not given.
+struct TrainPreset {
+    var steps: Int
+    var maskMode: MaskMode
+    /// The reference notebook: [MASK] at every selected position, 5,000 steps.
+    static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly)
+    /// idx's default (scripts/bench-quality measures the choices).
+    static let standard = TrainPreset(steps: 5000, maskMode: .bert)
+    static func named(_ name: String) -> TrainPreset? {
+        switch name {
+        case "seed": return seed
+        case "default": return standard
+        default: return nil
+        }
+    }
+}

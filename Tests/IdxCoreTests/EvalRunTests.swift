@@ -50,8 +50,10 @@ final class EvalRunTests: XCTestCase {
     func testLeaveOneOutAndValidationFiguresMatchTheirDefinitions() throws {
         let (index, modelDir) = try buildIndex()
         let seedTest = Self.root + "/corpora/seed-test.tsv"
-        // Without validation: leave-one-out on the index.
-        let loo = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        // Without validation: leave-one-out on the index, cosine only.
+        var cosine = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
+        cosine.lexicalWeight = 0
+        let loo = try EvalRun.run(cosine)
         XCTAssertTrue(loo.knn.leaveOneOut)
         let reader = try VectorIndexReader(directory: index)
         XCTAssertEqual(loo.knn.queries, reader.count)
@@ -65,6 +67,22 @@ final class EvalRunTests: XCTestCase {
         XCTAssertGreaterThan(loo.mlm?.maskedTokens ?? 0, 0)
         XCTAssertTrue(loo.mlm!.loss.isFinite && loo.mlm!.loss > 0)
         XCTAssertTrue(EvalRun.table(loo).contains("leave-one-out"))
+
+        // Hybrid (the index's default weight): the blend recomputed from the BM25 scorer.
+        let hybrid = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        let w = try XCTUnwrap(reader.manifest.lexicalWeight)
+        XCTAssertEqual(hybrid.lexicalWeight, w)
+        let scorer = try XCTUnwrap(reader.lexical)
+        let texts = (0 ..< reader.count).map { reader.metadata($0).description }
+        let expectedHybrid = try EvalMetrics.knnPrecision(
+            queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
+            dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, row in
+                let bm25 = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms(texts[q]))
+                for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
+            })
+        XCTAssertEqual(hybrid.knn.precision, expectedHybrid.precision, accuracy: 1e-12)
+        XCTAssertNotEqual(hybrid.knn.precision, loo.knn.precision) // the BM25 part does change the neighbours
+        XCTAssertTrue(EvalRun.table(hybrid).contains("BM25"))
 
         // The seed test by hand: the model's embeddings of the sentences (query path).
         let model = try EncoderModel.load(directory: modelDir)

@@ -64,8 +64,11 @@ public enum EvalMetrics {
     /// (ties: lower base index first). With `excludeSelf`, queries are the base
     /// itself and row i never counts as its own neighbour (leave-one-out).
     /// Products run through sgemm in blocks of queries.
+    /// `blend(query, row)`, when given, rewrites query `query`'s row of nb cosine scores in
+    /// place before the top-k (hybrid scoring adds its BM25 part there).
     public static func nearestNeighbours(queries: [Float], base: [Float], dim: Int, k: Int,
-                                         excludeSelf: Bool = false) -> [[Int]] {
+                                         excludeSelf: Bool = false,
+                                         blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil) -> [[Int]] {
         let q = normalizedRows(queries, dim: dim)
         let b = normalizedRows(base, dim: dim)
         let nq = q.count / dim, nb = b.count / dim
@@ -90,9 +93,10 @@ public enum EvalMetrics {
                     }
                 }
             }
-            scores.withUnsafeBufferPointer { sp in
+            scores.withUnsafeMutableBufferPointer { sp in
                 for r in 0 ..< rows {
                     let row = sp.baseAddress! + r * nb
+                    blend?(start + r, row)
                     let selfIndex = excludeSelf ? start + r : -1
                     var filled = 0
                     for j in 0 ..< nb where j != selfIndex {
@@ -129,7 +133,8 @@ public enum EvalMetrics {
     /// documents whose label equals the query's. Nothing else is excluded
     /// (with `leaveOneOut`, only the query itself).
     public static func knnPrecision(queries: [Float], queryLabels: [String], base: [Float], baseLabels: [String],
-                                    dim: Int, k: Int = 10, leaveOneOut: Bool = false) throws -> KNNPrecision {
+                                    dim: Int, k: Int = 10, leaveOneOut: Bool = false,
+                                    blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil) throws -> KNNPrecision {
         guard queryLabels.count * dim == queries.count, baseLabels.count * dim == base.count else {
             throw IdxError("kNN precision: labels and vectors do not line up.")
         }
@@ -138,7 +143,7 @@ public enum EvalMetrics {
             throw IdxError("kNN precision@\(k) needs at least \(needed) indexed documents; the index has \(baseLabels.count).")
         }
         guard !queryLabels.isEmpty else { throw IdxError("kNN precision: no query documents.") }
-        let nn = nearestNeighbours(queries: queries, base: base, dim: dim, k: k, excludeSelf: leaveOneOut)
+        let nn = nearestNeighbours(queries: queries, base: base, dim: dim, k: k, excludeSelf: leaveOneOut, blend: blend)
         var sum = 0.0
         for (i, neighbours) in nn.enumerated() {
             let same = neighbours.reduce(0) { $0 + (baseLabels[$1] == queryLabels[i] ? 1 : 0) }

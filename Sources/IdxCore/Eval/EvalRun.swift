@@ -12,6 +12,8 @@ public enum EvalRun {
         public var mlmSeed: UInt64 = 1234
         public var batchSize = 64
         public var showProgress = false
+        /// The BM25 share of the hybrid kNN score; nil: the index's (0: cosine only).
+        public var lexicalWeight: Float?
         public init(index: String, model: String? = nil, validation: String? = nil, seedTest: String = "corpora/seed-test.tsv") {
             self.index = index; self.model = model; self.validation = validation; self.seedTest = seedTest
         }
@@ -31,6 +33,8 @@ public enum EvalRun {
         public var seedTest: String
         public var seed: EvalMetrics.ClusterSeparation
         public var knn: EvalMetrics.KNNPrecision
+        /// The BM25 share the kNN scores used (0: cosine alone).
+        public var lexicalWeight: Float?
         public var seconds: Double
 
         public var summary: EvalSummary {
@@ -86,6 +90,23 @@ public enum EvalRun {
         var mlm: MLMLoss.Result?
         var mlmOn: String
         var validationDocs: Int?, dropped: Int?
+        let weight = o.lexicalWeight ?? reader.manifest.lexicalWeight ?? 0
+        let scorer = weight > 0 ? reader.lexical : nil
+        if weight > 0 && scorer == nil {
+            throw IdxError("\(o.index): no lexical half to score with --lexical-weight \(weight) (built by an older idx or from raw vectors); rebuild it with idx index, or pass --lexical-weight 0.")
+        }
+        let lexicalBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, reader.count))
+        defer { lexicalBuffer.deallocate() }
+        /// The hybrid score of queries whose cleaned texts are `texts`, as the search does it.
+        func blend(_ texts: [String]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
+            guard let scorer else { return nil }
+            let n = reader.count
+            return { qi, row in
+                let best = scorer.score(scorer.query(terms: LexicalAnalyzer.terms(texts[qi])), into: lexicalBuffer)
+                let scale = best > 0 ? weight / best : 0
+                for j in 0 ..< n { row[j] = (1 - weight) * row[j] + scale * lexicalBuffer[j] }
+            }
+        }
         if let validation = o.validation {
             // Cleaned and tokenized exactly as a corpus is: through ingest, with the model's tokenizer.
             let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("idx-eval-\(getpid())-\(UInt32.random(in: 0 ... .max))").path
@@ -101,12 +122,14 @@ public enum EvalRun {
             var queries = model.embed(tokens, range: 0 ..< tokens.count, maxTokens: maxTokens, batchSize: o.batchSize)
             queries = prepare(queries, reader: reader, dim: model.config.dModel)
             knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
-                                               baseLabels: baseLabels, dim: reader.dimension, k: o.k)
+                                               baseLabels: baseLabels, dim: reader.dimension, k: o.k,
+                                               blend: blend(meta.map(\.description)))
             mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             mlmOn = "validation documents (\(tokens.count))"
         } else {
             knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
-                                               dim: reader.dimension, k: o.k, leaveOneOut: true)
+                                               dim: reader.dimension, k: o.k, leaveOneOut: true,
+                                               blend: blend((0 ..< reader.count).map { reader.metadata($0).description }))
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
             var own = TokenizedCorpus()
             for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
@@ -116,7 +139,7 @@ public enum EvalRun {
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,
                       indexedDocuments: reader.count, validation: o.validation, validationDocuments: validationDocs,
                       validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn,
-                      seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                      lexicalWeight: scorer == nil ? 0 : weight, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
     /// Raw embeddings mapped into the index's space (its standardisation, unit length).
@@ -140,7 +163,9 @@ public enum EvalRun {
         let how = r.knn.leaveOneOut
             ? "leave-one-out over the \(r.indexedDocuments) indexed documents (no --validation)"
             : "\(r.knn.queries) validation documents vs \(r.indexedDocuments) indexed" + (r.validationDropped.map { ", \($0) dropped by cleaning" } ?? "")
-        rows.append(("genre kNN precision@\(r.knn.k)", f(r.knn.precision), how))
+        let scoring = (r.lexicalWeight ?? 0) > 0
+            ? String(format: "hybrid: %.2f cosine + %.2f BM25", 1 - r.lexicalWeight!, r.lexicalWeight!) : "cosine"
+        rows.append(("genre kNN precision@\(r.knn.k)", f(r.knn.precision), how + "; " + scoring))
         rows.append(("reference (IMDB-Genres, validation vs train)", "", "TF-IDF 0.305; PyTorch model after 5,000 steps 0.206 (seed ratio 1.11)"))
         let w0 = rows.map(\.0.count).max()!, w1 = max(6, rows.map(\.1.count).max()!)
         var out = "idx eval: \(r.index) (\(r.generation), \(r.indexedDocuments) documents), model \(r.model) (\(r.modelHash))\n"

@@ -1,8 +1,13 @@
 import Foundation
 
 public struct SearchHit: Equatable {
-    public var index: Int    // global document index in the index
-    public var score: Float  // cosine
+    public var index: Int      // global document index in the index
+    public var score: Float    // cosine, or the hybrid score when searched with lexical scores
+    public var dense: Float    // the cosine part
+    public var lexical: Float  // the normalised BM25 part (0 without lexical scores)
+    public init(index: Int, score: Float, dense: Float? = nil, lexical: Float = 0) {
+        self.index = index; self.score = score; self.dense = dense ?? score; self.lexical = lexical
+    }
 }
 
 /// A bounded min-heap of the best `capacity` (score, index) pairs.
@@ -93,8 +98,9 @@ public struct VectorSearcher {
     }
 
     /// The approximate scan of `rows` of one segment into `top`.
+    /// With `lexical`, a row scores (1 − w) · cosine + w · lexical[base + row] (w = lexicalWeight).
     static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, q16: UnsafeRawPointer, qScale: Float, qCentroids: [Float],
-                     allowed: [Bool]?, base: Int, into top: inout TopK) {
+                     allowed: [Bool]?, base: Int, lexical: UnsafePointer<Float>?, lexicalWeight w: Float, into top: inout TopK) {
         let d = s.dimension
         do { let codes = UnsafeBufferPointer(start: s.codes, count: s.count * d)
             s.scales.withUnsafeBufferPointer { scales in
@@ -107,7 +113,8 @@ public struct VectorSearcher {
                             let row = c + i * d
                             var dot = Self.dot16(q16, row, blocks: blocks)
                             if tail < d { dot &+= Self.dot(q8 + tail, row + tail, d - tail) }
-                            let score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dot))
+                            var score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dot))
+                            if let lexical { score = (1 - w) * score + w * lexical[base + i] }
                             if score > threshold {
                                 if let allowed, !allowed[Int(genres[i])] { continue }
                                 top.push(score, base + i)
@@ -121,11 +128,14 @@ public struct VectorSearcher {
     }
 
     /// The `k` best documents for a unit query (already `prepareQuery`'d).
-    /// `genre` keeps documents of that genre only (case-insensitive).
+    /// `genre` keeps documents of that genre only (case-insensitive). `lexical`: hybrid
+    /// scoring with these per-document BM25 scores (see HybridScoring).
     public func search(_ query: [Float], k: Int, genre: String? = nil, threads: Int = 0,
-                       rerank: Int? = nil) throws -> [SearchHit] {
+                       rerank: Int? = nil, lexical: LexicalScores? = nil) throws -> [SearchHit] {
         let d = reader.dimension
         precondition(query.count == d, "query has \(query.count) dimensions, the index \(d)")
+        precondition(lexical.map { $0.scores.count == reader.count } ?? true, "lexical scores do not cover the index")
+        let w = lexical?.weight ?? 0
         guard k > 0, reader.count > 0 else { return [] }
         let candidates = max(k, rerank ?? max(8 * k, 100))
 
@@ -168,29 +178,34 @@ public struct VectorSearcher {
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
         var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
         let q16w = Self.splitQuery(q8)
-        q8.withUnsafeBufferPointer { q in q16w.withUnsafeBytes { q16 in
+        let lexicalScores = lexical?.scores ?? []
+        q8.withUnsafeBufferPointer { q in q16w.withUnsafeBytes { q16 in lexicalScores.withUnsafeBufferPointer { lx in
             let q = q.baseAddress!, q16 = q16.baseAddress!
+            let lex: UnsafePointer<Float>? = lexical == nil ? nil : lx.baseAddress
             if heaps.count <= 1 {
                 for (k, rows) in tasks {
                     Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
-                              allowed: allowedBySegment[k], base: reader.segmentStarts[k], into: &heaps[0])
+                              allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex, lexicalWeight: w,
+                              into: &heaps[0])
                 }
             } else {
                 let n = heaps.count
+                let lexicalWeight = w
                 heaps.withUnsafeMutableBufferPointer { h in
                     let h = h
-                    DispatchQueue.concurrentPerform(iterations: n) { w in
-                        var t = w
+                    DispatchQueue.concurrentPerform(iterations: n) { worker in
+                        var t = worker
                         while t < tasks.count {
                             let (k, rows) = tasks[t]
                             Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
-                                      allowed: allowedBySegment[k], base: reader.segmentStarts[k], into: &h[w])
+                                      allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex,
+                                      lexicalWeight: lexicalWeight, into: &h[worker])
                             t += n
                         }
                     }
                 }
             }
-        } }
+        } } }
 
         // Exact re-rank of the candidates against their decoded float vectors.
         var hits: [SearchHit] = []
@@ -201,7 +216,12 @@ public struct VectorSearcher {
                 v.withUnsafeMutableBufferPointer { reader.segments[k].decode(r, into: $0.baseAddress!) }
                 var score: Float = 0
                 for j in 0 ..< d { score += v[j] * query[j] }
-                hits.append(SearchHit(index: id, score: score))
+                if let lexical {
+                    let l = lexical.scores[id]
+                    hits.append(SearchHit(index: id, score: (1 - w) * score + w * l, dense: score, lexical: l))
+                } else {
+                    hits.append(SearchHit(index: id, score: score))
+                }
             }
         }
         hits.sort { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }

@@ -12,6 +12,16 @@ public struct IndexManifest: Codable, Equatable {
         public var bytes: Int
         public var headerHash: String    // XXH64 hex of the segment header (binds manifest and file)
         public var source: String        // the corpus (or vector file) it was built from
+        /// The segment's BM25 inverted index (`.idxlex`); nil in indexes built before it existed
+        /// or from raw vectors, which then search by cosine alone.
+        public var lexical: LexicalEntry? = nil
+    }
+
+    public struct LexicalEntry: Codable, Equatable {
+        public var file: String          // segments/seg-….idxlex
+        public var bytes: Int
+        public var hash: String          // XXH64 hex of the whole file
+        public var terms: Int
     }
 
     /// Corpus statistics for `--standardize`: z-score each dimension before normalising.
@@ -32,6 +42,9 @@ public struct IndexManifest: Codable, Equatable {
     public var standardization: Standardization?
     public var segments: [SegmentEntry]
     public var created: String
+    /// The lexical (BM25) share of a hybrid score, (1 − w) · cosine + w · BM25 / best BM25
+    /// (see docs/store.md); nil: cosine alone. `idx search --lexical-weight` overrides it.
+    public var lexicalWeight: Float? = nil
 }
 
 /// The layout of an index folder: `CURRENT` names the live generation.

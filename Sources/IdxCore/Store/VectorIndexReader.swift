@@ -8,6 +8,8 @@ public struct VectorIndexReader {
     let segments: [SegmentReader]
     /// Global index of each segment's first row, plus the total at the end.
     let segmentStarts: [Int]
+    /// BM25 over the segments' lexical halves; nil unless every live segment has one.
+    public let lexical: BM25Scorer?
 
     /// Opens the live generation and verifies everything: manifest, format
     /// version, every checksum (vectors and metadata).
@@ -40,6 +42,25 @@ public struct VectorIndexReader {
         }
         self.segments = segments
         segmentStarts = starts
+        lexical = try Self.openLexical(directory: directory, manifest: manifest)
+    }
+
+    static func openLexical(directory: String, manifest: IndexManifest) throws -> BM25Scorer? {
+        guard manifest.lexicalWeight != nil, !manifest.segments.isEmpty,
+              manifest.segments.allSatisfy({ $0.lexical != nil }) else { return nil }
+        var readers: [LexicalSegmentReader] = []
+        for entry in manifest.segments {
+            let l = entry.lexical!, path = directory + "/" + l.file
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw IdxError("\(path): lexical segment listed in the manifest is missing; the index is damaged: rebuild it with idx index.")
+            }
+            let r = try LexicalSegmentReader(path: path)
+            guard r.documentCount == entry.count, r.termCount == l.terms else {
+                throw IdxError("\(path): holds \(r.documentCount) documents and \(r.termCount) terms, its manifest entry \(entry.count) and \(l.terms); the segment was replaced or damaged: rebuild the index with idx index.")
+            }
+            readers.append(r)
+        }
+        return BM25Scorer(segments: readers)
     }
 
     public var count: Int { segmentStarts.last! }

@@ -73,7 +73,8 @@ public enum VectorIndexWriter {
     /// and publishes a generation holding it, plus the current segments when `append`.
     public static func write(directory dir: String, embeddings: [Float], dimension d: Int,
                              metadata: [DocumentMetadata], ids: [Int64]? = nil,
-                             provenance: IndexProvenance, append: Bool, standardize: Bool) throws -> Result {
+                             provenance: IndexProvenance, append: Bool, standardize: Bool,
+                             lexicalWeight: Float? = HybridScoring.defaultLexicalWeight) throws -> Result {
         let count = metadata.count
         precondition(embeddings.count == count * d, "embeddings do not match the metadata count")
         let fm = FileManager.default
@@ -106,8 +107,13 @@ public enum VectorIndexWriter {
         let segmentPath = dir + "/" + segmentName
         try AtomicFile.write(Data(bytes), to: segmentPath)
         let opened = try SegmentReader(path: segmentPath) // read back: never publish what cannot be read
-        let entry = IndexManifest.SegmentEntry(file: segmentName, count: count, bytes: bytes.count,
+        var entry = IndexManifest.SegmentEntry(file: segmentName, count: count, bytes: bytes.count,
                                                headerHash: XXHash64.hex(opened.headerHash), source: provenance.source)
+        // The BM25 half of hybrid search; every live segment needs one for it to be used.
+        let weight = append ? previous?.lexicalWeight : lexicalWeight
+        if weight != nil {
+            entry.lexical = try LexicalSegmentBuilder.write(metadata, directory: dir, besideSegment: segmentName)
+        }
         let segments = (append ? previous?.segments ?? [] : []) + [entry]
         let manifest = IndexManifest(
             format: IndexManifest.format, formatVersion: IndexManifest.version, generation: generationNumber,
@@ -115,7 +121,8 @@ public enum VectorIndexWriter {
             modelHash: provenance.modelHash, tokenizerHash: provenance.tokenizerHash,
             modelDirectory: provenance.modelDirectory, maxTokens: provenance.maxTokens,
             standardization: standardization, segments: segments,
-            created: ISO8601DateFormatter().string(from: Date()))
+            created: ISO8601DateFormatter().string(from: Date()),
+            lexicalWeight: weight)
 
         // The generation folder is staged under a temporary name, then renamed whole.
         let staged = AtomicFile.temporarySibling(of: dir + "/" + generation)
@@ -144,13 +151,16 @@ public enum VectorIndexWriter {
             if keep.contains(n),
                let data = fm.contents(atPath: IndexLayout.manifestPath(dir, generation: e)),
                let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
-                for s in m.segments { referenced.insert(s.file) }
+                for s in m.segments {
+                    referenced.insert(s.file)
+                    if let l = s.lexical { referenced.insert(l.file) }
+                }
             } else if !keep.contains(n) {
                 try? fm.removeItem(atPath: dir + "/" + e)
             }
         }
         if let segs = try? fm.contentsOfDirectory(atPath: dir + "/segments") {
-            for s in segs where s.hasSuffix(".idxseg") && !referenced.contains("segments/" + s) {
+            for s in segs where (s.hasSuffix(".idxseg") || s.hasSuffix(".idxlex")) && !referenced.contains("segments/" + s) {
                 try? fm.removeItem(atPath: dir + "/segments/" + s)
             }
         }

@@ -1,0 +1,211 @@
+import Foundation
+
+/// The lexical half of a segment (`segments/seg-*.idxlex`, beside the `.idxseg` of the
+/// same rows): an inverted index of `LexicalAnalyzer` terms with term frequencies and
+/// document lengths, enough for BM25 with statistics summed over all live segments.
+/// Stored raw and memory-mapped, so a query touches only its own terms' postings.
+///
+/// Layout (little-endian):
+///   0   magic "IDXLEX\0\0"
+///   8   u32 version, u32 documents, u32 terms, u32 0
+///   24  u64 total length (Σ document lengths in terms), u64 term-bytes length, u64 postings length
+///   48  u32 × documents        document lengths
+///       u32 × (terms + 1)      offsets into the term bytes (terms sorted bytewise)
+///       u32 × terms            document frequency of each term
+///       u64 × (terms + 1)      offsets into the postings
+///       term bytes, then postings: per term, (row gap, tf) pairs as LEB128 varints
+///   end u64 XXH64 of every byte before it
+public enum LexicalFormat {
+    public static let magic: [UInt8] = Array("IDXLEX\0\0".utf8)
+    public static let version: UInt32 = 1
+    static let headerBytes = 48
+}
+
+/// Collects the documents of one segment, then encodes them.
+struct LexicalSegmentBuilder {
+    private var ids: [String: Int32] = [:]
+    private var names: [[UInt8]] = []
+    private var postingRows: [[UInt32]] = []
+    private var postingTFs: [[UInt32]] = []
+    private(set) var lengths: [UInt32] = []
+    private var scratch: [Int32] = []
+
+    var documentCount: Int { lengths.count }
+
+    mutating func add(cleanedText: String) {
+        let row = UInt32(lengths.count)
+        scratch.removeAll(keepingCapacity: true)
+        var text = cleanedText
+        text.withUTF8 { b in
+            guard let p = b.baseAddress else { return }
+            LexicalAnalyzer.forEachTerm(p, b.count) { t in
+                let key = String(decoding: t, as: UTF8.self)
+                if let id = ids[key] { scratch.append(id); return }
+                let id = Int32(names.count)
+                ids[key] = id
+                names.append(Array(t)); postingRows.append([]); postingTFs.append([])
+                scratch.append(id)
+            }
+        }
+        lengths.append(UInt32(scratch.count))
+        scratch.sort()
+        var i = 0
+        while i < scratch.count {
+            var j = i + 1
+            while j < scratch.count && scratch[j] == scratch[i] { j += 1 }
+            let t = Int(scratch[i])
+            postingRows[t].append(row); postingTFs[t].append(UInt32(j - i))
+            i = j
+        }
+    }
+
+    func encode() -> [UInt8] {
+        let order = names.indices.sorted { names[$0].lexicographicallyPrecedes(names[$1]) }
+        var termBytes: [UInt8] = [], termOffsets: [UInt32] = [0], dfs: [UInt32] = []
+        var postings: [UInt8] = [], postingOffsets: [UInt64] = [0]
+        for t in order {
+            termBytes += names[t]; termOffsets.append(UInt32(termBytes.count))
+            dfs.append(UInt32(postingRows[t].count))
+            var previous: UInt32 = 0
+            for (r, tf) in zip(postingRows[t], postingTFs[t]) {
+                appendVarint(&postings, UInt64(r - previous)); appendVarint(&postings, UInt64(tf))
+                previous = r
+            }
+            postingOffsets.append(UInt64(postings.count))
+        }
+        var w = ByteWriter()
+        w.raw(LexicalFormat.magic)
+        w.u32(LexicalFormat.version); w.u32(UInt32(lengths.count)); w.u32(UInt32(order.count)); w.u32(0)
+        w.u64(lengths.reduce(0) { $0 + UInt64($1) }); w.u64(UInt64(termBytes.count)); w.u64(UInt64(postings.count))
+        for l in lengths { w.u32(l) }
+        for o in termOffsets { w.u32(o) }
+        for d in dfs { w.u32(d) }
+        for o in postingOffsets { w.u64(o) }
+        w.raw(termBytes); w.raw(postings)
+        w.u64(XXHash64.hash(w.bytes))
+        return w.bytes
+    }
+}
+
+@inline(__always) func appendVarint(_ out: inout [UInt8], _ v: UInt64) {
+    var v = v
+    while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+    out.append(UInt8(v))
+}
+
+/// A memory-mapped `.idxlex` file, verified when opened.
+final class LexicalSegmentReader {
+    let path: String
+    let documentCount: Int
+    let termCount: Int
+    let totalLength: Int
+    private let file: MappedFile
+    private let lengths: UnsafeRawPointer, termOffsets: UnsafeRawPointer, dfs: UnsafeRawPointer
+    private let postingOffsets: UnsafeRawPointer, termBytes: UnsafePointer<UInt8>, postings: UnsafePointer<UInt8>
+    private let postingsLength: Int
+
+    init(path: String) throws {
+        self.path = path
+        file = try MappedFile(path: path)
+        let b = file.bytes
+        func damaged(_ why: String) -> IdxError {
+            IdxError("\(path): \(why); the lexical index is damaged: rebuild the index with idx index.")
+        }
+        guard b.count >= LexicalFormat.headerBytes + 8, Array(b[0 ..< 8]) == LexicalFormat.magic else {
+            throw damaged("not an idx lexical segment (bad magic or too short)")
+        }
+        var r = ByteReader(b, at: 8, source: path)
+        let version = try r.u32()
+        if version > LexicalFormat.version {
+            throw IdxError("\(path): lexical segment version \(version) is newer than this idx understands (\(LexicalFormat.version)); upgrade idx.")
+        }
+        documentCount = Int(try r.u32()); termCount = Int(try r.u32()); _ = try r.u32()
+        totalLength = Int(try r.u64())
+        let termBytesLength = Int(try r.u64()); postingsLength = Int(try r.u64())
+        let expected = LexicalFormat.headerBytes + 4 * documentCount + 4 * (termCount + 1) + 4 * termCount
+            + 8 * (termCount + 1) + termBytesLength + postingsLength + 8
+        guard expected == b.count else { throw damaged("size \(b.count) bytes, its header implies \(expected)") }
+        let stored = b.loadUnaligned(fromByteOffset: b.count - 8, as: UInt64.self)
+        let actual = XXHash64.hash(UnsafeRawBufferPointer(rebasing: b[0 ..< b.count - 8]))
+        guard UInt64(littleEndian: stored) == actual else {
+            throw damaged("checksum mismatch (XXH64 \(XXHash64.hex(actual)), stored \(XXHash64.hex(UInt64(littleEndian: stored))))")
+        }
+        let base = b.baseAddress!
+        var at = LexicalFormat.headerBytes
+        lengths = base + at; at += 4 * documentCount
+        termOffsets = base + at; at += 4 * (termCount + 1)
+        dfs = base + at; at += 4 * termCount
+        postingOffsets = base + at; at += 8 * (termCount + 1)
+        termBytes = (base + at).assumingMemoryBound(to: UInt8.self); at += termBytesLength
+        postings = (base + at).assumingMemoryBound(to: UInt8.self)
+    }
+
+    @inline(__always) func length(_ row: Int) -> Int { Int(UInt32(littleEndian: lengths.loadUnaligned(fromByteOffset: 4 * row, as: UInt32.self))) }
+    @inline(__always) private func termOffset(_ t: Int) -> Int { Int(UInt32(littleEndian: termOffsets.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
+    @inline(__always) private func postingOffset(_ t: Int) -> Int { Int(UInt64(littleEndian: postingOffsets.loadUnaligned(fromByteOffset: 8 * t, as: UInt64.self))) }
+    @inline(__always) func documentFrequency(_ t: Int) -> Int { Int(UInt32(littleEndian: dfs.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
+
+    /// The term's index, by binary search over the sorted term table.
+    func find(_ term: [UInt8]) -> Int? {
+        var lo = 0, hi = termCount
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let s = termOffset(mid), e = termOffset(mid + 1)
+            let cmp = compare(UnsafeBufferPointer(start: termBytes + s, count: e - s), term)
+            if cmp == 0 { return mid }
+            if cmp < 0 { lo = mid + 1 } else { hi = mid }
+        }
+        return nil
+    }
+
+    private func compare(_ a: UnsafeBufferPointer<UInt8>, _ b: [UInt8]) -> Int {
+        let n = min(a.count, b.count)
+        for i in 0 ..< n where a[i] != b[i] { return a[i] < b[i] ? -1 : 1 }
+        return a.count == b.count ? 0 : (a.count < b.count ? -1 : 1)
+    }
+
+    /// Calls `body(row, tf)` for every document holding term `t`, rows ascending.
+    /// A posting list that runs past its end (impossible past the checksum) stops early.
+    @inline(__always) func forEachPosting(_ t: Int, _ body: (Int, Int) -> Void) {
+        var at = postingOffset(t)
+        let end = min(postingOffset(t + 1), postingsLength)
+        var row = 0
+        @inline(__always) func varint() -> Int {
+            var v = 0, shift = 0
+            while at < end {
+                let byte = postings[at]; at += 1
+                v |= Int(byte & 0x7F) << shift
+                if byte < 0x80 { break }
+                shift += 7
+            }
+            return v
+        }
+        while at < end {
+            row += varint()
+            body(row, varint())
+        }
+    }
+}
+
+extension LexicalSegmentBuilder {
+    /// The lexical segment of these documents (their cleaned descriptions), encoded.
+    static func encode(_ metadata: [DocumentMetadata]) -> [UInt8] {
+        var b = LexicalSegmentBuilder()
+        for m in metadata { b.add(cleanedText: m.description) }
+        return b.encode()
+    }
+
+    /// Writes the lexical segment beside the vector segment `segmentName` (same stem,
+    /// `.idxlex`), reads it back, and returns its manifest entry.
+    static func write(_ metadata: [DocumentMetadata], directory dir: String, besideSegment segmentName: String) throws -> IndexManifest.LexicalEntry {
+        let bytes = encode(metadata)
+        let name = (segmentName.hasSuffix(".idxseg") ? String(segmentName.dropLast(7)) : segmentName) + ".idxlex"
+        try AtomicFile.write(Data(bytes), to: dir + "/" + name)
+        let opened = try LexicalSegmentReader(path: dir + "/" + name) // never publish what cannot be read
+        guard opened.documentCount == metadata.count else {
+            throw IdxError("\(dir)/\(name): read back \(opened.documentCount) documents, wrote \(metadata.count); the disk is failing.")
+        }
+        return IndexManifest.LexicalEntry(file: name, bytes: bytes.count,
+                                          hash: XXHash64.hex(XXHash64.hash(bytes)), terms: opened.termCount)
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import XCTest
+@testable import IdxCore
+
+/// The lexical half of the store: terms, BM25 across segments, corruption, hybrid search.
+final class LexicalTests: XCTestCase {
+    var dir: String!
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "idx-lexical-\(getpid())-\(UInt32.random(in: 0 ... .max))/index"
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: dir).deletingLastPathComponent().path)
+    }
+
+    static let texts = [
+        "A robot falls in love with an alien princess.",
+        "Two robots and their stories: a boss fight in space.",
+        "The war ends; soldiers come home to their families.",
+        "A detective hunts a vampire through the night.",
+        "Soldiers of the war: letters from the front, 1944.",
+        "An alien zeppelin drifts over a quiet town.",
+    ]
+
+    static func metadata(_ texts: [String], tag: String = "doc") -> [DocumentMetadata] {
+        texts.enumerated().map { i, t in
+            DocumentMetadata(title: "\(tag) \(i)", year: 2000 + i, genre: i % 2 == 0 ? "Sci-Fi" : "War", expandedGenres: "",
+                             rating: nil, description: t, sourceFile: "t.csv", sourceRow: i + 1)
+        }
+    }
+
+    func write(_ texts: [String], append: Bool = false, tag: String = "doc", seed: UInt64 = 1) throws -> VectorIndexWriter.Result {
+        let d = 16
+        let v = Synthetic.clustered(count: texts.count, dimension: d, clusters: 2, noise: 0.5, seed: seed)
+        return try VectorIndexWriter.write(directory: dir, embeddings: v, dimension: d, metadata: Self.metadata(texts, tag: tag),
+                                           provenance: Synthetic.provenance, append: append, standardize: false)
+    }
+
+    func testAnalyzerLowercasesFoldsPluralsAndDropsSingleCharacters() {
+        XCTAssertEqual(LexicalAnalyzer.terms("The Robots' stories: a BOSS, 2 aliens! Bus"),
+                       ["the", "robot", "story", "boss", "alien", "bus"])
+        XCTAssertEqual(LexicalAnalyzer.terms("  ...  "), [])
+    }
+
+    /// BM25 by its textbook formula, computed here from the texts alone.
+    func referenceBM25(_ query: [String], _ texts: [String]) -> [Float] {
+        let docs = texts.map(LexicalAnalyzer.terms)
+        let n = Float(docs.count), avg = Float(docs.reduce(0) { $0 + $1.count }) / n
+        var qtf: [String: Int] = [:]
+        for t in query { qtf[t, default: 0] += 1 }
+        return docs.map { doc in
+            var s: Float = 0
+            for (t, c) in qtf {
+                let df = Float(docs.filter { $0.contains(t) }.count)
+                guard df > 0 else { continue }
+                let idf = log(1 + (n - df + 0.5) / (df + 0.5))
+                let tf = Float(doc.filter { $0 == t }.count)
+                s += (1 + log(Float(c))) * idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * Float(doc.count) / avg))
+            }
+            return s
+        }
+    }
+
+    func testBM25MatchesTheFormulaAndIsTheSameOverAppendedSegments() throws {
+        let query = LexicalAnalyzer.terms("alien robots at war, war, war")
+        let expected = referenceBM25(query, Self.texts)
+        XCTAssertGreaterThan(expected.max()!, 0)
+
+        _ = try write(Self.texts)
+        let whole = try XCTUnwrap(try VectorIndexReader(directory: dir).lexical)
+        var one = [Float](repeating: 0, count: Self.texts.count)
+        let best = one.withUnsafeMutableBufferPointer { whole.score(whole.query(terms: query), into: $0.baseAddress!) }
+        XCTAssertEqual(best, expected.max()!, accuracy: 1e-5)
+        for i in 0 ..< expected.count { XCTAssertEqual(one[i], expected[i], accuracy: 1e-5, "document \(i)") }
+
+        // The same documents as two segments (the second appended): statistics are global.
+        try FileManager.default.removeItem(atPath: dir)
+        _ = try write(Array(Self.texts[0 ..< 4]))
+        _ = try write(Array(Self.texts[4...]), append: true, seed: 2)
+        let reader = try VectorIndexReader(directory: dir)
+        XCTAssertEqual(reader.manifest.segments.count, 2)
+        let split = try XCTUnwrap(reader.lexical)
+        var two = [Float](repeating: 0, count: Self.texts.count)
+        two.withUnsafeMutableBufferPointer { _ = split.score(split.query(terms: query), into: $0.baseAddress!) }
+        for i in 0 ..< expected.count { XCTAssertEqual(two[i], expected[i], accuracy: 1e-5, "document \(i)") }
+
+        // A term nobody uses is dropped from the query; an all-unknown query scores nothing.
+        XCTAssertTrue(split.query(terms: ["xylophone"]).isEmpty)
+        XCTAssertEqual(HybridScoring.normalizedBM25(split, terms: ["xylophone"]).max(), 0)
+    }
+
+    func testCorruptedOrMissingLexicalSegmentIsNamed() throws {
+        let result = try write(Self.texts)
+        let entry = try XCTUnwrap(result.manifest.segments[0].lexical)
+        let path = dir + "/" + entry.file
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        for position in [9, 60, original.count / 2, original.count - 12] {
+            var bad = original
+            bad[position] ^= 0x21
+            try bad.write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try VectorIndexReader(directory: dir, verifyMetadata: false), "byte \(position)") { error in
+                let message = (error as? IdxError)?.message ?? ""
+                XCTAssertTrue(message.contains(path), message)
+            }
+        }
+        try original.prefix(original.count - 1).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try VectorIndexReader(directory: dir))
+        try FileManager.default.removeItem(atPath: path)
+        XCTAssertThrowsError(try VectorIndexReader(directory: dir)) { error in
+            XCTAssertTrue(((error as? IdxError)?.message ?? "").contains("missing"))
+        }
+    }
+
+    func testHybridSearchBlendsCosineAndBM25() throws {
+        _ = try write(Self.texts)
+        let reader = try VectorIndexReader(directory: dir)
+        XCTAssertEqual(reader.manifest.lexicalWeight, HybridScoring.defaultLexicalWeight)
+        let scorer = try XCTUnwrap(reader.lexical)
+        let searcher = VectorSearcher(reader)
+
+        // BM25 alone (a query no model word covers): the one document with the word comes first.
+        let lexical = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("zeppelins"))
+        let zero = [Float](repeating: 0, count: reader.dimension)
+        let alone = try searcher.search(zero, k: 3, lexical: LexicalScores(scores: lexical, weight: 1))
+        XCTAssertEqual(alone.first?.index, 5)
+        XCTAssertEqual(alone.first?.score ?? 0, 1, accuracy: 1e-6)
+
+        // Blended: every hit's score is (1 - w) cosine + w BM25, and the ranking follows it.
+        let query = reader.dequantizedVectors().prefix(reader.dimension).map { $0 }
+        let war = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("soldiers war"))
+        let hits = try searcher.search(query, k: 6, lexical: LexicalScores(scores: war, weight: 0.5))
+        XCTAssertEqual(hits.count, 6)
+        for h in hits {
+            XCTAssertEqual(h.score, 0.5 * h.dense + 0.5 * h.lexical, accuracy: 1e-6)
+            XCTAssertEqual(h.lexical, war[h.index])
+        }
+        XCTAssertEqual(hits.map(\.score), hits.map(\.score).sorted(by: >))
+        let cosineOnly = try searcher.search(query, k: 6)
+        XCTAssertEqual(cosineOnly.first?.index, 0) // its own vector
+        let warOnly = try searcher.search(query, k: 2, lexical: LexicalScores(scores: war, weight: 1))
+        XCTAssertEqual(Set(warOnly.map(\.index)), [2, 4])
+    }
+
+    func testIndexFromRawVectorsHasNoLexicalHalf() throws {
+        let d = 16
+        let v = Synthetic.clustered(count: 10, dimension: d, clusters: 2, noise: 0.5)
+        _ = try VectorIndexWriter.write(directory: dir, embeddings: v, dimension: d, metadata: Synthetic.metadata(count: 10),
+                                        provenance: Synthetic.provenance, append: false, standardize: false, lexicalWeight: nil)
+        let r = try VectorIndexReader(directory: dir)
+        XCTAssertNil(r.lexical)
+        XCTAssertNil(r.manifest.lexicalWeight)
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir + "/segments").contains { $0.hasSuffix(".idxlex") })
+    }
+
+    func testKNNBlendRewritesScoresBeforeTheTopK() throws {
+        // Two base rows; the query is nearer row 0 by cosine, the blend makes row 1 win.
+        let base: [Float] = [1, 0, 0.6, 0.8], query: [Float] = [1, 0]
+        let plain = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1)
+        XCTAssertEqual(plain.precision, 0)
+        let blended = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1,
+                                                   blend: { _, row in row[1] += 1 })
+        XCTAssertEqual(blended.precision, 1)
+    }
+}
