@@ -35,6 +35,13 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Feed-forward width.") var dFf = 256
     @Option(help: "Position-embedding table size (longest document the model can read).") var maxPositions = 64
     @Option(help: "Dropout probability.") var dropout: Float = 0.1
+    @Option(help: "Contrastive fine-tuning steps at the end of the run (part of --steps; 0: MLM only). (default: the preset's)")
+    var contrastiveSteps: Int?
+    @Option(help: "Documents per contrastive step (each seen as two views; the others are the negatives).") var contrastiveBatch = 64
+    @Option(help: "AdamW learning rate of the contrastive steps.") var contrastiveLr: Float = 1e-4
+    @Option(help: "InfoNCE temperature of the contrastive steps.") var temperature: Float = 0.05
+    @Option(help: "The second view of a contrastive pair: self (another crop of the same document) or bm25 (a crop of one of its 5 nearest documents by BM25).")
+    var contrastivePairs = "self"
     @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
     @Option(help: .hidden) var exportCount = 8
 
@@ -83,6 +90,13 @@ struct TrainCommand: ParsableCommand {
             (trainer, log, elapsedBefore) = try Trainer.resume(directory: outDir, corpus: tokens, tokenizerHash: reader.tokenizerHash,
                                                                corpusPath: corpus)
             if let steps { trainer.options.steps = steps }
+            if let k = contrastiveSteps {
+                // Fine-tune a trained model: the last k steps of the new total are contrastive.
+                var c = trainer.options.contrastive ?? ContrastiveOptions()
+                c.steps = k; c.batchSize = contrastiveBatch; c.lr = contrastiveLr; c.temperature = temperature
+                c.pairs = contrastivePairs
+                trainer.options.contrastive = k > 0 ? c : nil
+            }
             trainer.options.checkpointEvery = checkpointEvery
             trainer.options.logEvery = logEvery
             // keep the rows up to the checkpoint: a killed run may have logged past it
@@ -97,11 +111,33 @@ struct TrainCommand: ParsableCommand {
             var o = TrainOptions()
             o.steps = steps ?? recipe.steps; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
             o.checkpointEvery = checkpointEvery; o.logEvery = logEvery
+            let k = contrastiveSteps ?? recipe.contrastiveSteps
+            if k > 0 {
+                var c = ContrastiveOptions()
+                c.steps = k; c.batchSize = contrastiveBatch; c.lr = contrastiveLr; c.temperature = temperature
+                c.pairs = contrastivePairs
+                o.contrastive = c
+            }
             let cfg = ModelConfig(vocabSize: tokenizer.vocabSize, dModel: dModel, nHeads: heads, nLayers: layers, dFF: dFf,
                                   maxLen: maxPositions, dropout: dropout)
             trainer = try Trainer(config: cfg, options: o, corpus: tokens, tokenizerHash: reader.tokenizerHash)
             log = TrainLog.header
             say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : "")\n")
+        }
+        if let c = trainer.options.contrastive, c.steps > 0 {
+            guard c.pairs == "self" || c.pairs == "bm25" else {
+                throw IdxError("--contrastive-pairs \(c.pairs): use self or bm25.")
+            }
+            if c.pairs == "bm25" {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                trainer.lexicalNeighbours = try LexicalNeighbours.compute(descriptions: try reader.readMetadata().map(\.description),
+                                                                          count: c.neighbours, threads: nThreads)
+                say(String(format: "train: BM25 neighbours of %d documents in %.1f s\n", tokens.count,
+                           Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            }
+        }
+        if comm.size > 1 && (trainer.options.contrastive?.steps ?? 0) > 0 {
+            throw IdxError("--contrastive-steps over several ranks is not implemented yet (the loss needs every rank's embeddings); train with --procs 1, or pass --contrastive-steps 0.")
         }
         try trainer.broadcastParameters(comm)
         let total = trainer.options.steps
@@ -112,7 +148,8 @@ struct TrainCommand: ParsableCommand {
         var stepStart = clock
         let tokJSON = Data(tokenizer.json)
         while trainer.step < total {
-            let (loss, tok) = try trainer.trainStep(communicator: comm)
+            let (loss, tok) = trainer.isContrastive(step: trainer.step + 1)
+                ? try trainer.contrastiveStep() : try trainer.trainStep(communicator: comm)
             let now = DispatchTime.now().uptimeNanoseconds
             let stepSeconds = Double(now - stepStart) / 1e9
             stepStart = now
@@ -120,7 +157,8 @@ struct TrainCommand: ParsableCommand {
             let elapsed = elapsedBefore + Double(now - clock) / 1e9
             lastLosses.append(loss); if lastLosses.count > 100 { lastLosses.removeFirst() }
             if trainer.step % logEvery == 0 {
-                log += TrainLog.line(step: trainer.step, loss: loss, lr: trainer.options.lr,
+                let lr = trainer.isContrastive(step: trainer.step) ? trainer.options.contrastive!.lr : trainer.options.lr
+                log += TrainLog.line(step: trainer.step, loss: loss, lr: lr,
                                      tokensPerSecond: Double(tok) / max(stepSeconds, 1e-9), elapsed: elapsed)
             }
             let rate = Double(tokensSeen) / max(Double(now - clock) / 1e9, 1e-9)
@@ -165,10 +203,11 @@ private func idx_isatty_stderr() -> Bool { isatty(2) == 1 }
 struct TrainPreset {
     var steps: Int
     var maskMode: MaskMode
-    /// The reference notebook: [MASK] at every selected position, 5,000 steps.
-    static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly)
+    var contrastiveSteps: Int
+    /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
+    static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
     /// idx's default (scripts/bench-quality measures the choices).
-    static let standard = TrainPreset(steps: 5000, maskMode: .bert)
+    static let standard = TrainPreset(steps: 5000, maskMode: .bert, contrastiveSteps: 0)
     static func named(_ name: String) -> TrainPreset? {
         switch name {
         case "seed": return seed

@@ -189,9 +189,11 @@ final class LexicalSegmentReader {
 
 extension LexicalSegmentBuilder {
     /// The lexical segment of these documents (their cleaned descriptions), encoded.
-    static func encode(_ metadata: [DocumentMetadata]) -> [UInt8] {
+    static func encode(_ metadata: [DocumentMetadata]) -> [UInt8] { encode(metadata.map(\.description)) }
+
+    static func encode(_ cleanedTexts: [String]) -> [UInt8] {
         var b = LexicalSegmentBuilder()
-        for m in metadata { b.add(cleanedText: m.description) }
+        for t in cleanedTexts { b.add(cleanedText: t) }
         return b.encode()
     }
 

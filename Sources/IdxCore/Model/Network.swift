@@ -204,7 +204,7 @@ final class EncoderNetwork {
     /// Gradients ACCUMULATE into `grads` (zero them first); the loss gradient is scaled
     /// by 1/globalSelectedCount so ranks can sum their gradients. Returns Σ loss.
     func backward(_ b: PackedBatch, globalSelectedCount: Int) -> Double {
-        let n = b.rowCount, c = cfg.dModel, f = cfg.dFF, h = cfg.nHeads, v = cfg.vocabSize, docs = b.docCount
+        let n = b.rowCount, c = cfg.dModel, f = cfg.dFF, v = cfg.vocabSize
         let m = b.selectedRows.count
         let p = params.ptr, g = grads.ptr
         dA.ensure(n * c); dB.ensure(n * c); dC.ensure(n * c); dH.ensure(n * f); dQKV.ensure(n * 3 * c)
@@ -221,6 +221,24 @@ final class EncoderNetwork {
             let d = dA.ptr + r * c, s = dHSel.ptr + i * c
             for k in 0 ..< c { d[k] += s[k] }
         }
+        backwardEncoder(b)
+        return loss
+    }
+
+    /// Backward from a gradient of the final hidden states (N×C), for losses on pooled
+    /// embeddings (ContrastiveLoss). Gradients ACCUMULATE into `grads`; the LM head gets none.
+    func backward(_ b: PackedBatch, hiddenGradient: UnsafePointer<Float>) {
+        let n = b.rowCount, c = cfg.dModel, f = cfg.dFF
+        dA.ensure(n * c); dB.ensure(n * c); dC.ensure(n * c); dH.ensure(n * f); dQKV.ensure(n * 3 * c)
+        scratch.ensure(2 * cfg.maxLen * cfg.maxLen)
+        dA.ptr.update(from: hiddenGradient, count: n * c)
+        backwardEncoder(b)
+    }
+
+    /// The layers and embeddings backward, from dA = ∂loss/∂(final hidden states), N×C.
+    private func backwardEncoder(_ b: PackedBatch) {
+        let n = b.rowCount, c = cfg.dModel, f = cfg.dFF, h = cfg.nHeads, docs = b.docCount
+        let p = params.ptr, g = grads.ptr
         for li in stride(from: cfg.nLayers - 1, through: 0, by: -1) {
             let L = layout.layers[li], a = acts[li]
             let m1: CFPtr? = training ? CFPtr(a.drop1.ptr) : nil
@@ -248,7 +266,6 @@ final class EncoderNetwork {
                 embeddingBackward(g + layout.tokEmb, g + layout.posEmb, dA.ptr, tok.baseAddress!, pos.baseAddress!, n, c)
             }
         }
-        return loss
     }
 }
 

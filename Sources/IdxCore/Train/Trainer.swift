@@ -19,6 +19,8 @@ public struct TrainOptions: Codable, Equatable, Sendable {
     public var weightDecay: Float = 0.01
     public var checkpointEvery = 500
     public var logEvery = 1
+    /// Contrastive fine-tuning as the last steps of the run (Contrastive.swift); nil: MLM only.
+    public var contrastive: ContrastiveOptions? = nil
     public init() {}
 }
 
@@ -41,6 +43,9 @@ public final class Trainer {
     /// thread (single-threaded BLAS), then the gradients are summed into net's. net is worker 0.
     let workers: [EncoderNetwork]
     let m: FloatBuffer, v: FloatBuffer
+    /// Each document's nearest documents by BM25, for contrastive `pairs = "bm25"` (not saved
+    /// in checkpoints: a pure function of the corpus, recomputed on resume).
+    public var lexicalNeighbours: [[Int32]]?
 
     public init(config: ModelConfig, options: TrainOptions, corpus: TokenizedCorpus, tokenizerHash: String) throws {
         try config.validate()
@@ -50,6 +55,12 @@ public final class Trainer {
         }
         guard options.batchSize > 0, options.steps >= 0, options.lr > 0, options.lr.isFinite else {
             throw IdxError("--batch and --lr must be positive and --steps not negative.")
+        }
+        if let k = options.contrastive {
+            guard k.steps >= 0, k.steps <= options.steps, k.batchSize >= 2, k.lr > 0, k.lr.isFinite, k.temperature > 0,
+                  (0 ... 1).contains(k.minCrop), (0 ..< 1).contains(k.deletion) else {
+                throw IdxError("contrastive options \(k): --contrastive-steps must be at most --steps, the batch at least 2, the learning rate and temperature positive.")
+            }
         }
         if let bad = corpus.tokens.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw IdxError("the corpus holds token id \(bad), outside the model's vocabulary of \(config.vocabSize); use the corpus the model was made for.")
@@ -141,7 +152,16 @@ public final class Trainer {
                 lossPtr[i] = net.backward(batches[i], globalSelectedCount: global)
             }
         }
-        // sum the workers' gradients into net's, split over the threads by parameter range
+        sumWorkerGradients(w)
+        return StepResult(lossSum: losses.reduce(0, +), selected: batches.reduce(0) { $0 + $1.selectedRows.count },
+                          tokens: batches.reduce(0) { $0 + $1.rowCount })
+    }
+
+    nonisolated(unsafe) static var blasSingleThreaded = false
+
+    /// Sums workers 1..<w's gradients into net's (worker 0's), split over the threads by parameter range.
+    func sumWorkerGradients(_ w: Int) {
+        guard w > 1 else { return }
         let n = net.parameterCount
         DispatchQueue.concurrentPerform(iterations: w) { part in
             let range = n * part / w ..< n * (part + 1) / w
@@ -151,19 +171,16 @@ public final class Trainer {
                 for i in range { dst[i] += src[i] }
             }
         }
-        return StepResult(lossSum: losses.reduce(0, +), selected: batches.reduce(0) { $0 + $1.selectedRows.count },
-                          tokens: batches.reduce(0) { $0 + $1.rowCount })
     }
 
-    nonisolated(unsafe) static var blasSingleThreaded = false
-
-    /// Clips the (global) gradient to `maxGradNorm` and takes the AdamW step; returns the norm before clipping.
+    /// Clips the (global) gradient to `maxGradNorm` and takes the AdamW step (at `lr`, default
+    /// the options'); returns the norm before clipping.
     @discardableResult
-    public func applyUpdate() -> Double {
+    public func applyUpdate(lr: Float? = nil) -> Double {
         let n = net.parameterCount
         let norm = clipGradientNorm(net.grads.ptr, count: n, maxNorm: options.maxGradNorm)
         step += 1
-        AdamW(lr: options.lr, weightDecay: options.weightDecay)
+        AdamW(lr: lr ?? options.lr, weightDecay: options.weightDecay)
             .step(params: net.params.ptr, grads: net.grads.ptr, m: m.ptr, v: v.ptr, count: n, t: step)
         return norm
     }

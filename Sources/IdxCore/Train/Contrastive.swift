@@ -1,0 +1,206 @@
+import CSupport
+import COpenBLAS
+import Foundation
+
+/// Contrastive fine-tuning after MLM: two random views of each document of a batch (a crop of
+/// 50-100% of its words, then 15% of the rest deleted) should embed closer to each other than
+/// to the other documents' views (InfoNCE with in-batch negatives, on the same mean-pooled
+/// embeddings idx index stores). MLM alone leaves mean-pooled embeddings poor for similarity:
+/// this trains the geometry search uses. Runs as the last `steps` of the run.
+public struct ContrastiveOptions: Codable, Equatable, Sendable {
+    public var steps = 0
+    /// Documents per step (2 × views in the packed batch).
+    public var batchSize = 64
+    public var lr: Float = 1e-4
+    public var temperature: Float = 0.05
+    /// Shortest crop, as a share of the document's words.
+    public var minCrop = 0.5
+    /// Share of the crop's words deleted.
+    public var deletion = 0.15
+    /// The second view's document: "self" (the same document) or "bm25" (one of the
+    /// document's `neighbours` nearest other documents by BM25 over the full vocabulary,
+    /// a self-supervised pair from the corpus; the trainer needs `lexicalNeighbours`).
+    public var pairs = "self"
+    public var neighbours = 5
+    public init() {}
+}
+
+/// For every document of a corpus, its nearest other documents by BM25 (the document's own
+/// words as the query), best first: the positives of `pairs = "bm25"`.
+public enum LexicalNeighbours {
+    public static func compute(descriptions: [String], count k: Int, threads: Int) throws -> [[Int32]] {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("idx-neighbours-\(getpid())-\(UInt32.random(in: 0 ... .max)).idxlex").path
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        try AtomicFile.write(Data(LexicalSegmentBuilder.encode(descriptions)), to: tmp)
+        let scorer = BM25Scorer(segments: [try LexicalSegmentReader(path: tmp)])
+        let n = descriptions.count, w = max(1, threads)
+        var out = [[Int32]](repeating: [], count: n)
+        out.withUnsafeMutableBufferPointer { o in
+            let o = o
+            DispatchQueue.concurrentPerform(iterations: w) { t in
+                var scores = [Float](repeating: 0, count: n)
+                for i in stride(from: t, to: n, by: w) {
+                    var top = TopK(capacity: k + 1)
+                    scores.withUnsafeMutableBufferPointer { s in
+                        scorer.score(scorer.query(terms: LexicalAnalyzer.terms(descriptions[i])), into: s.baseAddress!)
+                        for j in 0 ..< n where j != i && s[j] > top.threshold { top.push(s[j], j) }
+                    }
+                    o[i] = zip(top.scores, top.ids).sorted { $0.0 > $1.0 }.prefix(k).map { Int32($0.1) }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// InfoNCE over B pairs of pooled embeddings, symmetric (view a → b and b → a), cosine / τ.
+enum ContrastiveLoss {
+    /// z: 2B × C (rows 0..<B the first views, B..<2B the second). Returns the loss (mean of the
+    /// two directions' mean cross-entropies) and writes ∂loss/∂z into dz (2B × C).
+    static func forwardBackward(_ z: UnsafePointer<Float>, _ dz: UnsafeMutablePointer<Float>, pairs b: Int, dim c: Int,
+                                temperature tau: Float) -> Double {
+        // B, C: unit rows u = z / |z|
+        var u = [Float](repeating: 0, count: 2 * b * c), r = [Float](repeating: 0, count: 2 * b)
+        for i in 0 ..< 2 * b {
+            var s: Float = 0
+            for k in 0 ..< c { s += z[i * c + k] * z[i * c + k] }
+            r[i] = max(s.squareRoot(), 1e-12)
+            for k in 0 ..< c { u[i * c + k] = z[i * c + k] / r[i] }
+        }
+        // S = Ua Ubᵀ / τ  (B × B)
+        var sim = [Float](repeating: 0, count: b * b)
+        u.withUnsafeBufferPointer { up in
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(b), Int32(b), Int32(c), 1 / tau,
+                        up.baseAddress!, Int32(c), up.baseAddress! + b * c, Int32(c), 0, &sim, Int32(b))
+        }
+        // dS = (softmax by rows − I + softmax by columns − I) / 2B
+        var dS = [Float](repeating: 0, count: b * b)
+        var loss = 0.0
+        for pass in 0 ..< 2 {
+            for i in 0 ..< b {
+                @inline(__always) func at(_ j: Int) -> Int { pass == 0 ? i * b + j : j * b + i }
+                var mx = -Double.infinity
+                for j in 0 ..< b { mx = max(mx, Double(sim[at(j)])) }
+                var sum = 0.0
+                for j in 0 ..< b { sum += Foundation.exp(Double(sim[at(j)]) - mx) }
+                loss += (mx + Foundation.log(sum) - Double(sim[at(i)])) / Double(2 * b)
+                for j in 0 ..< b {
+                    let p = Foundation.exp(Double(sim[at(j)]) - mx) / sum
+                    dS[at(j)] += Float((p - (i == j ? 1 : 0)) / Double(2 * b))
+                }
+            }
+        }
+        // dUa = dS Ub / τ, dUb = dSᵀ Ua / τ, then through the normalisation.
+        var du = [Float](repeating: 0, count: 2 * b * c)
+        u.withUnsafeBufferPointer { up in
+            du.withUnsafeMutableBufferPointer { dp in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(b), Int32(c), Int32(b), 1 / tau,
+                            dS, Int32(b), up.baseAddress! + b * c, Int32(c), 0, dp.baseAddress!, Int32(c))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(b), Int32(c), Int32(b), 1 / tau,
+                            dS, Int32(b), up.baseAddress!, Int32(c), 0, dp.baseAddress! + b * c, Int32(c))
+            }
+        }
+        for i in 0 ..< 2 * b {
+            var dot: Float = 0
+            for k in 0 ..< c { dot += du[i * c + k] * u[i * c + k] }
+            for k in 0 ..< c { dz[i * c + k] = (du[i * c + k] - dot * u[i * c + k]) / r[i] }
+        }
+        return loss
+    }
+}
+
+extension Trainer {
+    var contrastive: ContrastiveOptions { options.contrastive ?? ContrastiveOptions() }
+
+    /// Whether step `step` (1-based) is one of the contrastive steps at the end of the run.
+    public func isContrastive(step: Int) -> Bool {
+        let k = contrastive.steps
+        return k > 0 && step > options.steps - k
+    }
+
+    /// A view of `slot`'s document at `step`: a random crop, then random deletions, wrapped
+    /// [BOS] … [EOS] and cut like a training document. A pure function of (seed, step, slot, view).
+    func contrastiveView(step: Int, slot: Int, view: Int) -> [Int32] {
+        var doc = document(step: step, slot: slot)
+        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 10 + UInt64(view)]))
+        let o = contrastive
+        if view == 1, o.pairs == "bm25", let near = lexicalNeighbours?[doc], !near.isEmpty {
+            doc = Int(near[Int(g.next() % UInt64(near.count))])
+        }
+        let ids = Array(corpus.document(doc))
+        var crop = ids[...]
+        if ids.count > 4 {
+            let shortest = max(2, Int((Double(ids.count) * o.minCrop).rounded(.up)))
+            let n = shortest + Int(g.next() % UInt64(ids.count - shortest + 1))
+            let start = Int(g.next() % UInt64(ids.count - n + 1))
+            crop = ids[start ..< start + n]
+        }
+        var kept = crop.filter { _ in g.nextDouble() >= o.deletion }
+        if kept.isEmpty { kept = Array(crop) }
+        return wrapDocument(kept[...], maxTokens: options.maxLen)
+    }
+
+    /// One contrastive step on this process: `computeContrastiveGradients`, then clipped AdamW
+    /// at `contrastive.lr`. Returns the loss and the tokens processed.
+    public func contrastiveStep() throws -> (loss: Double, tokens: Int) {
+        let r = try computeContrastiveGradients(step: step + 1)
+        applyUpdate(lr: contrastive.lr)
+        return r
+    }
+
+    /// Zeroes the gradients, then: both views of `contrastive.batchSize` documents of `step`,
+    /// forward with dropout, InfoNCE on the pooled embeddings, backward into `gradients`.
+    func computeContrastiveGradients(step s: Int) throws -> (loss: Double, tokens: Int) {
+        let b = contrastive.batchSize, c = config.dModel
+        guard b >= 2 else { throw IdxError("--contrastive-batch \(b): at least 2 documents are needed (the others are the negatives).") }
+        // Documents 0..<B are the first views, B..<2B the second; each worker takes a contiguous part.
+        let docs = (0 ..< 2 * b).map { (slot: $0 % b, view: $0 / b) }
+        let w = min(workers.count, 2 * b)
+        if w > 1 && !Trainer.blasSingleThreaded { openblas_set_num_threads(1); Trainer.blasSingleThreaded = true }
+        let parts = (0 ..< w).map { i in 2 * b * i / w ..< 2 * b * (i + 1) / w }
+        let batches: [PackedBatch] = parts.map { part in
+            var batch = PackedBatch()
+            for d in part {
+                batch.append(document: contrastiveView(step: s, slot: docs[d].slot, view: docs[d].view))
+                batch.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(s), UInt64(d), 13]))
+            }
+            return batch
+        }
+        var pooled = [Float](repeating: 0, count: 2 * b * c)
+        pooled.withUnsafeMutableBufferPointer { zp in
+            let zp = zp
+            DispatchQueue.concurrentPerform(iterations: w) { i in
+                idx_flush_denormals()
+                workers[i].grads.zero(workers[i].parameterCount)
+                workers[i].forward(batches[i], training: true)
+                let z = meanPool(workers[i].output, docStart: batches[i].docStart, c: c)
+                z.withUnsafeBufferPointer { (zp.baseAddress! + parts[i].lowerBound * c).update(from: $0.baseAddress!, count: z.count) }
+            }
+        }
+        var dz = [Float](repeating: 0, count: 2 * b * c)
+        let loss = pooled.withUnsafeBufferPointer { zp in
+            dz.withUnsafeMutableBufferPointer { ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature) }
+        }
+        guard loss.isFinite else {
+            throw IdxError("step \(s): the contrastive loss is \(loss); training diverged. Lower --contrastive-lr; the last checkpoint is kept.")
+        }
+        dz.withUnsafeBufferPointer { dzp in
+            let dzp = dzp
+            DispatchQueue.concurrentPerform(iterations: w) { i in
+                idx_flush_denormals()
+                // The mean pool spreads a document's gradient evenly over its rows.
+                let batch = batches[i]
+                var dHidden = [Float](repeating: 0, count: batch.rowCount * c)
+                for d in 0 ..< batch.docCount {
+                    let rows = batch.docStart[d] ..< batch.docStart[d + 1]
+                    let g = dzp.baseAddress! + (parts[i].lowerBound + d) * c
+                    let inv = 1 / Float(rows.count)
+                    for r in rows { for k in 0 ..< c { dHidden[r * c + k] = g[k] * inv } }
+                }
+                dHidden.withUnsafeBufferPointer { workers[i].backward(batch, hiddenGradient: $0.baseAddress!) }
+            }
+        }
+        sumWorkerGradients(w)
+        return (loss, batches.reduce(0) { $0 + $1.rowCount })
+    }
+}

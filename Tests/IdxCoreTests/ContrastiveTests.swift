@@ -1,0 +1,110 @@
+@testable import IdxCore
+import XCTest
+
+/// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
+/// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.
+final class ContrastiveTests: XCTestCase {
+    func contrastiveOptions(steps: Int = 6, contrastiveSteps: Int = 3, temperature: Float = 0.5) -> TrainOptions {
+        var o = TinyTraining.options(steps: steps)
+        var c = ContrastiveOptions()
+        c.steps = contrastiveSteps; c.batchSize = 4; c.lr = 1e-3; c.temperature = temperature
+        o.contrastive = c
+        return o
+    }
+
+    func testInfoNCEGradientMatchesFiniteDifferences() {
+        let b = 3, c = 5
+        var g = SplitMix64(state: 3)
+        var z = (0 ..< 2 * b * c).map { _ in Float(g.nextDouble() * 2 - 1) }
+        var dz = [Float](repeating: 0, count: z.count), scratch = dz
+        let loss = ContrastiveLoss.forwardBackward(z, &dz, pairs: b, dim: c, temperature: 0.2)
+        XCTAssertGreaterThan(loss, 0)
+        let eps: Float = 1e-3
+        for i in 0 ..< z.count {
+            let x = z[i]
+            z[i] = x + eps; let up = ContrastiveLoss.forwardBackward(z, &scratch, pairs: b, dim: c, temperature: 0.2)
+            z[i] = x - eps; let down = ContrastiveLoss.forwardBackward(z, &scratch, pairs: b, dim: c, temperature: 0.2)
+            z[i] = x
+            XCTAssertEqual(Double(dz[i]), (up - down) / Double(2 * eps), accuracy: 2e-3, "z[\(i)]")
+        }
+        // Identical views of well-separated documents: the loss is near its floor 0.
+        var same = [Float](repeating: 0, count: 2 * b * c)
+        for i in 0 ..< b { same[i * c + i] = 1; same[(b + i) * c + i] = 1 }
+        XCTAssertLessThan(ContrastiveLoss.forwardBackward(same, &scratch, pairs: b, dim: c, temperature: 0.05), 1e-6)
+    }
+
+    func testEncoderGradientOfTheContrastiveLossMatchesFiniteDifferences() throws {
+        var cfg = TinyTraining.config
+        cfg.dropout = 0 // a deterministic loss to differentiate
+        let t = try Trainer(config: cfg, options: contrastiveOptions(), corpus: TinyTraining.corpus(), tokenizerHash: "00000000000000aa")
+        _ = try t.computeContrastiveGradients(step: 5)
+        let grads = Array(t.gradients)
+        // The largest gradients of each kind of tensor (embeddings, attention, FFN, norms).
+        let layout = t.net.layout
+        var picks: [Int] = []
+        for slot in layout.slots where !slot.name.hasPrefix("lm_head") {
+            let range = slot.offset ..< slot.offset + slot.count
+            if let best = range.max(by: { abs(grads[$0]) < abs(grads[$1]) }), abs(grads[best]) > 1e-4 { picks.append(best) }
+        }
+        XCTAssertGreaterThan(picks.count, 10)
+        let eps: Float = 1e-2
+        for p in picks {
+            let x = t.parameters[p]
+            t.parameters[p] = x + eps; let up = try t.computeContrastiveGradients(step: 5).loss
+            t.parameters[p] = x - eps; let down = try t.computeContrastiveGradients(step: 5).loss
+            t.parameters[p] = x
+            let fd = (up - down) / Double(2 * eps)
+            XCTAssertEqual(Double(grads[p]), fd, accuracy: 0.03 * abs(fd) + 1e-4, "parameter \(p)")
+        }
+        // The LM head plays no part.
+        XCTAssertTrue(grads[layout.lmHeadW ..< layout.lmHeadB + cfg.vocabSize].allSatisfy { $0 == 0 })
+    }
+
+    func testViewsArePureFunctionsAndCropTheDocument() throws {
+        let a = try TinyTraining.trainer(contrastiveOptions()), b = try TinyTraining.trainer(contrastiveOptions())
+        _ = try a.trainStep(); _ = try a.contrastiveStep() // history must not matter
+        for (step, slot) in [(4, 0), (5, 3), (900, 1)] {
+            for view in 0 ..< 2 {
+                let v = a.contrastiveView(step: step, slot: slot, view: view)
+                XCTAssertEqual(v, b.contrastiveView(step: step, slot: slot, view: view))
+                XCTAssertEqual(v.first, SpecialToken.bos)
+                let doc = Array(a.corpus.document(a.document(step: step, slot: slot)))
+                let words = v.dropFirst().filter { $0 != SpecialToken.eos }
+                XCTAssertLessThanOrEqual(words.count, doc.count)
+                XCTAssertTrue(words.allSatisfy(doc.contains)) // words of the document only, in its order
+            }
+        }
+        XCTAssertNotEqual(a.contrastiveView(step: 4, slot: 0, view: 0), a.contrastiveView(step: 4, slot: 0, view: 1))
+    }
+
+    /// MLM steps 1-3, contrastive 4-6; killed after step 4 and resumed: bit for bit the same.
+    func testPhasesAndResumeAreBitExact() throws {
+        let dir = NSTemporaryDirectory() + "idx-contrastive-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let o = contrastiveOptions()
+        let straight = try TinyTraining.trainer(o)
+        XCTAssertEqual((1 ... 6).map { straight.isContrastive(step: $0) }, [false, false, false, true, true, true])
+        var expected = [Double]()
+        for s in 1 ... 6 {
+            expected.append(straight.isContrastive(step: s) ? try straight.contrastiveStep().loss : try straight.trainStep().loss)
+            if s == 4 {
+                try straight.writeCheckpoint(directory: dir, tokenizerJSON: Data("{}".utf8), corpusPath: "c", log: TrainLog.header, elapsed: 0)
+            }
+        }
+        let (resumed, _, _) = try Trainer.resume(directory: dir, corpus: TinyTraining.corpus(), tokenizerHash: "00000000000000aa", corpusPath: "c")
+        XCTAssertEqual(resumed.options.contrastive, o.contrastive)
+        var got = [Double]()
+        for _ in 5 ... 6 { got.append(try resumed.contrastiveStep().loss) }
+        XCTAssertEqual(got, Array(expected[4...]))
+        XCTAssertEqual(Array(resumed.parameters), Array(straight.parameters))
+    }
+
+    func testBadContrastiveOptionsAreRejected() {
+        var o = contrastiveOptions()
+        o.contrastive!.steps = 7 // more than --steps
+        XCTAssertThrowsError(try TinyTraining.trainer(o))
+        o = contrastiveOptions()
+        o.contrastive!.batchSize = 1
+        XCTAssertThrowsError(try TinyTraining.trainer(o))
+    }
+}
