@@ -77,15 +77,23 @@ func clipCoefficient(norm: Double, maxNorm: Float) -> Float {
 
 /// Σ g² over the buffer: Float partial sums over blocks of 4096 (SIMD), added in Double, exact
 /// enough and fast. A buffer split at multiples of 4096 gives the same blocks in every part.
-func gradientSquaredNorm(_ grads: UnsafePointer<Float>, count: Int) -> Double {
-    var s = 0.0
-    var start = 0
-    while start < count {
-        let n = min(normBlock, count - start)
-        s += Double(dotProduct(grads + start, grads + start, n))
-        start += n
+/// With `threads` > 1 the blocks are shared out and their partial sums still added in block
+/// order, so the result is the same bits.
+func gradientSquaredNorm(_ grads: UnsafePointer<Float>, count: Int, threads: Int = 1) -> Double {
+    let blocks = (count + normBlock - 1) / normBlock
+    func block(_ b: Int) -> Float {
+        let start = b * normBlock, n = min(normBlock, count - start)
+        return dotProduct(grads + start, grads + start, n)
     }
-    return s
+    guard threads > 1, blocks >= 2 * threads else { return (0 ..< blocks).reduce(0.0) { $0 + Double(block($1)) } }
+    var partial = [Float](repeating: 0, count: blocks)
+    partial.withUnsafeMutableBufferPointer { out in
+        let o = out.baseAddress!
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            for b in blocks * t / threads ..< blocks * (t + 1) / threads { o[b] = block(b) }
+        }
+    }
+    return partial.reduce(0.0) { $0 + Double($1) }
 }
 
 let normBlock = 4096

@@ -184,7 +184,7 @@ public final class Trainer {
     public func applyUpdate() -> Double {
         let n = net.parameterCount
         // clipping folded into the update (the same rounding as scaling the buffer first)
-        let norm = gradientSquaredNorm(net.grads.ptr, count: n).squareRoot()
+        let norm = gradientSquaredNorm(net.grads.ptr, count: n, threads: min(workers.count, 8)).squareRoot()
         step += 1
         AdamW(lr: options.lr, weightDecay: options.weightDecay)
             .step(params: net.params.ptr, grads: net.grads.ptr, m: m.ptr, v: v.ptr, count: n, t: step,
