@@ -23,6 +23,8 @@ static int (*p_abort)(handle_t, int);
 static int (*p_bcast)(void *, int, handle_t, int, handle_t);
 static int (*p_allreduce)(const void *, void *, int, handle_t, handle_t, handle_t);
 static int (*p_library_version)(char *, int *);
+static int (*p_reduce_scatter)(const void *, void *, const int *, handle_t, handle_t, handle_t);
+static int (*p_allgatherv)(const void *, int, handle_t, void *, const int *, const int *, handle_t, handle_t);
 
 static int resolve(const char *name, void **out, char *error, size_t length) {
     *out = dlsym(library, name);
@@ -59,6 +61,8 @@ int idx_mpi_load(char *error, size_t length) {
         {"MPI_Bcast", (void **)&p_bcast},
         {"MPI_Allreduce", (void **)&p_allreduce},
         {"MPI_Get_library_version", (void **)&p_library_version},
+        {"MPI_Reduce_scatter", (void **)&p_reduce_scatter},
+        {"MPI_Allgatherv", (void **)&p_allgatherv},
         {"ompi_mpi_comm_world", &comm_world},
         {"ompi_mpi_byte", &type_byte},
         {"ompi_mpi_float", &type_float},
@@ -140,4 +144,14 @@ int idx_mpi_allreduce_sum_int64(int64_t *buffer, int64_t count) {
 }
 int idx_mpi_allreduce_max_doubles(double *buffer, int64_t count) {
     return allreduce((char *)buffer, count, sizeof(double), type_double, op_max);
+}
+
+int idx_mpi_reduce_scatter_sum_floats(const float *send, float *recv, const int *counts) {
+    NEED_LIBRARY();
+    return p_reduce_scatter(send, recv, counts, type_float, op_sum, comm_world);
+}
+int idx_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displs) {
+    NEED_LIBRARY();
+    /* with MPI_IN_PLACE the send count and type are ignored */
+    return p_allgatherv(IN_PLACE, 0, type_float, buffer, counts, displs, type_float, comm_world);
 }

@@ -186,6 +186,30 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(net.layout.slots.count, 4 + 12 * 2)
     }
 
+    /// The softmax's vector exp against expf: within 2 ulp over the range softmax sees (and more),
+    /// and the fused exp-and-sum equal to the sum of the parts.
+    func testVectorExpMatchesExpf() {
+        var worst: Float = 0
+        var x: Float = -87
+        while x <= 88 {
+            let lanes = SIMD8<Float>((0 ..< 8).map { x + Float($0) * 0.0137 })
+            let y = expSIMD(lanes)
+            for k in 0 ..< 8 where lanes[k] <= 88 {
+                let ref = expf(lanes[k])
+                worst = max(worst, abs(y[k] - ref) / ref.ulp)
+            }
+            x += 0.1
+        }
+        XCTAssertLessThanOrEqual(worst, 2, "largest error in ulp")
+        var row: [Float] = (0 ..< 37).map { Float($0 % 11) * 0.7 - 3 }
+        let copy = row
+        let mx = row.withUnsafeBufferPointer { maxValue($0.baseAddress!, $0.count) }
+        XCTAssertEqual(mx, copy.max()!)
+        let sum = row.withUnsafeMutableBufferPointer { expShiftedInPlace($0.baseAddress!, $0.count, shift: mx) }
+        for (a, b) in zip(row, copy) { XCTAssertEqual(a, expf(b - mx), accuracy: 2 * expf(b - mx).ulp) }
+        XCTAssertEqual(sum, row.reduce(0, +), accuracy: 1e-5 * sum)
+    }
+
     func testParameterCountMatchesReference() {
         XCTAssertEqual(ParameterLayout(ModelConfig(vocabSize: 2000)).count, 919_632)
     }

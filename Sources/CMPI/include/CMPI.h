@@ -35,5 +35,11 @@ int idx_mpi_allreduce_sum_floats(float *buffer, int64_t count);
 int idx_mpi_allreduce_sum_doubles(double *buffer, int64_t count);
 int idx_mpi_allreduce_sum_int64(int64_t *buffer, int64_t count);
 int idx_mpi_allreduce_max_doubles(double *buffer, int64_t count);
+/* Sharded update: the sum of `send` over all ranks, of which this rank receives its part
+   (counts[rank] floats, parts in rank order) in `recv` (MPI_Reduce_scatter); then every
+   rank's part of `buffer` (at displs[r], counts[r] floats) copied to all (MPI_Allgatherv,
+   in place). counts/displs hold one int per rank. */
+int idx_mpi_reduce_scatter_sum_floats(const float *send, float *recv, const int *counts);
+int idx_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displs);
 
 #endif

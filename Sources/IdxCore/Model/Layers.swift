@@ -54,9 +54,7 @@ func layerNormBackward(_ dinp: FPtr, _ dw: FPtr, _ db: FPtr, _ dout: CFPtr, _ in
         // di holds norm, then the result (dinp never aliases inp or dout here)
         for i in 0 ..< c { di[i] = (x[i] - m) * rs; db[i] += d[i]; dw[i] += di[i] * d[i] }
         let dnMean = dotProduct(w, d, c) / Float(c)
-        var dnNormMean: Float = 0
-        for i in 0 ..< c { dnNormMean += w[i] * d[i] * di[i] }
-        dnNormMean /= Float(c)
+        let dnNormMean = dotProduct3(w, d, di, c) / Float(c)
         for i in 0 ..< c { di[i] = (w[i] * d[i] - dnMean - di[i] * dnNormMean) * rs }
     }
 }
@@ -161,11 +159,7 @@ func attentionForward(_ out: FPtr, _ probs: FPtr, _ mask: CFPtr?, _ qkv: CFPtr, 
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, l32, d32, scale, q, Int32(c3), k, Int32(c3), 0, p, l32)
             for i in 0 ..< l {
                 let row = p + i * l
-                var mx = -Float.infinity
-                for j in 0 ..< l { mx = max(mx, row[j]) }
-                var sum: Float = 0
-                for j in 0 ..< l { let e = expf(row[j] - mx); row[j] = e; sum += e }
-                let inv = 1 / sum
+                let inv = 1 / expShiftedInPlace(row, l, shift: maxValue(row, l))
                 for j in 0 ..< l { row[j] *= inv }
             }
             var pd = CFPtr(p)
@@ -229,12 +223,10 @@ func crossEntropyForwardBackward(_ logits: FPtr, _ targets: UnsafePointer<Int32>
     var total = 0.0
     for r in 0 ..< m {
         let z = logits + r * v
-        var mx = -Float.infinity
-        for j in 0 ..< v { mx = max(mx, z[j]) }
+        let mx = maxValue(z, v)
         let t = Int(targets[r])
         let zt = z[t]
-        var sum: Float = 0
-        for j in 0 ..< v { let e = expf(z[j] - mx); z[j] = e; sum += e }
+        let sum = expShiftedInPlace(z, v, shift: mx)
         total += Double(logf(sum) + mx - zt)  // logsumexp - z_target
         let inv = 1 / sum
         for j in 0 ..< v { z[j] *= inv * gradScale }
@@ -284,4 +276,80 @@ func crossEntropyForwardBackward(_ logits: FPtr, _ targets: UnsafePointer<Int32>
     var s = acc.sum()
     while e < n { s += a[e]; e += 1 }
     return s
+}
+
+/// Σ a·b·c (SIMD partial sums, like dotProduct).
+@inline(__always) func dotProduct3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b), rc = UnsafeRawPointer(c)
+    var e = 0
+    while e + 8 <= n {
+        acc += ra.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self) * rb.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+            * rc.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+        e += 8
+    }
+    var s = acc.sum()
+    while e < n { s += a[e] * b[e] * c[e]; e += 1 }
+    return s
+}
+
+/// The largest of x[0 ..< n] (n ≥ 1; no NaNs expected).
+@inline(__always) func maxValue(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    let rx = UnsafeRawPointer(x)
+    var e = 0, m = -Float.infinity
+    if n >= 8 {
+        // replacing(with:where:) rather than pointwiseMax/max(), which Swift leaves generic (slow)
+        var acc = rx.loadUnaligned(as: SIMD8<Float>.self)
+        e = 8
+        while e + 8 <= n {
+            let y = rx.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self)
+            acc = acc.replacing(with: y, where: y .> acc)
+            e += 8
+        }
+        for k in 0 ..< 8 { m = max(m, acc[k]) }
+    }
+    while e < n { m = max(m, x[e]); e += 1 }
+    return m
+}
+
+/// x[i] = exp(x[i] - shift) in place; returns Σ of the results. The softmax's inner loop:
+/// glibc's expf one element at a time was ~3% of a training step.
+@inline(__always) func expShiftedInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+    let rx = UnsafeMutableRawPointer(x)
+    var acc = SIMD8<Float>()
+    var e = 0
+    while e + 8 <= n {
+        let y = expSIMD(rx.loadUnaligned(fromByteOffset: 4 * e, as: SIMD8<Float>.self) - shift)
+        rx.storeBytes(of: y, toByteOffset: 4 * e, as: SIMD8<Float>.self)
+        acc += y
+        e += 8
+    }
+    var s = acc.sum()
+    while e < n { let y = expSIMD(SIMD8(repeating: x[e] - shift))[0]; x[e] = y; s += y; e += 1 }
+    return s
+}
+
+/// e^x, eight lanes, within 2 ulp of expf for x in [-87, 88] (Cephes' expf: x = n·ln2 + r,
+/// |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n from the exponent bits). Below -87 it gives
+/// ~1e-38 instead of a subnormal (flushed to zero in training anyway); inputs are clamped
+/// to [-87.3, 88] (softmax inputs here are ≤ 0).
+/// Only SSE2 is assumed, so n is rounded with the 1.5·2^23 trick rather than roundps.
+@inline(__always) func expSIMD(_ v: SIMD8<Float>) -> SIMD8<Float> {
+    let lo = SIMD8<Float>(repeating: -87.33654), hi = SIMD8<Float>(repeating: 88)  // 2^n stays finite
+    let x = v.replacing(with: lo, where: v .< lo).replacing(with: hi, where: v .> hi)
+    // Adding 1.5·2^23 rounds to an integer n and leaves n + 2^22 in the low mantissa bits.
+    // (The generic Float→Int32 SIMD conversions and pointwiseMin/Max are not specialised.)
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let t = x * 1.442_695_04 + magic
+    let n = t - magic
+    let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4  // ln2 split in a short high part and the rest
+    var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
+    p = p * r + 1.398_199_95e-3
+    p = p * r + 8.333_451_9e-3
+    p = p * r + 4.166_579_59e-2
+    p = p * r + 1.666_666_55e-1
+    p = p * r + 5.000_000_12e-1
+    let y = p * (r * r) + r + 1
+    let bits = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+    return y * unsafeBitCast(bits, to: SIMD8<Float>.self)
 }

@@ -286,21 +286,24 @@ func meanPool(_ hidden: CFPtr, docStart: [Int], c: Int) -> [Float] {
     return out
 }
 
-/// 0 or `keep`, four decisions per 64-bit draw (16 bits each, drop when below `threshold`).
+/// 0 or `keep`, four decisions per 64-bit draw (16 bits each, drop when below `threshold`),
+/// low bits first. Two draws fill eight lanes at once: the same masks as one draw per four
+/// elements, without building every lane from shifts.
 @inline(__always) func fillDropoutMask(_ ptr: FPtr, _ count: Int, _ g: inout SplitMix64, _ threshold: UInt64, _ keep: Float) {
     let t = UInt32(truncatingIfNeeded: threshold)
-    let zero = SIMD4<Float>(repeating: 0), kept = SIMD4<Float>(repeating: keep)
+    let t8 = SIMD8<UInt32>(repeating: t), zero8 = SIMD8<Float>(repeating: 0), kept8 = SIMD8<Float>(repeating: keep)
     let raw = UnsafeMutableRawPointer(ptr)
     var i = 0
-    while i + 4 <= count {
-        let r = g.next()
-        let lanes = SIMD4<UInt32>(UInt32(truncatingIfNeeded: r & 0xFFFF), UInt32(truncatingIfNeeded: (r >> 16) & 0xFFFF),
-                                  UInt32(truncatingIfNeeded: (r >> 32) & 0xFFFF), UInt32(truncatingIfNeeded: r >> 48))
-        raw.storeBytes(of: kept.replacing(with: zero, where: lanes .< SIMD4(repeating: t)), toByteOffset: 4 * i, as: SIMD4<Float>.self)
-        i += 4
+    while i + 8 <= count {
+        let r0 = g.next(), r1 = g.next()
+        // little-endian: lane k of the 16-bit view is bits 16k ..< 16k+16, r0's four then r1's
+        let lanes = SIMD8<UInt32>(truncatingIfNeeded: unsafeBitCast(SIMD2<UInt64>(r0, r1), to: SIMD8<UInt16>.self))
+        raw.storeBytes(of: kept8.replacing(with: zero8, where: lanes .< t8), toByteOffset: 4 * i, as: SIMD8<Float>.self)
+        i += 8
     }
-    if i < count {
+    while i < count {
         var r = g.next()
-        while i < count { ptr[i] = UInt32(truncatingIfNeeded: r & 0xFFFF) < t ? 0 : keep; r >>= 16; i += 1 }
+        let end = min(i + 4, count)
+        while i < end { ptr[i] = UInt32(truncatingIfNeeded: r & 0xFFFF) < t ? 0 : keep; r >>= 16; i += 1 }
     }
 }

@@ -143,6 +143,33 @@ public final class Communicator: @unchecked Sendable {
         return v
     }
 
+    /// Sums `send` (the same length on every rank) over all ranks and leaves this rank's part,
+    /// `parts[rank]`, in `recv` (MPI_Reduce_scatter): half the traffic of an Allreduce, for a
+    /// sharded update. `parts`: contiguous, in rank order, covering `send`. Without MPI it copies.
+    public func reduceScatterSum(_ send: UnsafeBufferPointer<Float>, into recv: UnsafeMutablePointer<Float>, parts: [Range<Int>]) throws {
+        precondition(parts.count == size && parts.last?.upperBound == send.count)
+        guard usesMPI else { recv.update(from: send.baseAddress! + parts[rank].lowerBound, count: parts[rank].count); return }
+        let counts = parts.map { Int32($0.count) }
+        try Self.check(idx_mpi_reduce_scatter_sum_floats(send.baseAddress, recv, counts), "MPI_Reduce_scatter")
+    }
+
+    /// Gives every rank all parts of `buffer`: rank r's `parts[r]` is copied to every rank
+    /// (MPI_Allgatherv, in place). Without MPI it does nothing.
+    public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, parts: [Range<Int>]) throws {
+        precondition(parts.count == size && parts.last?.upperBound == buffer.count)
+        guard usesMPI else { return }
+        let counts = parts.map { Int32($0.count) }, displs = parts.map { Int32($0.lowerBound) }
+        try Self.check(idx_mpi_allgatherv_floats(buffer.baseAddress, counts, displs), "MPI_Allgatherv")
+    }
+
+    /// `count` items cut into `size` contiguous parts whose boundaries are multiples of `align`
+    /// (the last part takes the rest): what each rank updates in a sharded step.
+    public static func parts(of count: Int, size: Int, align: Int = 1) -> [Range<Int>] {
+        let blocks = (count + align - 1) / align
+        let bounds = (0 ... size).map { r in min(count, (blocks * r / size) * align) }
+        return (0 ..< size).map { bounds[$0] ..< ($0 == size - 1 ? count : bounds[$0 + 1]) }
+    }
+
     public func barrier() throws {
         guard usesMPI else { return }
         try Self.check(idx_mpi_barrier(), "MPI_Barrier")

@@ -49,13 +49,50 @@ extension Trainer {
         // changes the summation order, and AdamW turns the rounding noise of near-zero gradient
         // components into ±lr moves (up to 3e-3 in 20 steps against 2e-5 with halves).
         let slots = comm.share(of: options.batchSize)
-        // 1. the global count of loss-carrying positions normalises every rank's loss
-        let globalSelected = try comm.allreduceSum(selectedCount(step: next, slots: slots))
+        // 1. the global count of loss-carrying positions normalises every rank's loss; the
+        //    masks are a pure function of (seed, step, slot), so each rank counts all slots itself
+        let globalSelected = selectedCount(step: next, slots: 0 ..< options.batchSize)
         let t1 = DispatchTime.now().uptimeNanoseconds
         // 2. local forward + backward
         let local = computeGradients(step: next, slots: slots, globalSelectedCount: globalSelected)
         let t2 = DispatchTime.now().uptimeNanoseconds
-        // 3. sum gradients (one contiguous buffer) and the loss/token tallies
+        // 3. sharded update: each rank receives the sum of its part of the gradient
+        //    (Reduce_scatter, half an Allreduce's traffic), takes the AdamW step on that part
+        //    only, and the ranks exchange the updated parts (Allgatherv). Every rank ends with
+        //    the same weights, and does 1/N of the update's memory traffic instead of all of it.
+        //    Parts start at multiples of the norm's 4096-float blocks, so the clipping norm sums
+        //    the same blocks as on one process.
+        let n = parameterCount
+        guard n < Int(Int32.max) else { return try trainStepAllreduce(comm, next: next, local: local, globalSelected: globalSelected, t0: t0, t1: t1, t2: t2) }
+        let parts = Communicator.parts(of: n, size: comm.size, align: normBlock)
+        let mine = parts[comm.rank]
+        shardGradients.ensure(mine.count)
+        try comm.reduceScatterSum(UnsafeBufferPointer(gradients), into: shardGradients.ptr, parts: parts)
+        // Σ g² of the parts, the loss and the token tallies, in one small Allreduce
+        var tallies = [gradientSquaredNorm(shardGradients.ptr, count: mine.count), local.lossSum, Double(local.tokens)]
+        try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+        let loss = globalSelected > 0 ? tallies[1] / Double(globalSelected) : 0
+        guard loss.isFinite else {
+            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr; the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
+        }
+        let t3 = DispatchTime.now().uptimeNanoseconds
+        applyUpdate(part: mine, partGradients: shardGradients.ptr, norm: tallies[0].squareRoot())
+        try comm.allgather(parameters, parts: parts)
+        // Only rank 0 writes checkpoints, with all the moments: gather them when one is due
+        // (TrainCommand writes every checkpointEvery steps and at the last).
+        if step % max(1, options.checkpointEvery) == 0 || step == options.steps {
+            try comm.allgather(moments.m, parts: parts)
+            try comm.allgather(moments.v, parts: parts)
+        }
+        StepProfile.add([t1 - t0, t2 - t1, t3 - t2, DispatchTime.now().uptimeNanoseconds - t3],
+                        rank: comm.rank, last: step == options.steps)
+        return (loss, Int(tallies[2]))
+    }
+
+    /// Steps 3-4 with one Allreduce of the whole gradient and the full update on every rank
+    /// (for a model too large for MPI's int counts in one Reduce_scatter).
+    private func trainStepAllreduce(_ comm: Communicator, next: Int, local: StepResult, globalSelected: Int,
+                                    t0: UInt64, t1: UInt64, t2: UInt64) throws -> (loss: Double, tokens: Int) {
         try comm.allreduceSum(gradients)
         var tallies = [local.lossSum, Double(local.tokens)]
         try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
@@ -63,7 +100,6 @@ extension Trainer {
         guard loss.isFinite else {
             throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr; the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
         }
-        // 4. the same update from the same gradients keeps the weights identical
         let t3 = DispatchTime.now().uptimeNanoseconds
         applyUpdate()
         StepProfile.add([t1 - t0, t2 - t1, t3 - t2, DispatchTime.now().uptimeNanoseconds - t3],
@@ -73,7 +109,8 @@ extension Trainer {
 }
 
 /// With IDX_PROFILE_STEPS set, each rank prints at the last step where its step time went:
-/// count Allreduce, forward + backward, gradient Allreduce, update (ms a step, mean).
+/// count, forward + backward, gradient Reduce_scatter (with the wait for the slowest rank) and
+/// tallies, update + parameter Allgatherv (ms a step, mean).
 enum StepProfile {
     nonisolated(unsafe) static var totals = [UInt64](repeating: 0, count: 4)
     nonisolated(unsafe) static var steps = 0
@@ -85,7 +122,7 @@ enum StepProfile {
         steps += 1
         guard last else { return }
         let ms = totals.map { Double($0) / 1e6 / Double(steps) }
-        FileHandle.standardError.write(Data(String(format: "profile rank %d, %d steps, ms a step: count-allreduce %.1f, forward+backward %.1f, gradient-allreduce %.1f, update %.1f\n",
+        FileHandle.standardError.write(Data(String(format: "profile rank %d, %d steps, ms a step: count %.1f, forward+backward %.1f, gradient-reduce %.1f, update+allgather %.1f\n",
                                                    rank, steps, ms[0], ms[1], ms[2], ms[3]).utf8))
     }
 }

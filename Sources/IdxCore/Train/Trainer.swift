@@ -46,6 +46,8 @@ public final class Trainer {
     /// Each document's nearest documents by BM25, for contrastive `pairs = "bm25"` (not saved
     /// in checkpoints: a pure function of the corpus, recomputed on resume).
     public var lexicalNeighbours: [[Int32]]?
+    /// A rank's part of the summed gradient in a sharded multi-rank step (DataParallel).
+    let shardGradients = FloatBuffer()
 
     public init(config: ModelConfig, options: TrainOptions, corpus: TokenizedCorpus, tokenizerHash: String) throws {
         try config.validate()
@@ -93,24 +95,12 @@ public final class Trainer {
     /// The masked batch of the given slots of `step`, packed (no padding).
     func makeBatch(step: Int, slots: Range<Int>) -> PackedBatch {
         var b = PackedBatch()
-        let v = UInt64(config.vocabSize - 5)
         for slot in slots {
-            let original = wrapDocument(corpus.document(document(step: step, slot: slot)), maxTokens: options.maxLen)
-            var input = original
-            var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 2]))
+            var input = wrapDocument(corpus.document(document(step: step, slot: slot)), maxTokens: options.maxLen)
             let base = b.rowCount
-            for p in 0 ..< original.count {
-                let t = original[p]
-                if t == SpecialToken.pad || t == SpecialToken.bos || t == SpecialToken.eos { continue }
-                guard g.nextDouble() < options.maskProbability else { continue }
+            maskDocument(&input, step: step, slot: slot) { p, t in
                 b.selectedRows.append(base + p)
                 b.targets.append(t)
-                switch options.maskMode {
-                case .maskOnly: input[p] = SpecialToken.mask
-                case .bert:
-                    let r = g.nextDouble()
-                    if r < 0.8 { input[p] = SpecialToken.mask } else if r < 0.9 { input[p] = Int32(5 + g.next() % v) }
-                }
             }
             b.append(document: input)
             b.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 3]))
@@ -118,8 +108,39 @@ public final class Trainer {
         return b
     }
 
-    /// Selected (loss-carrying) positions among `slots` of `step`: ranks sum theirs for the global count.
-    public func selectedCount(step: Int, slots: Range<Int>) -> Int { makeBatch(step: step, slots: slots).selectedRows.count }
+    /// Masks a wrapped document in place with the draws of (seed, step, slot) and calls
+    /// `selected(position, original id)` for each loss-carrying position, in order.
+    /// Never selects PAD/BOS/EOS.
+    @inline(__always)
+    func maskDocument(_ input: inout [Int32], step: Int, slot: Int, _ selected: (Int, Int32) -> Void) {
+        let v = UInt64(config.vocabSize - 5)
+        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 2]))
+        for p in 0 ..< input.count {
+            let t = input[p]
+            if t == SpecialToken.pad || t == SpecialToken.bos || t == SpecialToken.eos { continue }
+            guard g.nextDouble() < options.maskProbability else { continue }
+            selected(p, t)
+            switch options.maskMode {
+            case .maskOnly: input[p] = SpecialToken.mask
+            case .bert:
+                let r = g.nextDouble()
+                if r < 0.8 { input[p] = SpecialToken.mask } else if r < 0.9 { input[p] = Int32(5 + g.next() % v) }
+            }
+        }
+    }
+
+    /// Selected (loss-carrying) positions among `slots` of `step`: the same draws as makeBatch,
+    /// without building the batch. Cheap enough that every rank counts the whole global batch
+    /// itself instead of summing counts in an Allreduce (which also made the ranks wait for
+    /// each other before the step).
+    public func selectedCount(step: Int, slots: Range<Int>) -> Int {
+        var count = 0
+        for slot in slots {
+            var input = wrapDocument(corpus.document(document(step: step, slot: slot)), maxTokens: options.maxLen)
+            maskDocument(&input, step: step, slot: slot) { _, _ in count += 1 }
+        }
+        return count
+    }
 
     // MARK: one step
 
@@ -173,16 +194,37 @@ public final class Trainer {
         }
     }
 
-    /// Clips the (global) gradient to `maxGradNorm` and takes the AdamW step (at `lr`, default
-    /// the options'); returns the norm before clipping.
+    /// Clips the (global) gradient to `maxGradNorm` and takes the AdamW step (at `lr`, default the
+    /// options'); returns the norm before clipping. The gradient buffer itself is left unscaled
+    /// (the clip factor goes into the update).
     @discardableResult
     public func applyUpdate(lr: Float? = nil) -> Double {
         let n = net.parameterCount
-        let norm = clipGradientNorm(net.grads.ptr, count: n, maxNorm: options.maxGradNorm)
+        // clipping folded into the update (the same rounding as scaling the buffer first)
+        let norm = gradientSquaredNorm(net.grads.ptr, count: n, threads: min(workers.count, 8)).squareRoot()
         step += 1
         AdamW(lr: lr ?? options.lr, weightDecay: options.weightDecay)
-            .step(params: net.params.ptr, grads: net.grads.ptr, m: m.ptr, v: v.ptr, count: n, t: step)
+            .step(params: net.params.ptr, grads: net.grads.ptr, m: m.ptr, v: v.ptr, count: n, t: step,
+                  gradScale: clipCoefficient(norm: norm, maxNorm: options.maxGradNorm))
         return norm
+    }
+
+    /// The AdamW step over `part` of the parameters only, from the summed gradient of that part
+    /// (`partGradients`, part.count floats) clipped by the global `norm`: a sharded update, where
+    /// each rank updates its part and the ranks then exchange parameters. The elementwise
+    /// arithmetic equals applyUpdate's on those elements; the moments outside `part` are left
+    /// as they were.
+    func applyUpdate(part: Range<Int>, partGradients: UnsafePointer<Float>, norm: Double) {
+        step += 1
+        AdamW(lr: options.lr, weightDecay: options.weightDecay)
+            .step(params: net.params.ptr + part.lowerBound, grads: partGradients, m: m.ptr + part.lowerBound,
+                  v: v.ptr + part.lowerBound, count: part.count, t: step,
+                  gradScale: clipCoefficient(norm: norm, maxNorm: options.maxGradNorm))
+    }
+
+    /// The optimizer's moment buffers (exp_avg, exp_avg_sq), in the parameter layout.
+    var moments: (m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>) {
+        (UnsafeMutableBufferPointer(start: m.ptr, count: parameterCount), UnsafeMutableBufferPointer(start: v.ptr, count: parameterCount))
     }
 
     /// computeGradients + applyUpdate on one process; the mean loss of the step.
