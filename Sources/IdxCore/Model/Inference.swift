@@ -61,6 +61,18 @@ final class InferenceEncoder {
         }
     }
 
+    /// Pooled embeddings of sequences given as the model sees them (specials included), one batch.
+    func embed(sequences: [[Int32]]) -> [Float] {
+        tokens = sequences.flatMap { $0 }
+        positions = sequences.flatMap { (0 ..< $0.count).map { Int32($0) } }
+        docStart = [0]
+        for s in sequences { docStart.append(docStart[docStart.count - 1] + s.count) }
+        forward()
+        var out = [Float](repeating: 0, count: sequences.count * cfg.dModel)
+        out.withUnsafeMutableBufferPointer { pool(into: $0.baseAddress!) }
+        return out
+    }
+
     /// The encoder over `tokens`/`positions`/`docStart`; the final hidden states end in `x`.
     private func forward() {
         let n = tokens.count, c = cfg.dModel, f = cfg.dFF, h = cfg.nHeads
