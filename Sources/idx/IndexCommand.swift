@@ -41,7 +41,7 @@ public struct IndexCommand: ParsableCommand {
     var threads: Int = 0
 
     @Option(help: "Documents per inference batch.")
-    var batchSize: Int = 128
+    var batchSize: Int = 32
 
     @Option(help: ArgumentHelp("Developer: index raw float32 rows from this file instead of a corpus.", visibility: .hidden))
     var fromVectors: String?
@@ -159,7 +159,7 @@ public struct IndexCommand: ParsableCommand {
         if workers > 1 || comm.size > 1 || threads == 1 { openblas_set_num_threads(1) }
         var models = [model]
         for _ in 1 ..< workers { models.append(model.worker()) }
-        let step = max(batchSize * 4, 256)
+        let step = max(batchSize * 8, 256)
         let blocks = (n + step - 1) / step
         var out = [Float](repeating: 0, count: n * d)
         let lock = NSLock()

@@ -200,15 +200,50 @@ private func layerNorm(_ x: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Floa
     }
 }
 
-/// In-place softmax of one row of `l` scores (libm's expf: vectorising it gains little here).
+/// e^x for x ≤ 0 (softmax arguments once the row's max is subtracted), 8 lanes at a time:
+/// Cephes' expf (x = k ln2 + r with k = round(x / ln2) by the 1.5·2²³ trick, degree-6
+/// polynomial in r, 2^k through the exponent bits), relative error ≈ 1e-7 like libm's;
+/// arguments below -87 (and -inf) give 0. Float and integer SIMD operations only: the
+/// generic SIMD conversions and roundings are not specialised and cost far more.
+@inline(__always) private func exp8(_ x0: V8) -> V8 {
+    let x = x0.replacing(with: -87, where: x0 .< -87)
+    let magic = V8(repeating: 12_582_912)                       // 1.5 · 2²³
+    let t = x * 1.44269504088896341 + magic                     // low mantissa bits = round(x / ln2)
+    let k = t - magic
+    var r = x - k * 0.693359375
+    r = r - k * -2.12194440e-4
+    var p = V8(repeating: 1.9875691500e-4)
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * (r * r) + r + 1
+    let kBits = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000  // k, in [-126, 0]
+    let scale = unsafeBitCast((kBits &+ 127) &<< 23, to: V8.self)
+    return (p * scale).replacing(with: 0, where: x0 .< -87)
+}
+
+/// In-place softmax of one row of `l` scores (the tail of the row is padded with -inf).
 @inline(__always) private func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ l: Int) {
-    var mx = -Float.infinity
-    for j in 0 ..< l { mx = max(mx, row[j]) }
-    var sum: Float = 0
-    for j in 0 ..< l { let e = expf(row[j] - mx); row[j] = e; sum += e }
-    let inv = 1 / sum
+    var mv = V8(repeating: -Float.infinity), j = 0
+    while j + 8 <= l { let v = load8(row, j); mv = mv.replacing(with: v, where: v .> mv); j += 8 }
+    var mx = mv.max()
+    while j < l { if row[j] > mx { mx = row[j] }; j += 1 }
+    let m = V8(repeating: mx)
+    var acc = V8()
+    j = 0
+    while j + 8 <= l { let e = exp8(load8(row, j) - m); store8(row, j, e); acc += e; j += 8 }
+    if j < l {
+        var t = V8(repeating: -Float.infinity)
+        for u in 0 ..< l - j { t[u] = row[j + u] }
+        let e = exp8(t - m)
+        for u in 0 ..< l - j { row[j + u] = e[u] }
+        acc += e
+    }
+    let inv = 1 / acc.sum()
     let iv = V8(repeating: inv)
-    var j = 0
+    j = 0
     while j + 8 <= l { store8(row, j, load8(row, j) * iv); j += 8 }
     while j < l { row[j] *= inv; j += 1 }
 }
