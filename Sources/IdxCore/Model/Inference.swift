@@ -24,7 +24,7 @@ final class InferenceEncoder {
         cfg = config; self.layout = layout; params = parameters
         x = .allocate(capacity: 1); y = .allocate(capacity: 1); att = .allocate(capacity: 1)
         qkv = .allocate(capacity: 1); hid = .allocate(capacity: 1)
-        scores = .allocate(capacity: config.maxLen * config.maxLen + 8)
+        scores = .allocate(capacity: config.maxLen * ((config.maxLen + 7) / 8 * 8))
     }
 
     deinit { for p in [x, y, att, qkv, hid, scores] { p.deallocate() } }
@@ -106,16 +106,21 @@ final class InferenceEncoder {
     }
 
     /// Per document and head: softmax(scale · Q Kᵀ) V into `att` (key-padding masking is the packing).
+    /// The L × L scores are stored with rows padded to a multiple of 8 columns, the padding set
+    /// to -inf (the GEMMs never read or write it), so the softmax runs in whole SIMD8 chunks.
     private func attention(_ ds: UnsafeBufferPointer<Int>, _ c: Int, _ h: Int) {
         let d = c / h, c3 = Int32(3 * c), d32 = Int32(d)
         let scale = 1 / Float(d).squareRoot()
         for doc in 0 ..< ds.count - 1 {
             let s = ds[doc], l = ds[doc + 1] - s, l32 = Int32(l)
+            let lp = (l + 7) / 8 * 8, lp32 = Int32(lp)
             for head in 0 ..< h {
                 let q = qkv + s * 3 * c + head * d, k = q + c, v = q + 2 * c
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, l32, d32, scale, q, c3, k, c3, 0, scores, l32)
-                for i in 0 ..< l { softmaxRow(scores + i * l, l) }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, d32, l32, 1, scores, l32, v, c3, 0,
+                // (the softmax turns the padding into zeros: reset it for every head)
+                if lp > l { for i in 0 ..< l { (scores + i * lp + l).update(repeating: -.infinity, count: lp - l) } }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l32, l32, d32, scale, q, c3, k, c3, 0, scores, lp32)
+                for i in 0 ..< l { softmaxRow(scores + i * lp, lp) }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l32, d32, l32, 1, scores, lp32, v, c3, 0,
                             att + s * c + head * d, Int32(c))
             }
         }
