@@ -46,13 +46,16 @@ public enum DistributedIndexWriter {
             let s = try JSONDecoder().decode(Shared.self, from: Data(bytes))
             entries.append(s.entry); vectorBytes += s.vectorBytes
         }
+        // A rank with an empty share (more ranks than documents) wrote an empty segment: it is left
+        // out of the manifest (and so removed by the garbage collection after the publish).
+        let published = entries.contains { $0.count > 0 } ? entries.filter { $0.count > 0 } : entries
         let manifest = try agree(comm, "publishing") { () throws -> IndexManifest? in
-            comm.isRoot ? try VectorIndexWriter.publish(directory: dir, plan: plan, segments: entries, dimension: d,
+            comm.isRoot ? try VectorIndexWriter.publish(directory: dir, plan: plan, segments: published, dimension: d,
                                                         provenance: provenance, standardization: standardization) : nil
         }
-        var published = [UInt8](comm.isRoot ? try JSONEncoder().encode(manifest!) : Data())
-        try comm.broadcast(bytes: &published, root: 0)
-        let final = try JSONDecoder().decode(IndexManifest.self, from: Data(published))
+        var manifestBytes = [UInt8](comm.isRoot ? try JSONEncoder().encode(manifest!) : Data())
+        try comm.broadcast(bytes: &manifestBytes, root: 0)
+        let final = try JSONDecoder().decode(IndexManifest.self, from: Data(manifestBytes))
         return .init(generation: IndexLayout.generationName(plan.generation), manifest: final,
                      segmentPath: dir + "/" + mine.entry.file, segmentBytes: entries.reduce(0) { $0 + $1.bytes },
                      vectorBytes: vectorBytes)
