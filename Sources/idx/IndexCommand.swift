@@ -29,7 +29,7 @@ public struct IndexCommand: ParsableCommand {
     @Flag(help: "Add the corpus as a new segment, leaving the current ones untouched.")
     var append = false
 
-    @Option(help: "MPI ranks (only 1 for now).")
+    @Option(help: "Ranks on this machine, started through Open MPI's mpirun: each embeds its share of the corpus and writes its own segment; rank 0 publishes. Under your own mpirun, leave it out.")
     var procs: Int = 1
 
     @Flag(help: "Z-score each dimension with corpus statistics before normalising (stored with the index, applied to queries).")
@@ -42,7 +42,7 @@ public struct IndexCommand: ParsableCommand {
     var threads: Int = 0
 
     @Option(help: "Documents per inference batch.")
-    var batchSize: Int = 64
+    var batchSize: Int = 32
 
     @Option(help: "BM25 share of the hybrid score that idx search and idx eval use by default; 0 writes no lexical half (cosine only).")
     var lexicalWeight: Float = HybridScoring.defaultLexicalWeight
@@ -64,8 +64,25 @@ public struct IndexCommand: ParsableCommand {
             guard (0 ... 1).contains(lexicalWeight) else {
                 throw IdxError("--lexical-weight \(lexicalWeight): give a share from 0 (cosine only) to 1 (BM25 only).")
             }
-            guard procs == 1 else {
-                throw IdxError("--procs \(procs): multi-process indexing is not available yet; use --procs 1.")
+            guard procs >= 1 else { throw IdxError("--procs must be at least 1 (got \(procs))") }
+            // --procs N re-runs this command as N ranks under mpirun (as idx train does).
+            if procs > 1 && !MPIEnvironment().isLaunchedByMPI {
+                guard fromVectors == nil else { throw IdxError("--procs \(procs) works on a corpus; --from-vectors runs in one process.") }
+                let status = try MPILauncher.run(procs: procs, arguments: Array(CommandLine.arguments.dropFirst()),
+                                                 failureNote: "Nothing was published; the previous generation of \(out) (if any) still serves.")
+                if status != 0 { throw ExitCode(status) }
+                return
+            }
+            if MPIEnvironment().isLaunchedByMPI {
+                let comm = try Communicator.start()
+                defer { comm.finalize() }
+                if comm.size > 1 {
+                    guard fromVectors == nil else { throw IdxError("--from-vectors runs in one process, not under mpirun.") }
+                    // A rank's error ends the whole job (no rank left waiting in a collective);
+                    // nothing is published unless every rank completed its segment.
+                    do { try runRank(comm) } catch let e as IdxError { comm.abort("error: " + e.message) }
+                    return
+                }
             }
             let start = Date()
             let embeddings: [Float], metadata: [DocumentMetadata], provenance: IndexProvenance, d: Int
@@ -121,15 +138,17 @@ public struct IndexCommand: ParsableCommand {
     }
 
     /// Batched inference over the corpus, with progress and docs/s.
-    func embedCorpus() throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
+    func embedCorpus(comm: Communicator = .single()) throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
+        BLASRuntime.preferAVX512()
         let reader = try CorpusReader(directory: corpus)
         let model = try EncoderModel.load(directory: model)
         guard reader.tokenizerHash == model.tokenizerHash else {
             throw IdxError("\(corpus): tokenized with tokenizer \(reader.tokenizerHash), but \(self.model) was trained with \(model.tokenizerHash); re-ingest the corpus with `idx ingest --tokenizer \(self.model)/tokenizer.json`.")
         }
         let tokens = try reader.readTokens()
-        let metadata = try reader.readMetadata()
-        if let path = dumpTokens {
+        let share = comm.share(of: tokens.count)
+        let metadata = Array(try reader.readMetadata()[share])
+        if let path = dumpTokens, comm.isRoot {
             let width = max(2, min(maxTokens, model.config.maxLen))
             var rows = [Int32](repeating: SpecialToken.pad, count: tokens.count * width)
             for i in 0 ..< tokens.count {
@@ -139,14 +158,16 @@ public struct IndexCommand: ParsableCommand {
             }
             try AtomicFile.write(rows.withUnsafeBytes { Data($0) }, to: path)
         }
-        let n = tokens.count, d = model.config.dModel
-        let progress = Progress("index: embedding", unit: "docs", total: Double(n))
-        // One model per worker thread (EncoderModel is not thread-safe), single-threaded BLAS
-        // in each, blocks of documents taken in turn; each block lands at its own offset.
-        let workers = max(1, min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, n / 256 + 1))
-        if workers > 1 { openblas_set_num_threads(1) }
+        let n = share.count, d = model.config.dModel, first = share.lowerBound
+        let progress = Progress(comm.size > 1 ? "index: rank \(comm.rank) embedding" : "index: embedding", unit: "docs", total: Double(n))
+        // One model per worker thread (an EncoderModel is not thread-safe; workers share the
+        // weights), single-threaded BLAS in each, blocks of documents taken in turn; each block
+        // lands at its own offset. Under MPI the cores are divided between the ranks.
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount / comm.size)
+        let workers = max(1, min(threads > 0 ? threads : cores, n / 256 + 1))
+        if workers > 1 || comm.size > 1 || threads == 1 { openblas_set_num_threads(1) }
         var models = [model]
-        for _ in 1 ..< workers { models.append(try EncoderModel.load(directory: self.model)) }
+        for _ in 1 ..< workers { models.append(model.worker()) }
         let step = max(batchSize * 8, 256)
         let blocks = (n + step - 1) / step
         var out = [Float](repeating: 0, count: n * d)
@@ -158,18 +179,58 @@ public struct IndexCommand: ParsableCommand {
                 var b = w
                 while b < blocks {
                     let range = b * step ..< min(n, (b + 1) * step)
-                    let e = models[w].embed(tokens, range: range, maxTokens: maxTokens, batchSize: batchSize)
-                    e.withUnsafeBufferPointer { (o.baseAddress! + range.lowerBound * d).update(from: $0.baseAddress!, count: e.count) }
+                    models[w].embed(tokens, range: first + range.lowerBound ..< first + range.upperBound, maxTokens: maxTokens,
+                                    batchSize: batchSize, into: o.baseAddress! + range.lowerBound * d)
                     lock.lock(); done += range.count; progress.update(Double(done)); lock.unlock()
                     b += workers
                 }
             }
         }
         let secs = progress.elapsed
-        progress.finish(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s)", n, secs, Double(n) / max(secs, 1e-9)))
+        progress.finish(String(format: "index: %@embedded %d documents in %.2fs (%.0f docs/s)",
+                               comm.size > 1 ? "rank \(comm.rank) " : "", n, secs, Double(n) / max(secs, 1e-9)))
         let absolute = URL(fileURLWithPath: self.model).standardizedFileURL.path
         return (out, metadata, IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
                                                modelDirectory: absolute, maxTokens: maxTokens, source: corpus), d)
+    }
+}
+
+extension IndexCommand {
+    /// One rank of `--procs N`: embeds this rank's share, writes its segment; rank 0 publishes
+    /// once every segment is complete (DistributedIndexWriter).
+    func runRank(_ comm: Communicator) throws {
+        let start = Date()
+        let (embeddings, metadata, provenance, d) = try embedCorpus(comm: comm)
+        // A common start line for the whole-job rate: the slowest rank decides.
+        let embedSeconds = try comm.allreduceMax(Date().timeIntervalSince(start))
+        let total = try comm.allreduceSum(metadata.count)
+        if comm.isRoot {
+            FileHandle.standardError.write(Data(String(format: "index: embedded %d documents in %.2fs (%.0f docs/s) on %d ranks\n",
+                                                       total, embedSeconds, Double(total) / max(embedSeconds, 1e-9), comm.size).utf8))
+        }
+        if let dump = dumpVectors {
+            // Gathered on rank 0 in rank order (one broadcast per rank).
+            var all = [Float]()
+            for r in 0 ..< comm.size {
+                var part = r == comm.rank ? embeddings : [Float](repeating: 0, count: Communicator.share(of: total, rank: r, size: comm.size).count * d)
+                try comm.broadcast(&part, root: r)
+                if comm.isRoot { all += part }
+            }
+            if comm.isRoot { try AtomicFile.write(all.withUnsafeBytes { Data($0) }, to: dump) }
+        }
+        let result = try DistributedIndexWriter.write(comm: comm, directory: out, embeddings: embeddings, dimension: d,
+                                                      metadata: metadata, shareStart: comm.share(of: total).lowerBound,
+                                                      provenance: provenance, append: append, standardize: standardize,
+                                                      lexicalWeight: lexicalWeight == 0 ? nil : lexicalWeight)
+        if comm.isRoot {
+            let secs = Date().timeIntervalSince(start)
+            let perVector = Double(result.vectorBytes) / Double(max(1, total))
+            FileHandle.standardError.write(Data(String(
+                format: "index: %d documents -> %@ (%@, %d segment(s), %d documents) in %.2fs (%.0f docs/s) on %d ranks; %.1f bytes/vector (%.1f%% of float32), segments %.1f MB\n",
+                total, out, result.generation, result.manifest.segments.count, result.manifest.count, secs,
+                Double(total) / max(secs, 1e-9), comm.size, perVector, 100 * perVector / Double(4 * d),
+                Double(result.segmentBytes) / 1e6).utf8))
+        }
     }
 }
 

@@ -207,7 +207,7 @@ struct TrainPreset {
     /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
     static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
     /// idx's default (scripts/bench-quality measures the choices).
-    static let standard = TrainPreset(steps: 5000, maskMode: .bert, contrastiveSteps: 0)
+    static let standard = TrainPreset(steps: 20000, maskMode: .bert, contrastiveSteps: 0)
     static func named(_ name: String) -> TrainPreset? {
         switch name {
         case "seed": return seed

@@ -2,17 +2,29 @@ import Foundation
 
 /// A trained encoder read from models/<name>/ (model.safetensors + tokenizer.json), for
 /// inference: mean-pooled embeddings for the index, search and projection stages.
-/// Not thread-safe: one EncoderModel per thread.
+/// Not thread-safe: one EncoderModel per thread (`worker()` makes another that shares the weights).
+///
+/// Embedding runs the inference-only forward (`InferenceEncoder`: no gradients, no saved
+/// activations); the training network (`net`, for the MLM loss) is built on first use
+/// over the same parameter buffer.
 public final class EncoderModel {
     public let config: ModelConfig
     public let tokenizerHash: String
     public let modelHash: String
     public let directory: String
-    let net: EncoderNetwork
+    let layout: ParameterLayout
+    let parameters: FloatBuffer
+    private lazy var inference = InferenceEncoder(config: config, layout: layout, parameters: parameters.ptr)
+    lazy var net = EncoderNetwork(config: config, sharedParameters: parameters)
 
-    init(config: ModelConfig, network: EncoderNetwork, tokenizerHash: String, modelHash: String, directory: String) {
-        self.config = config; net = network; self.tokenizerHash = tokenizerHash; self.modelHash = modelHash
-        self.directory = directory
+    init(config: ModelConfig, parameters: FloatBuffer, tokenizerHash: String, modelHash: String, directory: String) {
+        self.config = config; layout = ParameterLayout(config); self.parameters = parameters
+        self.tokenizerHash = tokenizerHash; self.modelHash = modelHash; self.directory = directory
+    }
+
+    /// Another model over the same (read-only) weights, with its own buffers: one per thread.
+    public func worker() -> EncoderModel {
+        EncoderModel(config: config, parameters: parameters, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory)
     }
 
     public static func load(directory: String) throws -> EncoderModel {
@@ -22,8 +34,9 @@ public final class EncoderModel {
         }
         let st = try SafeTensors.parse(data, path: path)
         let cfg = try ModelCheckpoint.config(from: st.metadata, path: path)
-        let net = EncoderNetwork(config: cfg)
-        try ModelCheckpoint.copyParameters(from: st, into: net, path: path)
+        let layout = ParameterLayout(cfg)
+        let params = FloatBuffer(layout.count)
+        try ModelCheckpoint.copy(from: st, into: params.ptr, layout: layout, path: path)
         guard let tokHash = st.metadata["tokenizer_hash"] else {
             throw IdxError("\(path): no tokenizer_hash in its metadata; it was not written by idx train.")
         }
@@ -35,7 +48,7 @@ public final class EncoderModel {
         guard h == tokHash else {
             throw IdxError("\(tokPath): hash \(h) differs from the model's tokenizer_hash \(tokHash); this is not the tokenizer the model was trained with.")
         }
-        return EncoderModel(config: cfg, network: net, tokenizerHash: tokHash,
+        return EncoderModel(config: cfg, parameters: params, tokenizerHash: tokHash,
                             modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory)
     }
 
@@ -48,19 +61,16 @@ public final class EncoderModel {
     /// `maxTokens` (at most the model's max_len). Returns count × dModel floats, row-major.
     public func embed(_ corpus: TokenizedCorpus, range: Range<Int>, maxTokens: Int = 32, batchSize: Int = 64) -> [Float] {
         let c = config.dModel
-        let cut = max(2, min(maxTokens, config.maxLen))
-        var out = [Float]()
-        out.reserveCapacity(range.count * c)
-        var start = range.lowerBound
-        while start < range.upperBound {
-            let end = min(start + max(1, batchSize), range.upperBound)
-            var batch = PackedBatch()
-            for d in start ..< end { batch.append(document: wrapDocument(corpus.document(d), maxTokens: cut)) }
-            net.forward(batch, training: false)
-            out += meanPool(net.output, docStart: batch.docStart, c: c)
-            start = end
+        return [Float](unsafeUninitializedCapacity: range.count * c) { out, count in
+            inference.embed(corpus, range: range, maxTokens: maxTokens, batchSize: batchSize, into: out.baseAddress!)
+            count = range.count * c
         }
-        return out
+    }
+
+    /// `embed` into caller memory (range.count × dModel floats).
+    public func embed(_ corpus: TokenizedCorpus, range: Range<Int>, maxTokens: Int = 32, batchSize: Int = 64,
+                      into out: UnsafeMutablePointer<Float>) {
+        inference.embed(corpus, range: range, maxTokens: maxTokens, batchSize: batchSize, into: out)
     }
 }
 

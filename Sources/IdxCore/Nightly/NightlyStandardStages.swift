@@ -144,12 +144,12 @@ extension NightlyStages {
             if let p = previous, p.segments == manifest.segments, p.modelHash == manifest.modelHash { return }
         }
         try fm.createDirectory(atPath: published + "/segments", withIntermediateDirectories: true)
-        for s in manifest.segments {
-            let target = published + "/" + s.file
+        for file in manifest.segments.flatMap(\.files) {
+            let target = published + "/" + file
             if fm.fileExists(atPath: target) { continue }
-            if link(candidate + "/" + s.file, target) != 0 {
+            if link(candidate + "/" + file, target) != 0 {
                 let tmp = AtomicFile.temporarySibling(of: target)
-                try fm.copyItem(atPath: candidate + "/" + s.file, toPath: tmp)
+                try fm.copyItem(atPath: candidate + "/" + file, toPath: tmp)
                 try AtomicFile.rename(tmp, to: target)
             }
         }
@@ -173,7 +173,7 @@ extension NightlyStages {
         let fm = FileManager.default
         let (generation, _) = try IndexLayout.readCurrent(from)
         try fm.createDirectory(atPath: to + "/segments", withIntermediateDirectories: true)
-        for s in try fm.contentsOfDirectory(atPath: from + "/segments") where s.hasSuffix(".idxseg") {
+        for s in try fm.contentsOfDirectory(atPath: from + "/segments") where s.hasSuffix(".idxseg") || s.hasSuffix(".idxlex") {
             if link(from + "/segments/" + s, to + "/segments/" + s) != 0 {
                 try fm.copyItem(atPath: from + "/segments/" + s, toPath: to + "/segments/" + s)
             }

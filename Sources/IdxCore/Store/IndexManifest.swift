@@ -15,6 +15,8 @@ public struct IndexManifest: Codable, Equatable {
         /// The segment's BM25 inverted index (`.idxlex`); nil in indexes built before it existed
         /// or from raw vectors, which then search by cosine alone.
         public var lexical: LexicalEntry? = nil
+        /// The segment's files, relative to the index folder (vectors, then its lexical twin).
+        public var files: [String] { [file] + (lexical.map { [$0.file] } ?? []) }
     }
 
     public struct LexicalEntry: Codable, Equatable {

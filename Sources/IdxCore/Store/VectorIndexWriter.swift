@@ -46,15 +46,27 @@ public enum VectorIndexWriter {
 
     /// Per-dimension mean and standard deviation (std floored so constant dimensions stay finite).
     public static func statistics(_ vectors: [Float], dimension d: Int) -> IndexManifest.Standardization {
-        let n = max(1, vectors.count / d)
-        var mean = [Double](repeating: 0, count: d), sq = [Double](repeating: 0, count: d)
+        var sums = partialSums(vectors, dimension: d)
+        return statistics(sums: &sums, dimension: d)
+    }
+
+    /// Σx and Σx² per dimension, then the row count: 2d + 1 doubles (summable across ranks).
+    public static func partialSums(_ vectors: [Float], dimension d: Int) -> [Double] {
+        var out = [Double](repeating: 0, count: 2 * d + 1)
         for i in 0 ..< vectors.count / d {
-            for j in 0 ..< d { let x = Double(vectors[i * d + j]); mean[j] += x; sq[j] += x * x }
+            for j in 0 ..< d { let x = Double(vectors[i * d + j]); out[j] += x; out[d + j] += x * x }
         }
+        out[2 * d] = Double(vectors.count / d)
+        return out
+    }
+
+    /// The statistics from `partialSums` (summed over all parts).
+    public static func statistics(sums: inout [Double], dimension d: Int) -> IndexManifest.Standardization {
+        let n = max(1, sums[2 * d])
         var m = [Float](repeating: 0, count: d), s = [Float](repeating: 1, count: d)
         for j in 0 ..< d {
-            let mu = mean[j] / Double(n)
-            let variance = max(0, sq[j] / Double(n) - mu * mu)
+            let mu = sums[j] / n
+            let variance = max(0, sums[d + j] / n - mu * mu)
             m[j] = Float(mu)
             s[j] = Float(max(variance.squareRoot(), 1e-6))
         }
@@ -75,16 +87,42 @@ public enum VectorIndexWriter {
                              metadata: [DocumentMetadata], ids: [Int64]? = nil,
                              provenance: IndexProvenance, append: Bool, standardize: Bool,
                              lexicalWeight: Float? = HybridScoring.defaultLexicalWeight) throws -> Result {
-        let count = metadata.count
-        precondition(embeddings.count == count * d, "embeddings do not match the metadata count")
-        let fm = FileManager.default
+        precondition(embeddings.count == metadata.count * d, "embeddings do not match the metadata count")
+        let plan = try plan(directory: dir, dimension: d, provenance: provenance, append: append, lexicalWeight: lexicalWeight)
+        var standardization = plan.inherited
+        if !append && standardize { standardization = statistics(embeddings, dimension: d) }
+        let segment = try writeSegment(directory: dir, generation: plan.generation, embeddings: embeddings, dimension: d,
+                                       metadata: metadata, ids: ids ?? (0 ..< metadata.count).map { Int64($0) },
+                                       standardization: standardization, source: provenance.source,
+                                       lexical: plan.lexicalWeight != nil)
+        let manifest = try publish(directory: dir, plan: plan, segments: [segment.entry], dimension: d,
+                                   provenance: provenance, standardization: standardization)
+        return Result(generation: IndexLayout.generationName(plan.generation), manifest: manifest,
+                      segmentPath: dir + "/" + segment.entry.file, segmentBytes: segment.entry.bytes,
+                      vectorBytes: segment.vectorBytes)
+    }
+
+    /// What a new generation builds on: its number, the live manifest, the standardisation
+    /// an append inherits. Checks `--append`'s preconditions.
+    public struct Plan {
+        public var generation: Int
+        public var previous: IndexManifest?
+        public var append: Bool
+        public var inherited: IndexManifest.Standardization?
+        /// The BM25 share of hybrid scoring (an append keeps the index's); nil: no lexical half.
+        public var lexicalWeight: Float?
+    }
+
+    /// `lexicalWeight`: the new index's BM25 share (ignored on append, which keeps the index's).
+    public static func plan(directory dir: String, dimension d: Int, provenance: IndexProvenance, append: Bool,
+                            lexicalWeight: Float? = HybridScoring.defaultLexicalWeight) throws -> Plan {
         var previous: IndexManifest?
-        if fm.fileExists(atPath: IndexLayout.currentFile(dir)) {
+        if FileManager.default.fileExists(atPath: IndexLayout.currentFile(dir)) {
             previous = try IndexLayout.readCurrent(dir).manifest
         } else if append {
             throw IdxError("\(dir): --append needs an existing index, and there is none; run idx index without --append first.")
         }
-        var standardization: IndexManifest.Standardization?
+        var inherited: IndexManifest.Standardization?
         if append, let p = previous {
             guard p.dimension == d else {
                 throw IdxError("\(dir): the index holds \(p.dimension)-dimensional vectors, the new ones are \(d)-dimensional; build a separate index (--out) instead of --append.")
@@ -92,29 +130,45 @@ public enum VectorIndexWriter {
             guard p.modelHash == provenance.modelHash, p.tokenizerHash == provenance.tokenizerHash else {
                 throw IdxError("\(dir): the index was built with model \(p.modelHash) / tokenizer \(p.tokenizerHash), not \(provenance.modelHash) / \(provenance.tokenizerHash); --append needs the same model: rebuild without --append.")
             }
-            standardization = p.standardization // appended vectors must live in the same space
-        } else if standardize {
-            standardization = statistics(embeddings, dimension: d)
+            inherited = p.standardization // appended vectors must live in the same space
         }
+        return Plan(generation: (previous?.generation ?? 0) + 1, previous: previous, append: append, inherited: inherited,
+                    lexicalWeight: append ? previous?.lexicalWeight : lexicalWeight)
+    }
+
+    /// Normalises (after `standardization`), quantizes and writes one immutable segment
+    /// (temp + fsync + rename), reads it back, and returns its manifest entry. Nothing is
+    /// published: an unreferenced segment is removed by the next successful publish.
+    public static func writeSegment(directory dir: String, generation: Int, embeddings: [Float], dimension d: Int,
+                                    metadata: [DocumentMetadata], ids: [Int64],
+                                    standardization: IndexManifest.Standardization?,
+                                    source: String, lexical: Bool) throws -> (entry: IndexManifest.SegmentEntry, vectorBytes: Int) {
+        let count = metadata.count
+        precondition(embeddings.count == count * d && ids.count == count)
         var unit = embeddings
         prepare(&unit, dimension: d, standardization: standardization)
-
-        let bytes = SegmentWriter.encode(unitVectors: unit, count: count, dimension: d, metadata: metadata,
-                                         ids: ids ?? (0 ..< count).map { Int64($0) })
-        let generationNumber = (previous?.generation ?? 0) + 1
-        let generation = IndexLayout.generationName(generationNumber)
-        let segmentName = "segments/seg-\(String(format: "%06d", generationNumber))-\(XXHash64.hex(XXHash64.hash(bytes)).prefix(8)).idxseg"
+        let bytes = SegmentWriter.encode(unitVectors: unit, count: count, dimension: d, metadata: metadata, ids: ids)
+        let segmentName = "segments/seg-\(String(format: "%06d", generation))-\(XXHash64.hex(XXHash64.hash(bytes)).prefix(8)).idxseg"
         let segmentPath = dir + "/" + segmentName
         try AtomicFile.write(Data(bytes), to: segmentPath)
         let opened = try SegmentReader(path: segmentPath) // read back: never publish what cannot be read
         var entry = IndexManifest.SegmentEntry(file: segmentName, count: count, bytes: bytes.count,
-                                               headerHash: XXHash64.hex(opened.headerHash), source: provenance.source)
-        // The BM25 half of hybrid search; every live segment needs one for it to be used.
-        let weight = append ? previous?.lexicalWeight : lexicalWeight
-        if weight != nil {
-            entry.lexical = try LexicalSegmentBuilder.write(metadata, directory: dir, besideSegment: segmentName)
-        }
-        let segments = (append ? previous?.segments ?? [] : []) + [entry]
+                                               headerHash: XXHash64.hex(opened.headerHash), source: source)
+        // The BM25 half of hybrid search, beside it; every live segment needs one for it to be used.
+        if lexical { entry.lexical = try LexicalSegmentBuilder.write(metadata, directory: dir, besideSegment: segmentName) }
+        return (entry, opened.vectorBytesOnDisk)
+    }
+
+    /// Publishes generation `plan.generation` holding `segments` (after the live ones when
+    /// appending): the generation folder is staged and renamed whole, then CURRENT is
+    /// replaced by rename. Every segment must already be complete on disk.
+    public static func publish(directory dir: String, plan: Plan, segments new: [IndexManifest.SegmentEntry], dimension d: Int,
+                               provenance: IndexProvenance,
+                               standardization: IndexManifest.Standardization?) throws -> IndexManifest {
+        let fm = FileManager.default
+        let generationNumber = plan.generation
+        let generation = IndexLayout.generationName(generationNumber)
+        let segments = (plan.append ? plan.previous?.segments ?? [] : []) + new
         let manifest = IndexManifest(
             format: IndexManifest.format, formatVersion: IndexManifest.version, generation: generationNumber,
             dimension: d, count: segments.reduce(0) { $0 + $1.count },
@@ -122,7 +176,7 @@ public enum VectorIndexWriter {
             modelDirectory: provenance.modelDirectory, maxTokens: provenance.maxTokens,
             standardization: standardization, segments: segments,
             created: ISO8601DateFormatter().string(from: Date()),
-            lexicalWeight: weight)
+            lexicalWeight: plan.lexicalWeight)
 
         // The generation folder is staged under a temporary name, then renamed whole.
         let staged = AtomicFile.temporarySibling(of: dir + "/" + generation)
@@ -136,8 +190,7 @@ public enum VectorIndexWriter {
         try AtomicFile.write(Data((generation + "\n").utf8), to: IndexLayout.currentFile(dir))
 
         collectGarbage(dir, keep: [generationNumber, generationNumber - 1])
-        return Result(generation: generation, manifest: manifest, segmentPath: segmentPath,
-                      segmentBytes: bytes.count, vectorBytes: opened.vectorBytesOnDisk)
+        return manifest
     }
 
     /// Removes generations older than the previous one and the segments no kept
@@ -151,10 +204,7 @@ public enum VectorIndexWriter {
             if keep.contains(n),
                let data = fm.contents(atPath: IndexLayout.manifestPath(dir, generation: e)),
                let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
-                for s in m.segments {
-                    referenced.insert(s.file)
-                    if let l = s.lexical { referenced.insert(l.file) }
-                }
+                for s in m.segments { referenced.formUnion(s.files) }
             } else if !keep.contains(n) {
                 try? fm.removeItem(atPath: dir + "/" + e)
             }

@@ -1,0 +1,49 @@
+import COpenBLAS
+import Foundation
+
+/// OpenBLAS kernel selection at run time.
+///
+/// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not know AMD Zen 4 and runs it with its
+/// Haswell (AVX2) kernels, although the CPU has AVX-512; its SkylakeX kernels run the
+/// encoder's GEMM shapes about twice as fast there (sgemm 2048×384×128: ~30 vs ~62
+/// GFLOP/s on one core). OpenBLAS reads `OPENBLAS_CORETYPE` only when it is loaded, before
+/// `main`, so `preferAVX512()` sets it and re-runs OpenBLAS's own dynamic selection
+/// (`gotoblas_dynamic_quit` / `gotoblas_dynamic_init`, exported by DYNAMIC_ARCH builds).
+/// It changes nothing when the user set `OPENBLAS_CORETYPE`, when OpenBLAS already chose
+/// another core, when the CPU lacks AVX-512 (F, DQ, BW, VL) or when the library is not a
+/// DYNAMIC_ARCH build. Call it before any BLAS work starts on other threads.
+public enum BLASRuntime {
+    nonisolated(unsafe) private static var done = false
+
+    /// The core OpenBLAS uses ("Haswell", "SkylakeX", …).
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// Returns the core in use afterwards.
+    @discardableResult
+    public static func preferAVX512() -> String {
+        guard !done else { return coreName }
+        done = true
+        let env = ProcessInfo.processInfo.environment
+        guard env["OPENBLAS_CORETYPE"] == nil, env["IDX_KEEP_BLAS_CORE"] == nil else { return coreName }
+        guard ["Haswell", "Zen"].contains(coreName), cpuHasAVX512() else { return coreName }
+        // dlsym(nil, …) is RTLD_DEFAULT on Linux: every loaded library.
+        guard let quit = dlsym(nil, "gotoblas_dynamic_quit"),
+              let initialize = dlsym(nil, "gotoblas_dynamic_init") else { return coreName }
+        typealias Fn = @convention(c) () -> Void
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1)
+        unsafeBitCast(quit, to: Fn.self)()
+        unsafeBitCast(initialize, to: Fn.self)()
+        unsetenv("OPENBLAS_CORETYPE")  // child processes make their own choice
+        return coreName
+    }
+
+    static func cpuHasAVX512() -> Bool {
+        // /proc files report size 0: read to EOF rather than by size.
+        guard let file = FileHandle(forReadingAtPath: "/proc/cpuinfo") else { return false }
+        defer { try? file.close() }
+        let text = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        return ["avx512f", "avx512dq", "avx512bw", "avx512vl"].allSatisfy(flags.contains)
+    }
+}
