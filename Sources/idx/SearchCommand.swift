@@ -7,7 +7,7 @@ public struct SearchCommand: ParsableCommand {
 
     public static let configuration = CommandConfiguration(
         commandName: "search",
-        abstract: "Find the documents closest to a query by cosine similarity.",
+        abstract: "Find the documents closest to a query (hybrid of cosine similarity and BM25).",
         discussion: """
         The query is cleaned and tokenized as the corpus was, embedded with the index's model, and \
         scored against every vector (int8 scan, exact re-rank of the best candidates). The indexes idx \
