@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev libzstd-dev libcsv-dev openmpi-bin libopenmpi-dev zstd pkg-config time)
+# hyperfine: scripts/bench-search times `idx search` end to end with it.
+packages=(libopenblas-dev libzstd-dev libcsv-dev openmpi-bin libopenmpi-dev zstd pkg-config time hyperfine)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

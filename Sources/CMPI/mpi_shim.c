@@ -25,6 +25,18 @@ static int (*p_allreduce)(const void *, void *, int, handle_t, handle_t, handle_
 static int (*p_library_version)(char *, int *);
 static int (*p_reduce_scatter)(const void *, void *, const int *, handle_t, handle_t, handle_t);
 static int (*p_allgatherv)(const void *, int, handle_t, void *, const int *, const int *, handle_t, handle_t);
+/* MPI-3 shared memory: one window, on the ranks of this host */
+static int (*p_comm_split_type)(handle_t, int, int, handle_t, handle_t *);
+static int (*p_comm_free)(handle_t *);
+static int (*p_win_allocate_shared)(ptrdiff_t, int, handle_t, handle_t, void *, handle_t *);
+static int (*p_win_shared_query)(handle_t, int, ptrdiff_t *, int *, void *);
+static int (*p_win_lock_all)(int, handle_t);
+static int (*p_win_unlock_all)(handle_t);
+static int (*p_win_sync)(handle_t);
+static int (*p_win_free)(handle_t *);
+static handle_t info_null, node_comm, shared_window;
+#define COMM_TYPE_SHARED 0 /* Open MPI's MPI_COMM_TYPE_SHARED (first of its enum) */
+#define MODE_NOCHECK 1     /* MPI_MODE_NOCHECK */
 
 static int resolve(const char *name, void **out, char *error, size_t length) {
     *out = dlsym(library, name);
@@ -63,6 +75,15 @@ int idx_mpi_load(char *error, size_t length) {
         {"MPI_Get_library_version", (void **)&p_library_version},
         {"MPI_Reduce_scatter", (void **)&p_reduce_scatter},
         {"MPI_Allgatherv", (void **)&p_allgatherv},
+        {"MPI_Comm_split_type", (void **)&p_comm_split_type},
+        {"MPI_Comm_free", (void **)&p_comm_free},
+        {"MPI_Win_allocate_shared", (void **)&p_win_allocate_shared},
+        {"MPI_Win_shared_query", (void **)&p_win_shared_query},
+        {"MPI_Win_lock_all", (void **)&p_win_lock_all},
+        {"MPI_Win_unlock_all", (void **)&p_win_unlock_all},
+        {"MPI_Win_sync", (void **)&p_win_sync},
+        {"MPI_Win_free", (void **)&p_win_free},
+        {"ompi_mpi_info_null", &info_null},
         {"ompi_mpi_comm_world", &comm_world},
         {"ompi_mpi_byte", &type_byte},
         {"ompi_mpi_float", &type_float},
@@ -88,7 +109,11 @@ int idx_mpi_is_loaded(void) { return library != NULL; }
 int idx_mpi_init(void) { NEED_LIBRARY(); return p_init(NULL, NULL); }
 int idx_mpi_initialized(int *flag) { *flag = 0; NEED_LIBRARY(); return p_initialized(flag); }
 int idx_mpi_finalized(int *flag) { *flag = 0; NEED_LIBRARY(); return p_finalized(flag); }
-int idx_mpi_finalize(void) { NEED_LIBRARY(); return p_finalize(); }
+int idx_mpi_finalize(void) {
+    NEED_LIBRARY();
+    idx_mpi_shared_free();
+    return p_finalize();
+}
 int idx_mpi_rank(int *rank) { NEED_LIBRARY(); return p_comm_rank(comm_world, rank); }
 int idx_mpi_size(int *size) { NEED_LIBRARY(); return p_comm_size(comm_world, size); }
 int idx_mpi_barrier(void) { NEED_LIBRARY(); return p_barrier(comm_world); }
@@ -154,4 +179,42 @@ int idx_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displ
     NEED_LIBRARY();
     /* with MPI_IN_PLACE the send count and type are ignored */
     return p_allgatherv(IN_PLACE, 0, type_float, buffer, counts, displs, type_float, comm_world);
+}
+
+int idx_mpi_shared_window(size_t bytes, void **base) {
+    *base = NULL;
+    NEED_LIBRARY();
+    if (shared_window != NULL) return -3;
+    int rc, node_size = 0, world_size = 0, node_rank = 0;
+    if (node_comm == NULL && (rc = p_comm_split_type(comm_world, COMM_TYPE_SHARED, 0, info_null, &node_comm)) != 0) return rc;
+    if ((rc = p_comm_size(node_comm, &node_size)) != 0 || (rc = p_comm_size(comm_world, &world_size)) != 0) return rc;
+    if (node_size != world_size) return -2;
+    if ((rc = p_comm_rank(node_comm, &node_rank)) != 0) return rc;
+    /* rank 0 holds the whole buffer, so it is one contiguous block at one base */
+    void *mine = NULL;
+    if ((rc = p_win_allocate_shared(node_rank == 0 ? (ptrdiff_t)bytes : 0, 1, info_null, node_comm, &mine, &shared_window)) != 0) return rc;
+    ptrdiff_t size = 0;
+    int unit = 0;
+    if ((rc = p_win_shared_query(shared_window, 0, &size, &unit, base)) != 0) return rc;
+    /* one passive epoch for the window's life, so MPI_Win_sync may order the loads and stores */
+    return p_win_lock_all(MODE_NOCHECK, shared_window);
+}
+
+int idx_mpi_shared_sync(void) {
+    NEED_LIBRARY();
+    if (shared_window == NULL) return -3;
+    int rc;
+    if ((rc = p_win_sync(shared_window)) != 0) return rc;
+    if ((rc = p_barrier(node_comm)) != 0) return rc;
+    return p_win_sync(shared_window);
+}
+
+int idx_mpi_shared_free(void) {
+    NEED_LIBRARY();
+    if (shared_window == NULL) return 0;
+    p_win_unlock_all(shared_window);
+    int rc = p_win_free(&shared_window);
+    shared_window = NULL;
+    if (node_comm != NULL) { p_comm_free(&node_comm); node_comm = NULL; }
+    return rc;
 }

@@ -75,6 +75,15 @@ final class ParallelTrainingTests: XCTestCase {
         let init0 = try Trainer(config: try Self.config(one), options: TrainOptions(), corpus: TokenizedCorpus(tokens: [5, 6], offsets: [0, 2]),
                                 tokenizerHash: "0")
         XCTAssertNotEqual(Array(init0.parameters.prefix(1000)), Array(w2.tensors[w2.order[0]]!.data.prefix(1000)))
+
+        // The same-host ranks above shared their weights and gradients in memory; message
+        // passing (ranks on several hosts, here forced with IDX_MPI_SHARED=0) gives the same bits.
+        let messages = work.appendingPathComponent("messages").path
+        let r3 = try IdxExecutable.run(common + ["--out", messages, "--procs", "2"], environment: ["IDX_MPI_SHARED": "0"])
+        XCTAssertEqual(r3.status, 0, r3.stderr)
+        XCTAssertEqual(try Self.losses(messages), l2)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: messages + "/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: two + "/model.safetensors")))
     }
 
     static func config(_ modelDir: String) throws -> ModelConfig {

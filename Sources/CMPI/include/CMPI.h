@@ -42,4 +42,16 @@ int idx_mpi_allreduce_max_doubles(double *buffer, int64_t count);
 int idx_mpi_reduce_scatter_sum_floats(const float *send, float *recv, const int *counts);
 int idx_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displs);
 
+/* Memory shared by the ranks of one host (MPI-3: MPI_Win_allocate_shared over the
+   MPI_COMM_TYPE_SHARED split of MPI_COMM_WORLD), so same-host ranks exchange gradients and
+   weights with plain loads and stores instead of messages. `bytes` are allocated once, by
+   rank 0, and every rank gets their address in `base`. Returns -2 when the ranks are not all
+   on this host (keep message passing), -3 when a window already exists. */
+int idx_mpi_shared_window(size_t bytes, void **base);
+/* Makes every rank's stores to the window visible to all, and waits for all ranks
+   (MPI_Win_sync, barrier on the host's ranks, MPI_Win_sync). */
+int idx_mpi_shared_sync(void);
+/* Frees the window (idx_mpi_finalize calls it); the memory must no longer be used. */
+int idx_mpi_shared_free(void);
+
 #endif

@@ -5,14 +5,27 @@ import Foundation
 final class FloatBuffer {
     private(set) var ptr: FPtr
     private(set) var capacity: Int
+    private var owned = true
     init(_ n: Int = 1) {
         capacity = max(n, 1)
         ptr = .allocate(capacity: capacity)
         ptr.initialize(repeating: 0, count: capacity)
     }
-    deinit { ptr.deallocate() }
+    deinit { if owned { ptr.deallocate() } }
+
+    /// From now on the buffer is `count` floats at `memory`, owned elsewhere (an MPI shared
+    /// window that outlives it); `copy` moves the first `count` values there first. Every
+    /// holder of this buffer (worker networks sharing parameters) sees the new memory.
+    func adopt(_ memory: FPtr, count: Int, copy: Bool) {
+        precondition(count <= capacity)
+        if copy { memory.update(from: ptr, count: count) }
+        if owned { ptr.deallocate() }
+        ptr = memory; capacity = count; owned = false
+    }
+
     func ensure(_ n: Int) {
         guard n > capacity else { return }
+        precondition(owned, "a FloatBuffer over shared memory cannot grow")
         ptr.deallocate()
         capacity = n + n / 4
         ptr = .allocate(capacity: capacity)

@@ -170,6 +170,24 @@ public final class Communicator: @unchecked Sendable {
         return (0 ..< size).map { bounds[$0] ..< ($0 == size - 1 ? count : bounds[$0 + 1]) }
     }
 
+    /// `count` floats of memory that every rank of this job reads and writes (an MPI-3 shared
+    /// window: one block, allocated by rank 0), or nil when the ranks are not all on this host,
+    /// without MPI, or with IDX_MPI_SHARED=0 (message passing then; also how tests cover it).
+    /// Only one window exists; it lives until finalize().
+    public func sharedFloats(count: Int) throws -> UnsafeMutablePointer<Float>? {
+        guard usesMPI, size > 1, ProcessInfo.processInfo.environment["IDX_MPI_SHARED"] != "0" else { return nil }
+        var base: UnsafeMutableRawPointer?
+        let rc = idx_mpi_shared_window(count * MemoryLayout<Float>.stride, &base)
+        if rc == -2 { return nil }
+        try Self.check(rc, "MPI_Win_allocate_shared")
+        return base?.bindMemory(to: Float.self, capacity: count)
+    }
+
+    /// Waits for every rank and makes their stores to the shared window visible to all.
+    public func sharedSync() throws {
+        try Self.check(idx_mpi_shared_sync(), "MPI_Win_sync")
+    }
+
     public func barrier() throws {
         guard usesMPI else { return }
         try Self.check(idx_mpi_barrier(), "MPI_Barrier")

@@ -24,6 +24,22 @@ extension Trainer {
             throw IdxError("\(agree) rank(s) hold another corpus, checkpoint or options than rank 0 (see their messages).")
         }
         try communicator.broadcast(parameters)
+        try shareMemory(communicator)
+    }
+
+    /// Ranks on one host keep the parameters and every rank's gradients in one MPI shared window,
+    /// [parameters | rank 0's gradients | rank 1's | …]: a step then sums the gradients and
+    /// publishes the updated weights with plain loads and stores, where Reduce_scatter and
+    /// Allgatherv copy every float through message buffers twice. Ranks on several hosts (or
+    /// IDX_MPI_SHARED=0) keep message passing; both give the same weights.
+    func shareMemory(_ comm: Communicator) throws {
+        let n = parameterCount
+        guard sharedMemory == nil, n < Int(Int32.max),
+              let base = try comm.sharedFloats(count: (1 + comm.size) * n) else { return }
+        net.params.adopt(base, count: n, copy: comm.isRoot)   // the weights are equal after the broadcast: one writer
+        net.grads.adopt(base + (1 + comm.rank) * n, count: n, copy: false)
+        sharedMemory = SharedTrainingMemory(base: base, count: n)
+        try comm.sharedSync()
     }
 
     /// What every rank must agree on before training together.
@@ -67,7 +83,19 @@ extension Trainer {
         let parts = Communicator.parts(of: n, size: comm.size, align: normBlock)
         let mine = parts[comm.rank]
         shardGradients.ensure(mine.count)
-        try comm.reduceScatterSum(UnsafeBufferPointer(gradients), into: shardGradients.ptr, parts: parts)
+        if let shared = sharedMemory {
+            // every rank's gradient is complete; sum this rank's part in rank order (for two
+            // ranks the same bits as Reduce_scatter, whose sum of two terms has no order)
+            try comm.sharedSync()
+            let dst = shardGradients.ptr
+            dst.update(from: shared.gradients(of: 0) + mine.lowerBound, count: mine.count)
+            for r in 1 ..< comm.size {
+                let src = shared.gradients(of: r) + mine.lowerBound
+                for i in 0 ..< mine.count { dst[i] += src[i] }
+            }
+        } else {
+            try comm.reduceScatterSum(UnsafeBufferPointer(gradients), into: shardGradients.ptr, parts: parts)
+        }
         // Σ g² of the parts, the loss and the token tallies, in one small Allreduce
         var tallies = [gradientSquaredNorm(shardGradients.ptr, count: mine.count), local.lossSum, Double(local.tokens)]
         try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
@@ -77,7 +105,11 @@ extension Trainer {
         }
         let t3 = DispatchTime.now().uptimeNanoseconds
         applyUpdate(part: mine, partGradients: shardGradients.ptr, norm: tallies[0].squareRoot())
-        try comm.allgather(parameters, parts: parts)
+        if sharedMemory != nil {
+            try comm.sharedSync()   // every part updated (and every gradient read) before any rank goes on
+        } else {
+            try comm.allgather(parameters, parts: parts)
+        }
         // Only rank 0 writes checkpoints, with all the moments: gather them when one is due
         // (TrainCommand writes every checkpointEvery steps and at the last).
         if step % max(1, options.checkpointEvery) == 0 || step == options.steps {
@@ -106,6 +138,13 @@ extension Trainer {
                         rank: comm.rank, last: step == options.steps)
         return (loss, Int(tallies[1]))
     }
+}
+
+/// The layout of the shared window of same-host ranks (Trainer.shareMemory).
+struct SharedTrainingMemory {
+    let base: UnsafeMutablePointer<Float>
+    let count: Int   // parameters
+    func gradients(of rank: Int) -> UnsafeMutablePointer<Float> { base + (1 + rank) * count }
 }
 
 /// With IDX_PROFILE_STEPS set, each rank prints at the last step where its step time went:

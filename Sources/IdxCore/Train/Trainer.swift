@@ -48,6 +48,8 @@ public final class Trainer {
     public var lexicalNeighbours: [[Int32]]?
     /// A rank's part of the summed gradient in a sharded multi-rank step (DataParallel).
     let shardGradients = FloatBuffer()
+    /// Same-host MPI ranks: parameters and gradients in a shared window (DataParallel.swift).
+    var sharedMemory: SharedTrainingMemory?
 
     public init(config: ModelConfig, options: TrainOptions, corpus: TokenizedCorpus, tokenizerHash: String) throws {
         try config.validate()
