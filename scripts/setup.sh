@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenblas-dev libzstd-dev libcsv-dev openmpi-bin libopenmpi-dev zstd pkg-config time)
+packages=(libopenblas-dev libzstd-dev libcsv-dev openmpi-bin libopenmpi-dev libcurl4 zstd pkg-config time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
