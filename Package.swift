@@ -21,9 +21,11 @@ let package = Package(
         .target(name: "CSupport", path: "Sources/CSupport"),
         // Open MPI through dlopen/dlsym (see docs/parallel.md): idx starts without libmpi.
         .target(name: "CMPI", path: "Sources/CMPI", linkerSettings: [.linkedLibrary("dl")]),
+        // libcurl through dlopen/dlsym: only a download loads it and its ~25 libraries.
+        .target(name: "CCurl", path: "Sources/CCurl", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "IdxCore",
-            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport", "CMPI"],
+            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport", "CMPI", "CCurl"],
             path: "Sources/IdxCore",
             // -enable-testing lets the release-mode test run use @testable import;
             // it does not slow the hot loops.

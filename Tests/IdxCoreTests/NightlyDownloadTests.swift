@@ -70,6 +70,15 @@ final class RangeHTTPServer: @unchecked Sendable {
         for line in text.split(separator: "\r\n") where line.lowercased().hasPrefix("range:") {
             range = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
         }
+        if text.hasPrefix("GET /old/") {
+            // A moved file: the redirect's own body must not reach the download.
+            let moved = "HTTP/1.1 301 Moved Permanently\r\nLocation: /data/movies.csv\r\nContent-Length: 5\r\n"
+                + "Connection: close\r\n\r\nmoved"
+            lock.lock(); _ranges.append(range); lock.unlock()
+            _ = Array(moved.utf8).withUnsafeBytes { send(c, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+            shutdown(c, Int32(SHUT_RDWR))
+            return
+        }
         lock.lock()
         _ranges.append(range)
         let body = _body
@@ -161,6 +170,53 @@ final class NightlyDownloadTests: XCTestCase {
         XCTAssertEqual(r.resumedFrom, 30_000)
         XCTAssertEqual(server.ranges, ["", "bytes=30000-"])
         XCTAssertEqual(Array(FileManager.default.contents(atPath: dir + "/m.csv")!), b)
+    }
+
+    func testCompletePartialFileWithoutSizeAsksOnceAndGets416() throws {
+        let b = body(40_000)
+        let server = try RangeHTTPServer(body: b)
+        defer { server.stop() }
+        // All bytes are on disk but the announced size was lost: the server answers 416, no body.
+        _ = FileManager.default.createFile(atPath: dir + "/m.csv.partial", contents: Data(b))
+        let r = try Downloader(attempts: 2, timeout: 5).fetch(server.url, to: dir + "/m.csv")
+        XCTAssertEqual(r.bytes, 40_000)
+        XCTAssertEqual(r.requests, 1)
+        XCTAssertEqual(server.ranges, ["bytes=40000-"])
+        XCTAssertEqual(Array(FileManager.default.contents(atPath: dir + "/m.csv")!), b)
+    }
+
+    func testFollowsRedirects() throws {
+        let b = body(30_000)
+        let server = try RangeHTTPServer(body: b)
+        defer { server.stop() }
+        let url = URL(string: "http://127.0.0.1:\(server.port)/old/movies.csv")!
+        let r = try Downloader(attempts: 1, timeout: 5).fetch(url, to: dir + "/m.csv")
+        XCTAssertEqual(r.bytes, 30_000)
+        XCTAssertEqual(server.ranges, ["", ""])
+        XCTAssertEqual(Array(FileManager.default.contents(atPath: dir + "/m.csv")!), b)
+    }
+
+    func testUnreachableServerSaysWhy() throws {
+        // A port nobody listens on: the one a just-stopped server had.
+        let server = try RangeHTTPServer(body: [])
+        let url = server.url
+        server.stop()
+        XCTAssertThrowsError(try Downloader(attempts: 2, timeout: 5).fetch(url, to: dir + "/m.csv")) { e in
+            XCTAssertTrue("\(e)".contains("incomplete after 2 attempts"), "\(e)")
+            XCTAssertTrue("\(e)".lowercased().contains("connect"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/m.csv"))
+    }
+
+    func testResponseHeadLookupIgnoresCase() {
+        let head = HTTPResponseHead(statusCode: 206, raw: "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 5-9/10\r\n"
+            + "Content-Length:  5 \r\nX-Long: a\r\n b\r\n\r\n")
+        XCTAssertEqual(head.value(for: "Content-Length"), "5")
+        XCTAssertEqual(head.value(for: "x-long"), "a b")
+        XCTAssertNil(head.value(for: "Location"))
+        XCTAssertEqual(Downloader.contentLength(head), 5)
+        XCTAssertEqual(Downloader.contentRange(head)?.0, 5)
+        XCTAssertEqual(Downloader.contentRange(head)?.1, 10)
     }
 
     func testRejectsSizeMismatch() throws {

@@ -1,7 +1,5 @@
+import CCurl
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Downloads an http(s) file into a folder with resume: bytes land in
 /// `<dest>.partial`; a later attempt (in this run or the next) asks for the rest
@@ -73,10 +71,8 @@ public struct Downloader {
             if let expected, have > expected {
                 throw reject("size mismatch: \(have) bytes on disk, more than the \(expected) announced")
             }
-            var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
-            if have > 0 { request.setValue("bytes=\(have)-", forHTTPHeaderField: "Range") }
-            request.setValue("identity", forHTTPHeaderField: "Accept-Encoding")
-            let transfer = try Transfer.run(request, appendingTo: partial, from: have, timeout: timeout, onResponse: { response in
+            let transfer = try Transfer.run(url, range: have > 0 ? "\(have)-" : nil, appendingTo: partial,
+                                            timeout: timeout, onResponse: { response in
                 switch response.statusCode {
                 case 200:
                     // No range support (or a fresh start): the body is the whole file.
@@ -132,19 +128,14 @@ public struct Downloader {
         return (a[.size] as? NSNumber)?.int64Value
     }
 
-    static func header(_ r: HTTPURLResponse, _ name: String) -> String? {
-        for (k, v) in r.allHeaderFields {
-            if let k = k as? String, k.caseInsensitiveCompare(name) == .orderedSame { return v as? String }
-        }
-        return nil
-    }
+    static func header(_ r: HTTPResponseHead, _ name: String) -> String? { r.value(for: name) }
 
-    static func contentLength(_ r: HTTPURLResponse) -> Int64? {
+    static func contentLength(_ r: HTTPResponseHead) -> Int64? {
         header(r, "Content-Length").flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
     }
 
     /// `bytes start-end/total` (total may be `*`) or `bytes */total` → (start, total).
-    static func contentRange(_ r: HTTPURLResponse) -> (Int64, Int64?)? {
+    static func contentRange(_ r: HTTPResponseHead) -> (Int64, Int64?)? {
         guard let v = header(r, "Content-Range")?.trimmingCharacters(in: .whitespaces),
               v.lowercased().hasPrefix("bytes ") else { return nil }
         let rest = v.dropFirst(6)
@@ -156,75 +147,111 @@ public struct Downloader {
         return (start, total)
     }
 
-    /// One HTTP request whose body is appended to a file as it arrives, so a
-    /// cut connection keeps what it delivered.
-    final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    /// One HTTP GET (through libcurl, see Sources/CCurl) whose body is written
+    /// to a file as it arrives, so a cut connection keeps what it delivered.
+    final class Transfer {
         let path: String
-        let offset: Int64
-        let onResponse: (HTTPURLResponse) throws -> Int64?
+        let onResponse: (HTTPResponseHead) throws -> Int64?
         var handle: FileHandle?
-        var error: Error?
-        var skipBody = false
-        let done = DispatchSemaphore(value: 0)
+        /// curl's reason when the transfer failed (connect, TLS, a cut body): worth another attempt.
+        var error: String?
+        /// An error of ours (a rejected response, a failed write): ends the download.
+        var fatal: Error?
 
-        init(path: String, offset: Int64, onResponse: @escaping (HTTPURLResponse) throws -> Int64?) {
+        init(path: String, onResponse: @escaping (HTTPResponseHead) throws -> Int64?) {
             self.path = path
-            self.offset = offset
             self.onResponse = onResponse
         }
 
-        static func run(_ request: URLRequest, appendingTo path: String, from offset: Int64, timeout: TimeInterval,
-                        onResponse: @escaping (HTTPURLResponse) throws -> Int64?) throws -> Transfer {
-            let t = Transfer(path: path, offset: offset, onResponse: onResponse)
-            let config = URLSessionConfiguration.ephemeral
-            config.timeoutIntervalForRequest = timeout
-            config.requestCachePolicy = .reloadIgnoringLocalCacheData
-            let queue = OperationQueue()
-            queue.maxConcurrentOperationCount = 1
-            let session = URLSession(configuration: config, delegate: t, delegateQueue: queue)
-            session.dataTask(with: request).resume()
-            t.done.wait()
-            session.finishTasksAndInvalidate()
+        /// `range` is the Range header's value after `bytes=`; `onResponse`
+        /// returns where in the file the body goes, or nil to ignore the body.
+        static func run(_ url: URL, range: String?, appendingTo path: String, timeout: TimeInterval,
+                        onResponse: @escaping (HTTPResponseHead) throws -> Int64?) throws -> Transfer {
+            let t = Transfer(path: path, onResponse: onResponse)
+            let response: idx_curl_response_fn = { context, status, head, length in
+                let t = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+                let text = head.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: length), as: UTF8.self) } ?? ""
+                return t.begin(HTTPResponseHead(statusCode: status, raw: text))
+            }
+            let body: idx_curl_body_fn = { context, _, bytes, length in
+                let t = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+                guard let bytes else { return 0 }
+                return t.write(UnsafeRawBufferPointer(start: bytes, count: length)) ? 0 : 1
+            }
+            var reason = [CChar](repeating: 0, count: 1024)
+            let rc = withExtendedLifetime(t) {
+                idx_curl_get(url.absoluteString, range, timeout, timeout, response, body,
+                             Unmanaged.passUnretained(t).toOpaque(), &reason, reason.count)
+            }
             try? t.handle?.synchronize()
             try? t.handle?.close()
-            if let fatal = t.fatal { throw fatal }
+            let text = String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            switch Int(rc) {
+            case IDX_CURL_OK: break
+            case IDX_CURL_ABORTED: throw t.fatal ?? IdxError("\(url.absoluteString): the transfer was stopped.")
+            case IDX_CURL_NOT_LOADED: throw IdxError("\(url.absoluteString): \(text).")
+            default: t.error = text
+            }
             return t
         }
 
-        var fatal: Error?
-
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
-            guard let http = response as? HTTPURLResponse else {
-                fatal = IdxError("\(response.url?.absoluteString ?? "?"): not an HTTP response.")
-                completionHandler(.cancel)
-                return
-            }
+        /// The response head arrived: where the body goes, IDX_CURL_SKIP_BODY or IDX_CURL_ABORT.
+        private func begin(_ head: HTTPResponseHead) -> Int64 {
             do {
-                guard let writeAt = try onResponse(http) else {
-                    skipBody = true
-                    completionHandler(.allow)
-                    return
-                }
+                guard let writeAt = try onResponse(head) else { return Int64(IDX_CURL_SKIP_BODY) }
                 let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                handle = fh
                 try fh.truncate(atOffset: UInt64(writeAt))
                 try fh.seek(toOffset: UInt64(writeAt))
-                handle = fh
-                completionHandler(.allow)
+                return writeAt
             } catch {
                 fatal = error
-                completionHandler(.cancel)
+                return Int64(IDX_CURL_ABORT)
             }
         }
 
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            guard !skipBody, fatal == nil, let handle else { return }
-            do { try handle.write(contentsOf: data) } catch { fatal = error; dataTask.cancel() }
+        private func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            guard let handle, let base = bytes.baseAddress, bytes.count > 0 else { return true }
+            do {
+                try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
+                                                  count: bytes.count, deallocator: .none))
+                return true
+            } catch {
+                fatal = error
+                return false
+            }
         }
+    }
+}
 
-        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
-            if let error, fatal == nil { self.error = error }
-            done.signal()
+/// The status and header fields of an HTTP response (the final one, after redirects).
+struct HTTPResponseHead {
+    var statusCode: Int
+    var fields: [(name: String, value: String)]
+
+    init(statusCode: Int, fields: [(name: String, value: String)]) {
+        self.statusCode = statusCode
+        self.fields = fields
+    }
+
+    /// Parses a raw header block: a status line, then `Name: value` lines
+    /// (a line starting with a space or tab continues the previous value).
+    init(statusCode: Int, raw: String) {
+        var fields: [(name: String, value: String)] = []
+        for line in raw.split(whereSeparator: { $0 == "\r\n" || $0 == "\n" || $0 == "\r" }).dropFirst() {
+            if let first = line.first, first == " " || first == "\t", !fields.isEmpty {
+                fields[fields.count - 1].value += " " + line.trimmingCharacters(in: .whitespaces)
+                continue
+            }
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields.append((String(line[..<colon]).trimmingCharacters(in: .whitespaces),
+                           String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
         }
+        self.init(statusCode: statusCode, fields: fields)
+    }
+
+    /// The first field called `name`, ignoring case.
+    func value(for name: String) -> String? {
+        fields.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
     }
 }
