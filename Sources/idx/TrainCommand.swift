@@ -140,6 +140,9 @@ struct TrainCommand: ParsableCommand {
             throw IdxError("--contrastive-steps over several ranks is not implemented yet (the loss needs every rank's embeddings); train with --procs 1, or pass --contrastive-steps 0.")
         }
         try trainer.broadcastParameters(comm)
+        if comm.size > 1 {
+            say("train: ranks exchange gradients and weights \(trainer.sharesMemory ? "in shared memory (one host)" : "by message passing")\n")
+        }
         let total = trainer.options.steps
         let progress = Progress("train", unit: "steps", total: Double(total - trainer.step))
         let start = trainer.step

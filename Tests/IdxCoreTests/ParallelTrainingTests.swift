@@ -81,6 +81,8 @@ final class ParallelTrainingTests: XCTestCase {
         let messages = work.appendingPathComponent("messages").path
         let r3 = try IdxExecutable.run(common + ["--out", messages, "--procs", "2"], environment: ["IDX_MPI_SHARED": "0"])
         XCTAssertEqual(r3.status, 0, r3.stderr)
+        XCTAssertTrue(r2.stderr.contains("in shared memory"), r2.stderr)
+        XCTAssertTrue(r3.stderr.contains("by message passing"), r3.stderr)
         XCTAssertEqual(try Self.losses(messages), l2)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: messages + "/model.safetensors")),
                        try Data(contentsOf: URL(fileURLWithPath: two + "/model.safetensors")))

@@ -32,6 +32,8 @@ extension Trainer {
     /// publishes the updated weights with plain loads and stores, where Reduce_scatter and
     /// Allgatherv copy every float through message buffers twice. Ranks on several hosts (or
     /// IDX_MPI_SHARED=0) keep message passing; both give the same weights.
+    public var sharesMemory: Bool { sharedMemory != nil }
+
     func shareMemory(_ comm: Communicator) throws {
         let n = parameterCount
         guard sharedMemory == nil, n < Int(Int32.max),
