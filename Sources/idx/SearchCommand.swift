@@ -187,8 +187,9 @@ public struct SearchCommand: ParsableCommand {
         }
         let (single, singleCPU, hits) = try time(threads: 1)
         let (multi, _, _) = try time(threads: threads)
-        print(String(format: "scan: %d vectors x %d dims, %d queries, k=%d: %.3f ms/query wall (%.3f ms CPU) with 1 thread; %.3f ms/query wall with %d threads",
-                     reader.count, d, nq, k, single, singleCPU, multi, threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount))
+        print(String(format: "scan: %d vectors x %d dims, %d queries, k=%d: %.3f ms/query wall (%.3f ms CPU) with 1 thread; %.3f ms/query wall with %d threads; int8 dots: %@",
+                     reader.count, d, nq, k, single, singleCPU, multi, threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount,
+                     VectorSearcher.dotKernel))
         if let reference {
             var (base, _) = try readVectors(reference, dimension: d)
             guard base.count == reader.count * d else {

@@ -73,7 +73,7 @@ final class EvalRunTests: XCTestCase {
         let w = try XCTUnwrap(reader.manifest.lexicalWeight)
         XCTAssertEqual(hybrid.lexicalWeight, w)
         let scorer = try XCTUnwrap(reader.lexical)
-        let texts = (0 ..< reader.count).map { reader.metadata($0).description }
+        let texts = (0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }
         let expectedHybrid = try EvalMetrics.knnPrecision(
             queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
             dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, row in

@@ -41,6 +41,9 @@ final class LexicalTests: XCTestCase {
         XCTAssertEqual(LexicalAnalyzer.terms("The Robots' stories: a BOSS, 2 aliens! Bus"),
                        ["the", "robot", "story", "boss", "alien", "bus"])
         XCTAssertEqual(LexicalAnalyzer.terms("  ...  "), [])
+        let film = DocumentMetadata(title: "Amélie", year: 2001, genre: "Comedy", expandedGenres: "", rating: nil,
+                                    description: "A shy waitress helps others.", sourceFile: "t.csv", sourceRow: 1)
+        XCTAssertEqual(LexicalAnalyzer.terms(LexicalAnalyzer.documentText(film)), ["amlie", "shy", "waitress", "help", "other"])
     }
 
     /// BM25 by its textbook formula, computed here from the texts alone.
@@ -64,7 +67,8 @@ final class LexicalTests: XCTestCase {
 
     func testBM25MatchesTheFormulaAndIsTheSameOverAppendedSegments() throws {
         let query = LexicalAnalyzer.terms("alien robots at war, war, war")
-        let expected = referenceBM25(query, Self.texts)
+        // what each document puts in the lexical half: its title ("doc <i>") and its description
+        let expected = referenceBM25(query, Self.metadata(Self.texts).map(LexicalAnalyzer.documentText))
         XCTAssertGreaterThan(expected.max()!, 0)
 
         _ = try write(Self.texts)

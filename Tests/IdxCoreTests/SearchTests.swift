@@ -1,4 +1,5 @@
 import Foundation
+import CSupport
 import XCTest
 @testable import IdxCore
 
@@ -26,26 +27,47 @@ final class SearchTests: XCTestCase {
         return try VectorIndexReader(directory: dir, verifyMetadata: false)
     }
 
-    func testDotKernelsMatchPlainArithmetic() {
+    func testDotKernelsMatchPlainArithmetic() throws {
+        // This process takes the CPU's best path; the other paths run in child processes
+        // (the choice is made once per process) through `idx search --bench`, below.
         var g = Synthetic.Generator(state: 9)
-        for d in [1, 15, 16, 17, 31, 32, 33, 64, 100, 128] {
-            let a = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
-            let b = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
-            let expected = zip(a, b).reduce(Int32(0)) { $0 + Int32($1.0) * Int32($1.1) }
-            let wide = VectorSearcher.splitQuery(a)
-            let blocks = d / 16
-            let got = wide.withUnsafeBytes { q16 in b.withUnsafeBytes { v in a.withUnsafeBufferPointer { q8 in
-                b.withUnsafeBufferPointer { v8 in
-                    VectorSearcher.dot16(q16.baseAddress!, v.baseAddress!, blocks: blocks)
-                        + VectorSearcher.dot(q8.baseAddress! + blocks * 16, v8.baseAddress! + blocks * 16, d - blocks * 16)
-                } } } }
-            XCTAssertEqual(got, expected, "d = \(d)")
+        for d in [1, 15, 16, 17, 31, 32, 33, 64, 100, 128, 2100] {
+            let n = 37
+            let q = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
+            let rows = (0 ..< n * d).map { _ in Int8(Int(g.next() % 255) - 127) }
+            var got = [Int32](repeating: 0, count: n)
+            idx_int8_dots(rows, n, d, q, &got)
+            for i in 0 ..< n {
+                let expected = (0 ..< d).reduce(Int32(0)) { $0 + Int32(q[$1]) * Int32(rows[i * d + $1]) }
+                XCTAssertEqual(got[i], expected, "d = \(d), row \(i), path \(String(cString: idx_int8_dots_path()))")
+            }
         }
-        // Extremes: every lane at ±127 (the largest pair sum the Int16 stage sees).
+        // Extremes: every lane at ±127.
         let hi = [Int8](repeating: 127, count: 64), lo = [Int8](repeating: -127, count: 64)
-        let hi16 = VectorSearcher.splitQuery(hi)
-        let extreme = hi16.withUnsafeBytes { q in lo.withUnsafeBytes { v in VectorSearcher.dot16(q.baseAddress!, v.baseAddress!, blocks: 4) } }
+        var extreme: Int32 = 0
+        idx_int8_dots(lo, 1, 64, hi, &extreme)
         XCTAssertEqual(extreme, -127 * 127 * 64)
+    }
+
+    func testEveryDotPathGivesTheSameSearchResults() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("idx-dots-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let d = 48, n = 3000
+        let v = Synthetic.clustered(count: n, dimension: d, clusters: 20, noise: 0.4, seed: 5)
+        let meta = Synthetic.metadata(count: n)
+        _ = try VectorIndexWriter.write(directory: dir + "/index", embeddings: v, dimension: d, metadata: meta,
+                                        provenance: Synthetic.provenance, append: false, standardize: false)
+        try AtomicFile.write(Array(v[0 ..< 20 * d]).withUnsafeBytes { Data($0) }, to: dir + "/q.f32")
+        var outputs: [String] = []
+        for path in ["portable", "avx2", "avx512bw"] {
+            let r = try IdxExecutable.run(["search", "--index", dir + "/index", "--query-vectors", dir + "/q.f32", "--json", "-k", "10"],
+                                          environment: ["IDX_INT8_DOTS": path])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            outputs.append(r.stdout)
+        }
+        XCTAssertFalse(outputs[0].isEmpty)
+        XCTAssertEqual(outputs[1], outputs[0], "AVX2 path (or the portable one, where the CPU lacks AVX2)")
+        XCTAssertEqual(outputs[2], outputs[0], "AVX-512BW path (or the best the CPU has)")
     }
 
     func testTopKEqualsBruteForceUpToQuantization() throws {

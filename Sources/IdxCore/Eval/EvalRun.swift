@@ -97,7 +97,7 @@ public enum EvalRun {
         }
         let lexicalBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, reader.count))
         defer { lexicalBuffer.deallocate() }
-        /// The hybrid score of queries whose cleaned texts are `texts`, as the search does it.
+        /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`, as the search does it.
         func blend(_ texts: [String]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
             guard let scorer else { return nil }
             let n = reader.count
@@ -123,13 +123,13 @@ public enum EvalRun {
             queries = prepare(queries, reader: reader, dim: model.config.dModel)
             knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
                                                baseLabels: baseLabels, dim: reader.dimension, k: o.k,
-                                               blend: blend(meta.map(\.description)))
+                                               blend: blend(meta.map(LexicalAnalyzer.documentText)))
             mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             mlmOn = "validation documents (\(tokens.count))"
         } else {
             knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
                                                dim: reader.dimension, k: o.k, leaveOneOut: true,
-                                               blend: blend((0 ..< reader.count).map { reader.metadata($0).description }))
+                                               blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }))
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
             var own = TokenizedCorpus()
             for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }

@@ -7,6 +7,14 @@
 /// characters. Measured on IMDB-Genres (validation vs train, TF-IDF kNN@10): the folding
 /// gives +0.004 over plain lower-casing.
 public enum LexicalAnalyzer {
+    /// The text a film contributes to BM25, as a document and as a "more like this" query:
+    /// its title (non-ASCII bytes dropped, as the cleaning does for descriptions: "Amélie" →
+    /// "Amlie") and its cleaned description. Titles name subjects and franchises ("Stalingrad",
+    /// "Toy Story 3") that the synopsis often omits.
+    public static func documentText(_ m: DocumentMetadata) -> String {
+        String(decoding: m.title.utf8.filter { $0 < 0x80 }, as: UTF8.self) + "\n" + m.description
+    }
+
     /// Calls `body` with each term's bytes (valid during the call only).
     @inline(__always)
     static func forEachTerm(_ p: UnsafePointer<UInt8>, _ n: Int, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {

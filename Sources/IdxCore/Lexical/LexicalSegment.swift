@@ -188,8 +188,8 @@ final class LexicalSegmentReader {
 }
 
 extension LexicalSegmentBuilder {
-    /// The lexical segment of these documents (their cleaned descriptions), encoded.
-    static func encode(_ metadata: [DocumentMetadata]) -> [UInt8] { encode(metadata.map(\.description)) }
+    /// The lexical segment of these documents (title and cleaned description), encoded.
+    static func encode(_ metadata: [DocumentMetadata]) -> [UInt8] { encode(metadata.map(LexicalAnalyzer.documentText)) }
 
     static func encode(_ cleanedTexts: [String]) -> [UInt8] {
         var b = LexicalSegmentBuilder()

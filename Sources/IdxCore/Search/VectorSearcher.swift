@@ -1,4 +1,5 @@
 import Foundation
+import CSupport
 
 public struct SearchHit: Equatable {
     public var index: Int      // global document index in the index
@@ -48,7 +49,7 @@ struct TopK {
 }
 
 /// Cosine top-k over an index: an int8 scan of every vector (query quantized
-/// to int8 too, integer dot products the compiler vectorises), then the best
+/// to int8 too, SIMD integer dot products), then the best
 /// `rerank` candidates re-scored in float against their decoded vectors.
 public struct VectorSearcher {
     public let reader: VectorIndexReader
@@ -57,72 +58,41 @@ public struct VectorSearcher {
     /// Rows per parallel task.
     static let taskRows = 32768
 
-    /// int8 · int8 over `d` lanes, accumulated in Int32 (pmaddwd on x86).
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Int8>, _ b: UnsafePointer<Int8>, _ d: Int) -> Int32 {
-        var acc: Int32 = 0
-        for j in 0 ..< d { acc &+= Int32(a[j]) &* Int32(b[j]) }
-        return acc
-    }
+    /// The int8 dot-product code this CPU runs: "avx512bw", "avx2" or "portable".
+    public static var dotKernel: String { String(cString: idx_int8_dots_path()) }
 
-    /// The same dot product over whole 16-byte blocks with SIMD shifts and
-    /// Int16 multiplies only (the x86 baseline has no pmovsx/pmaddwd, and
-    /// Swift's generic SIMD widenings are not specialised). A block read as
-    /// 8 × Int16 holds byte pairs: (x << 8) >> 8 is the even byte sign-extended,
-    /// x >> 8 the odd one. `q` holds the query pre-split per block into its even
-    /// and odd lanes (8 × Int16 each). Codes and query are within ±127, so
-    /// even·qe + odd·qo fits Int16 (≤ 32258); the pair sums are then widened the
-    /// same way, read as 4 × Int32.
-    @inline(__always)
-    static func dot16(_ q: UnsafeRawPointer, _ v: UnsafeRawPointer, blocks: Int) -> Int32 {
-        var acc = SIMD4<Int32>()
-        for b in 0 ..< blocks {
-            let x = v.loadUnaligned(fromByteOffset: 16 * b, as: SIMD8<Int16>.self)
-            let even = (x &<< 8) &>> 8, odd = x &>> 8
-            let qe = q.loadUnaligned(fromByteOffset: 32 * b, as: SIMD8<Int16>.self)
-            let qo = q.loadUnaligned(fromByteOffset: 32 * b + 16, as: SIMD8<Int16>.self)
-            let pairs = unsafeBitCast(even &* qe &+ odd &* qo, to: SIMD4<Int32>.self)
-            acc &+= ((pairs &<< 16) &>> 16) &+ (pairs &>> 16)
-        }
-        return acc.wrappedSum()
-    }
-
-    /// The query laid out for `dot16`: per 16-lane block, its even lanes then its odd lanes, as Int16.
-    static func splitQuery(_ q8: [Int8]) -> [Int16] {
-        var out: [Int16] = []
-        for b in 0 ..< q8.count / 16 {
-            for k in 0 ..< 8 { out.append(Int16(q8[16 * b + 2 * k])) }
-            for k in 0 ..< 8 { out.append(Int16(q8[16 * b + 2 * k + 1])) }
-        }
-        return out
-    }
+    /// Rows whose int8 dot products are computed in one call (the Int32 results stay in L1).
+    static let dotBlock = 1024
 
     /// The approximate scan of `rows` of one segment into `top`.
     /// With `lexical`, a row scores (1 − w) · cosine + w · lexical[base + row] (w = lexicalWeight).
-    static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, q16: UnsafeRawPointer, qScale: Float, qCentroids: [Float],
+    /// The int8 dot products run in C (`idx_int8_dots`: AVX-512BW or AVX2 when the CPU has
+    /// them, chosen at run time; Swift alone builds for the 128-bit SSE2 baseline).
+    static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, qScale: Float, qCentroids: [Float],
                      allowed: [Bool]?, base: Int, lexical: UnsafePointer<Float>?, lexicalWeight w: Float, into top: inout TopK) {
         let d = s.dimension
-        do { let codes = UnsafeBufferPointer(start: s.codes, count: s.count * d)
-            s.scales.withUnsafeBufferPointer { scales in
-                s.norms.withUnsafeBufferPointer { norms in
-                    s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in qCentroids.withUnsafeBufferPointer { qc in
-                        let c = codes.baseAddress!
+        var dots = [Int32](repeating: 0, count: min(dotBlock, rows.count))
+        s.scales.withUnsafeBufferPointer { scales in
+            s.norms.withUnsafeBufferPointer { norms in
+                s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in qCentroids.withUnsafeBufferPointer { qc in
+                    dots.withUnsafeMutableBufferPointer { dots in
                         var threshold = top.threshold
-                        let blocks = d / 16, tail = blocks * 16
-                        for i in rows {
-                            let row = c + i * d
-                            var dot = Self.dot16(q16, row, blocks: blocks)
-                            if tail < d { dot &+= Self.dot(q8 + tail, row + tail, d - tail) }
-                            var score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dot))
-                            if let lexical { score = (1 - w) * score + w * lexical[base + i] }
-                            if score > threshold {
-                                if let allowed, !allowed[Int(genres[i])] { continue }
-                                top.push(score, base + i)
-                                threshold = top.threshold
+                        for start in stride(from: rows.lowerBound, to: rows.upperBound, by: dotBlock) {
+                            let n = min(dotBlock, rows.upperBound - start)
+                            idx_int8_dots(s.codes + start * d, n, d, q8, dots.baseAddress!)
+                            for r in 0 ..< n {
+                                let i = start + r
+                                var score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dots[r]))
+                                if let lexical { score = (1 - w) * score + w * lexical[base + i] }
+                                if score > threshold {
+                                    if let allowed, !allowed[Int(genres[i])] { continue }
+                                    top.push(score, base + i)
+                                    threshold = top.threshold
+                                }
                             }
                         }
-                    } } }
-                }
+                    }
+                } } }
             }
         }
     }
@@ -177,14 +147,13 @@ public struct VectorSearcher {
         }
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
         var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
-        let q16w = Self.splitQuery(q8)
         let lexicalScores = lexical?.scores ?? []
-        q8.withUnsafeBufferPointer { q in q16w.withUnsafeBytes { q16 in lexicalScores.withUnsafeBufferPointer { lx in
-            let q = q.baseAddress!, q16 = q16.baseAddress!
+        q8.withUnsafeBufferPointer { q in lexicalScores.withUnsafeBufferPointer { lx in
+            let q = q.baseAddress!
             let lex: UnsafePointer<Float>? = lexical == nil ? nil : lx.baseAddress
             if heaps.count <= 1 {
                 for (k, rows) in tasks {
-                    Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
+                    Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
                               allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex, lexicalWeight: w,
                               into: &heaps[0])
                 }
@@ -197,7 +166,7 @@ public struct VectorSearcher {
                         var t = worker
                         while t < tasks.count {
                             let (k, rows) = tasks[t]
-                            Self.scan(reader.segments[k], rows: rows, q8: q, q16: q16, qScale: qScale, qCentroids: qCentroids[k],
+                            Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
                                       allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex,
                                       lexicalWeight: lexicalWeight, into: &h[worker])
                             t += n
@@ -205,7 +174,7 @@ public struct VectorSearcher {
                     }
                 }
             }
-        } } }
+        } }
 
         // Exact re-rank of the candidates against their decoded float vectors.
         var hits: [SearchHit] = []
