@@ -32,8 +32,6 @@ extension Trainer {
     /// publishes the updated weights with plain loads and stores, where Reduce_scatter and
     /// Allgatherv copy every float through message buffers twice. Ranks on several hosts (or
     /// IDX_MPI_SHARED=0) keep message passing; both give the same weights.
-    public var sharesMemory: Bool { sharedMemory != nil }
-
     func shareMemory(_ comm: Communicator) throws {
         let n = parameterCount
         guard sharedMemory == nil, n < Int(Int32.max),
@@ -43,6 +41,9 @@ extension Trainer {
         sharedMemory = SharedTrainingMemory(base: base, count: n)
         try comm.sharedSync()
     }
+
+    /// Whether this rank trains over the shared window (else by message passing, or alone).
+    public var sharesMemory: Bool { sharedMemory != nil }
 
     /// What every rank must agree on before training together.
     var setupSummary: String {
@@ -150,8 +151,8 @@ struct SharedTrainingMemory {
 }
 
 /// With IDX_PROFILE_STEPS set, each rank prints at the last step where its step time went:
-/// count, forward + backward, gradient Reduce_scatter (with the wait for the slowest rank) and
-/// tallies, update + parameter Allgatherv (ms a step, mean).
+/// count, forward + backward, the gradient sum (Reduce_scatter or the shared window, with the
+/// wait for the slowest rank) and tallies, update + parameter exchange (ms a step, mean).
 enum StepProfile {
     nonisolated(unsafe) static var totals = [UInt64](repeating: 0, count: 4)
     nonisolated(unsafe) static var steps = 0
