@@ -26,7 +26,7 @@ def unzstd(path):
 
 def main():
     args = sys.argv[1:]
-    vocab_size = 2000
+    vocab_size = None   # default: the corpus's own (its manifest)
     if "--vocab-size" in args:
         i = args.index("--vocab-size")
         vocab_size = int(args[i + 1])
@@ -38,6 +38,8 @@ def main():
 
     manifest = json.load(open(os.path.join(corpus, "manifest.json")))
     idx_tok = Tokenizer.from_file(os.path.join(corpus, "tokenizer.json"))
+    if vocab_size is None:
+        vocab_size = manifest["vocab_size"]
 
     t0 = time.time()
     docs = read_documents(csvs)

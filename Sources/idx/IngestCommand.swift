@@ -22,8 +22,8 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Reuse this tokenizer.json instead of training one (keeps a trained model's vocabulary).")
     var tokenizer: String?
 
-    @Option(help: "Vocabulary size when training, the 5 special tokens included.")
-    var vocabSize: Int = 2000
+    @Option(help: "Vocabulary size when training, the 5 special tokens included (the reference notebook: \(Ingest.referenceVocabSize)).")
+    var vocabSize: Int = Ingest.defaultVocabSize
 
     @Option(help: "Documents per shard.")
     var shardDocs: Int = 50_000

@@ -142,7 +142,7 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(s.rowsRead, 37_527)
         XCTAssertEqual(s.documents, 37_285)
         XCTAssertEqual(s.skippedRows, 0)
-        XCTAssertEqual(s.vocabSize, 2000)
+        XCTAssertEqual(s.vocabSize, Ingest.defaultVocabSize)
         let r = try CorpusReader(directory: dir + "/train")
         XCTAssertEqual(try r.readTokens().count, 37_285)
         XCTAssertEqual(try r.readMetadata().count, 37_285)

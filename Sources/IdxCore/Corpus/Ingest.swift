@@ -14,18 +14,24 @@ import Foundation
 /// Peak memory: the CSV read buffer (1 MiB) + the longest row + the word counts + one
 /// shard's tokens and metadata (`shardDocuments` documents) + its compressed copy.
 public enum Ingest {
+    /// idx's vocabulary size: 8,000 words (UNK 9% of the real corpus's tokens, against 21% at
+    /// the notebook's 2,000) gave the best search of every size tried (docs/search-quality.md).
+    public static let defaultVocabSize = 8000
+    /// The reference notebook's vocabulary size (`idx ingest --vocab-size 2000`).
+    public static let referenceVocabSize = 2000
+
     public struct Options {
         public var inputs: [String]
         public var output: String
         public var tokenizerPath: String?
-        public var vocabSize: Int = 2000
+        public var vocabSize: Int = Ingest.defaultVocabSize
         public var minFrequency: Int = 0
         public var shardDocuments: Int = 50_000
         public var showProgress: Bool = true
         /// Test hook: fail after this many token shards were written.
         var failAfterTokenShards: Int?
 
-        public init(inputs: [String], output: String, tokenizerPath: String? = nil, vocabSize: Int = 2000,
+        public init(inputs: [String], output: String, tokenizerPath: String? = nil, vocabSize: Int = Ingest.defaultVocabSize,
                     shardDocuments: Int = 50_000, showProgress: Bool = true) {
             self.inputs = inputs; self.output = output; self.tokenizerPath = tokenizerPath
             self.vocabSize = vocabSize; self.shardDocuments = shardDocuments; self.showProgress = showProgress

@@ -19,7 +19,7 @@ public struct NightlyConfig: Codable, Equatable {
     public var procs = 1
     public var seed = 1
     /// Vocabulary size of the tokenizer ingest trains for a model trained from scratch.
-    public var vocabSize = 2000
+    public var vocabSize = Ingest.defaultVocabSize
     /// More flags for `idx train` on a fresh model (e.g. its size: ["--d-model", "64"]).
     public var trainArgs: [String] = []
     // [eval]
