@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CSupport.h"
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -113,4 +114,9 @@ void idx_int8_dots(const int8_t *codes, size_t n, size_t d, const int8_t *q, int
 const char *idx_int8_dots_path(void) {
     pthread_once(&dots_once, init_dots);
     return chosen_name;
+}
+
+void idx_blas_stop_workers(void) {
+    int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
+    if (shutdown != NULL) shutdown();
 }

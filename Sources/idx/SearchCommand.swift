@@ -54,6 +54,9 @@ public struct SearchCommand: ParsableCommand {
 
     public func run() throws {
         do {
+            // A query is a few tokens and the scan has its own threads; OpenBLAS's idle
+            // workers would spin on the cores it needs.
+            BLASRuntime.useOneThread()
             guard k > 0 else { throw IdxError("-k \(k): the number of results must be at least 1.") }
             if let w = lexicalWeight, !(0 ... 1).contains(w) {
                 throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")

@@ -14,6 +14,12 @@ int idx_rename_exchange(const char *from, const char *to);
 /* 1 when the file descriptor is a terminal. */
 int idx_isatty(int fd);
 
+/* Ends OpenBLAS's worker threads when its build has them (looked up at run time:
+   blas_thread_shutdown_ is an export of OpenBLAS's pthreads server, not public API).
+   Call after openblas_set_num_threads(1): the workers otherwise spin in sched_yield for
+   ~0.1 s after the library starts, a whole core for a command that lasts 40 ms. */
+void idx_blas_stop_workers(void);
+
 #include <stddef.h>
 #include <stdint.h>
 

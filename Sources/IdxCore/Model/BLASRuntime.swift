@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSupport
 import Foundation
 
 /// OpenBLAS kernel selection at run time.
@@ -17,6 +18,13 @@ public enum BLASRuntime {
 
     /// The core OpenBLAS uses ("Haswell", "SkylakeX", …).
     public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// One BLAS thread from now on, and OpenBLAS's idle workers ended: for a short command
+    /// whose matrices are too small to split (a query's few tokens).
+    public static func useOneThread() {
+        openblas_set_num_threads(1)
+        idx_blas_stop_workers()
+    }
 
     /// Returns the core in use afterwards.
     @discardableResult

@@ -29,7 +29,9 @@ public final class EncoderModel {
 
     public static func load(directory: String) throws -> EncoderModel {
         let path = directory + "/model.safetensors"
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // Mapped, not read: the weights are copied once, into the parameter buffer (a search
+        // loads the model for every process; reading first doubled the copies).
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw IdxError("\(path): cannot read the model; train one with `idx train --out \(directory)`.")
         }
         let st = try SafeTensors.parse(data, path: path)
