@@ -211,10 +211,13 @@ int idx_mpi_shared_sync(void) {
 
 int idx_mpi_shared_free(void) {
     NEED_LIBRARY();
-    if (shared_window == NULL) return 0;
-    p_win_unlock_all(shared_window);
-    int rc = p_win_free(&shared_window);
-    shared_window = NULL;
+    int rc = 0;
+    if (shared_window != NULL) {
+        p_win_unlock_all(shared_window);
+        rc = p_win_free(&shared_window);
+        shared_window = NULL;
+    }
+    /* also when no window was made (ranks on several hosts): the split communicator exists */
     if (node_comm != NULL) { p_comm_free(&node_comm); node_comm = NULL; }
     return rc;
 }
