@@ -22,6 +22,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Seed of the MLM masks.") var maskSeed: UInt64 = 1234
     @Option(help: "BM25 share of the hybrid kNN score, 0 (cosine only) to 1. (default: the index's, as idx search)")
     var lexicalWeight: Float?
+    @OptionGroup var feedback: FeedbackOptions
     @Flag(help: "Print JSON instead of the table.") var json = false
 
     func run() throws {
@@ -35,6 +36,7 @@ struct EvalCommand: ParsableCommand {
             o.mlmSeed = maskSeed
             o.showProgress = true
             o.lexicalWeight = lexicalWeight
+            o.feedback = feedback.feedback
             let r = try EvalRun.run(o)
             if json {
                 let enc = JSONEncoder()

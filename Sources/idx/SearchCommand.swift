@@ -12,7 +12,9 @@ public struct SearchCommand: ParsableCommand {
         The query is cleaned and tokenized as the corpus was, embedded with the index's model, and \
         scored against every vector (int8 scan, exact re-rank of the best candidates). The indexes idx \
         index builds also hold a BM25 index over the full vocabulary, and score hybrid: \
-        (1 - w) * cosine + w * BM25 / best BM25, so words the model does not know still count.
+        (1 - w) * cosine + w * BM25 / best BM25, so words the model does not know still count. \
+        A second pass then moves the query's embedding toward its best first hits (relevance \
+        feedback, --feedback-docs 0 turns it off) and scores again.
         """
     )
 
@@ -39,6 +41,8 @@ public struct SearchCommand: ParsableCommand {
 
     @Option(help: "BM25 share w of the hybrid score, 0 (cosine only) to 1 (BM25 only). (default: the index's)")
     var lexicalWeight: Float?
+
+    @OptionGroup var feedback: FeedbackOptions
 
     @Option(help: ArgumentHelp("Developer: candidates re-ranked exactly (default max(8k, 100)).", visibility: .hidden))
     var rerank: Int?
@@ -124,7 +128,8 @@ public struct SearchCommand: ParsableCommand {
             } else {
                 lexical!.weight = 1 // no word the model knows: its embedding would say nothing
             }
-            let hits = try searcher.search(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+            let hits = try searcher.search(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical,
+                                           feedback: feedback.feedback)
             try printHits(hits, reader: reader, query: text, to: &out)
         }
         if stdin {

@@ -53,6 +53,7 @@ final class EvalRunTests: XCTestCase {
         // Without validation: leave-one-out on the index, cosine only.
         var cosine = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
         cosine.lexicalWeight = 0
+        cosine.feedback.documents = 0
         let loo = try EvalRun.run(cosine)
         XCTAssertTrue(loo.knn.leaveOneOut)
         let reader = try VectorIndexReader(directory: index)
@@ -68,21 +69,31 @@ final class EvalRunTests: XCTestCase {
         XCTAssertTrue(loo.mlm!.loss.isFinite && loo.mlm!.loss > 0)
         XCTAssertTrue(EvalRun.table(loo).contains("leave-one-out"))
 
-        // Hybrid (the index's default weight): the blend recomputed from the BM25 scorer.
+        // Hybrid (the index's default weight) with idx search's second pass: the blend
+        // recomputed from the BM25 scorer, feedback from the same neighbours.
         let hybrid = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        XCTAssertEqual(hybrid.feedback, .standard)
         let w = try XCTUnwrap(reader.manifest.lexicalWeight)
         XCTAssertEqual(hybrid.lexicalWeight, w)
         let scorer = try XCTUnwrap(reader.lexical)
         let texts = (0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }
-        let expectedHybrid = try EvalMetrics.knnPrecision(
-            queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
-            dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, row in
-                let bm25 = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms(texts[q]))
-                for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
-            })
-        XCTAssertEqual(hybrid.knn.precision, expectedHybrid.precision, accuracy: 1e-12)
-        XCTAssertNotEqual(hybrid.knn.precision, loo.knn.precision) // the BM25 part does change the neighbours
-        XCTAssertTrue(EvalRun.table(hybrid).contains("BM25"))
+        func expectedHybrid(_ feedback: RelevanceFeedback?) throws -> Double {
+            try EvalMetrics.knnPrecision(
+                queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
+                dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, row in
+                    let bm25 = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms(texts[q]))
+                    for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
+                }, feedback: feedback).precision
+        }
+        XCTAssertEqual(hybrid.knn.precision, try expectedHybrid(.standard), accuracy: 1e-12)
+        var onePass = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
+        onePass.feedback.documents = 0
+        let single = try EvalRun.run(onePass)
+        XCTAssertNil(single.feedback)
+        XCTAssertEqual(single.knn.precision, try expectedHybrid(nil), accuracy: 1e-12)
+        XCTAssertNotEqual(single.knn.precision, loo.knn.precision) // the BM25 part does change the neighbours
+        XCTAssertTrue(EvalRun.table(hybrid).contains("BM25") && EvalRun.table(hybrid).contains("second pass"))
+        XCTAssertFalse(EvalRun.table(single).contains("second pass"))
 
         // The seed test by hand: the model's embeddings of the sentences (query path).
         let model = try EncoderModel.load(directory: modelDir)

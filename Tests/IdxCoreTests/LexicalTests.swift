@@ -157,6 +157,49 @@ final class LexicalTests: XCTestCase {
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir + "/segments").contains { $0.hasSuffix(".idxlex") })
     }
 
+    /// 16-dim unit vectors in the plane of the first two axes, at these angles (degrees).
+    static func planar(_ degrees: [Double]) -> [Float] {
+        degrees.flatMap { a -> [Float] in
+            var v = [Float](repeating: 0, count: 16)
+            v[0] = Float(cos(a * .pi / 180)); v[1] = Float(sin(a * .pi / 180))
+            return v
+        }
+    }
+
+    func testRelevanceFeedbackMovesTheQueryTowardItsBestHits() throws {
+        // The mean of the rows, made unit, added with the weight, then the sum made unit.
+        let f = RelevanceFeedback(documents: 2, weight: 1)
+        let rows: [Float] = [0, 2, 0, 4]
+        let moved = f.expanded([1, 0], rows: rows, count: 2, dim: 2)
+        XCTAssertEqual(moved[0], Float(0.5).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(moved[1], Float(0.5).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(f.expanded([1, 0], rows: [1, 0, -1, 0], count: 2, dim: 2), [1, 0]) // no direction to move to
+        XCTAssertFalse(RelevanceFeedback(documents: 0, weight: 2).isActive)
+
+        // One document "x" at 40°, five "a" documents around 0°, the query at 25°: alone, x is
+        // nearest; its best five (x and four a's) pull the query toward the a's.
+        let base = Self.planar([40, 0, 2, -2, 4, -4])
+        let labels = ["x", "a", "a", "a", "a", "a"]
+        let query = Self.planar([25])
+        let plain = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["a"], base: base, baseLabels: labels, dim: 16, k: 1)
+        XCTAssertEqual(plain.precision, 0)
+        let fed = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["a"], base: base, baseLabels: labels, dim: 16, k: 1,
+                                               feedback: RelevanceFeedback(documents: 5, weight: 2))
+        XCTAssertEqual(fed.precision, 1)
+
+        // idx search does the same over an index of these vectors.
+        _ = try VectorIndexWriter.write(directory: dir, embeddings: base, dimension: 16, metadata: Synthetic.metadata(count: 6),
+                                        provenance: Synthetic.provenance, append: false, standardize: false, lexicalWeight: nil)
+        let searcher = VectorSearcher(try VectorIndexReader(directory: dir))
+        XCTAssertEqual(try searcher.search(query, k: 1).first?.index, 0)
+        let hits = try searcher.search(query, k: 2, feedback: RelevanceFeedback(documents: 5, weight: 2))
+        XCTAssertEqual(hits.first?.index, 4) // 4°, the a nearest the moved query
+        XCTAssertEqual(hits.first?.dense ?? 0, hits.first?.score ?? 0)
+        // BM25 alone has no dense side: feedback leaves it as it was.
+        let lexical = LexicalScores(scores: [0, 0, 0, 0, 0, 1], weight: 1)
+        XCTAssertEqual(try searcher.search(query, k: 1, lexical: lexical, feedback: .standard).first?.index, 5)
+    }
+
     func testKNNBlendRewritesScoresBeforeTheTopK() throws {
         // Two base rows; the query is nearer row 0 by cosine, the blend makes row 1 win.
         let base: [Float] = [1, 0, 0.6, 0.8], query: [Float] = [1, 0]

@@ -65,21 +65,46 @@ public enum EvalMetrics {
     /// itself and row i never counts as its own neighbour (leave-one-out).
     /// Products run through sgemm in blocks of queries.
     /// `blend(query, row)`, when given, rewrites query `query`'s row of nb cosine scores in
-    /// place before the top-k (hybrid scoring adds its BM25 part there).
+    /// place before the top-k (hybrid scoring adds its BM25 part there). With `feedback`, each
+    /// query is scored twice, as VectorSearcher.search does: the second time moved toward
+    /// its first `feedback.documents` neighbours (blended again).
     public static func nearestNeighbours(queries: [Float], base: [Float], dim: Int, k: Int,
                                          excludeSelf: Bool = false,
-                                         blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil) -> [[Int]] {
+                                         blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil,
+                                         feedback: RelevanceFeedback? = nil) -> [[Int]] {
         let q = normalizedRows(queries, dim: dim)
         let b = normalizedRows(base, dim: dim)
         let nq = q.count / dim, nb = b.count / dim
         let kk = min(k, nb - (excludeSelf ? 1 : 0))
         guard kk > 0, nq > 0 else { return Array(repeating: [], count: nq) }
+        let feedback = feedback.flatMap { $0.isActive ? $0 : nil }
+        let keep = max(kk, min(feedback?.documents ?? 0, nb - (excludeSelf ? 1 : 0)))
         let block = max(1, min(nq, (1 << 24) / max(nb, 1)))
         var scores = [Float](repeating: 0, count: block * nb)
         var result = [[Int]]()
         result.reserveCapacity(nq)
-        var topScore = [Float](repeating: 0, count: kk)
-        var topIndex = [Int](repeating: 0, count: kk)
+        var topScore = [Float](repeating: 0, count: keep)
+        var topIndex = [Int](repeating: 0, count: keep)
+        var feedbackRows = [Float](repeating: 0, count: (feedback?.documents ?? 0) * dim)
+        /// The `count` best of `row` (nb scores) into topIndex, best first; returns how many.
+        func selectTop(_ row: UnsafeMutablePointer<Float>, _ count: Int, skipping selfIndex: Int) -> Int {
+            var filled = 0
+            for j in 0 ..< nb where j != selfIndex {
+                let s = row[j]
+                if filled == count && s <= topScore[count - 1] { continue }
+                // Insertion into the sorted top list; strict > keeps the lower index first on ties.
+                var pos = filled == count ? count - 1 : filled
+                if filled < count { filled += 1 }
+                while pos > 0 && topScore[pos - 1] < s {
+                    topScore[pos] = topScore[pos - 1]
+                    topIndex[pos] = topIndex[pos - 1]
+                    pos -= 1
+                }
+                topScore[pos] = s
+                topIndex[pos] = j
+            }
+            return filled
+        }
         var start = 0
         while start < nq {
             let rows = min(block, nq - start)
@@ -93,29 +118,26 @@ public enum EvalMetrics {
                     }
                 }
             }
-            scores.withUnsafeMutableBufferPointer { sp in
+            scores.withUnsafeMutableBufferPointer { sp in b.withUnsafeBufferPointer { bp in
                 for r in 0 ..< rows {
                     let row = sp.baseAddress! + r * nb
                     blend?(start + r, row)
                     let selfIndex = excludeSelf ? start + r : -1
-                    var filled = 0
-                    for j in 0 ..< nb where j != selfIndex {
-                        let s = row[j]
-                        if filled == kk && s <= topScore[kk - 1] { continue }
-                        // Insertion into the sorted top list; strict > keeps the lower index first on ties.
-                        var pos = filled == kk ? kk - 1 : filled
-                        if filled < kk { filled += 1 }
-                        while pos > 0 && topScore[pos - 1] < s {
-                            topScore[pos] = topScore[pos - 1]
-                            topIndex[pos] = topIndex[pos - 1]
-                            pos -= 1
+                    if let feedback {
+                        let m = selectTop(row, min(feedback.documents, keep), skipping: selfIndex)
+                        let moved = feedbackRows.withUnsafeMutableBufferPointer { f -> [Float] in
+                            for i in 0 ..< m { (f.baseAddress! + i * dim).update(from: bp.baseAddress! + topIndex[i] * dim, count: dim) }
+                            return feedback.expanded(Array(q[(start + r) * dim ..< (start + r + 1) * dim]), rows: f.baseAddress!, count: m, dim: dim)
                         }
-                        topScore[pos] = s
-                        topIndex[pos] = j
+                        // row[nb] = b[nb, dim] · moved
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(nb), Int32(dim), 1, bp.baseAddress!, Int32(dim),
+                                    moved, 1, 0, row, 1)
+                        blend?(start + r, row)
                     }
+                    let filled = selectTop(row, kk, skipping: selfIndex)
                     result.append(Array(topIndex[0 ..< filled]))
                 }
-            }
+            } }
             start += rows
         }
         return result
@@ -134,7 +156,8 @@ public enum EvalMetrics {
     /// (with `leaveOneOut`, only the query itself).
     public static func knnPrecision(queries: [Float], queryLabels: [String], base: [Float], baseLabels: [String],
                                     dim: Int, k: Int = 10, leaveOneOut: Bool = false,
-                                    blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil) throws -> KNNPrecision {
+                                    blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil,
+                                    feedback: RelevanceFeedback? = nil) throws -> KNNPrecision {
         guard queryLabels.count * dim == queries.count, baseLabels.count * dim == base.count else {
             throw IdxError("kNN precision: labels and vectors do not line up.")
         }
@@ -143,7 +166,7 @@ public enum EvalMetrics {
             throw IdxError("kNN precision@\(k) needs at least \(needed) indexed documents; the index has \(baseLabels.count).")
         }
         guard !queryLabels.isEmpty else { throw IdxError("kNN precision: no query documents.") }
-        let nn = nearestNeighbours(queries: queries, base: base, dim: dim, k: k, excludeSelf: leaveOneOut, blend: blend)
+        let nn = nearestNeighbours(queries: queries, base: base, dim: dim, k: k, excludeSelf: leaveOneOut, blend: blend, feedback: feedback)
         var sum = 0.0
         for (i, neighbours) in nn.enumerated() {
             let same = neighbours.reduce(0) { $0 + (baseLabels[$1] == queryLabels[i] ? 1 : 0) }

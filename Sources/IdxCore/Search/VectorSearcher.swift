@@ -99,9 +99,33 @@ public struct VectorSearcher {
 
     /// The `k` best documents for a unit query (already `prepareQuery`'d).
     /// `genre` keeps documents of that genre only (case-insensitive). `lexical`: hybrid
-    /// scoring with these per-document BM25 scores (see HybridScoring).
+    /// scoring with these per-document BM25 scores (see HybridScoring). `feedback`: a second
+    /// pass with the query moved toward its first pass's best hits (RelevanceFeedback); the
+    /// hits' `dense` is then the cosine with that moved query.
     public func search(_ query: [Float], k: Int, genre: String? = nil, threads: Int = 0,
-                       rerank: Int? = nil, lexical: LexicalScores? = nil) throws -> [SearchHit] {
+                       rerank: Int? = nil, lexical: LexicalScores? = nil,
+                       feedback: RelevanceFeedback? = nil) throws -> [SearchHit] {
+        // BM25 alone (w = 1) has no dense side to move.
+        guard let feedback, feedback.isActive, (lexical?.weight ?? 0) < 1 else {
+            return try scanAndRerank(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+        }
+        let d = reader.dimension
+        let first = try scanAndRerank(query, k: max(k, feedback.documents), genre: genre, threads: threads,
+                                      rerank: rerank, lexical: lexical).prefix(feedback.documents)
+        var rows = [Float](repeating: 0, count: first.count * d)
+        let moved = rows.withUnsafeMutableBufferPointer { p -> [Float] in
+            for (i, h) in first.enumerated() {
+                let (s, r) = reader.locate(h.index)
+                reader.segments[s].decode(r, into: p.baseAddress! + i * d)
+            }
+            return feedback.expanded(query, rows: p.baseAddress!, count: first.count, dim: d)
+        }
+        return try scanAndRerank(moved, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+    }
+
+    /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
+    func scanAndRerank(_ query: [Float], k: Int, genre: String?, threads: Int,
+                       rerank: Int?, lexical: LexicalScores?) throws -> [SearchHit] {
         let d = reader.dimension
         precondition(query.count == d, "query has \(query.count) dimensions, the index \(d)")
         precondition(lexical.map { $0.scores.count == reader.count } ?? true, "lexical scores do not cover the index")

@@ -1,0 +1,19 @@
+import ArgumentParser
+import IdxCore
+
+/// The second search pass (RelevanceFeedback), shared by idx search and idx eval so that
+/// eval measures what search answers.
+struct FeedbackOptions: ParsableArguments {
+    @Option(help: "Relevance feedback: the first pass's best documents the second pass moves the query toward (0: one pass).")
+    var feedbackDocs = RelevanceFeedback.standard.documents
+
+    @Option(help: "Relevance feedback: the weight of their mean direction against the query's 1.")
+    var feedbackWeight = RelevanceFeedback.standard.weight
+
+    func validate() throws {
+        guard feedbackDocs >= 0 else { throw ValidationError("--feedback-docs \(feedbackDocs): give 0 (one pass) or more documents.") }
+        guard feedbackWeight >= 0, feedbackWeight.isFinite else { throw ValidationError("--feedback-weight \(feedbackWeight): give a weight of 0 or more.") }
+    }
+
+    var feedback: RelevanceFeedback { RelevanceFeedback(documents: feedbackDocs, weight: feedbackWeight) }
+}
