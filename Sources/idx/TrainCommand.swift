@@ -210,7 +210,8 @@ struct TrainPreset {
     /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
     static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
     /// idx's default (scripts/bench-quality measures the choices): with ingest's 8,000 words,
-    /// 60,000 steps take 23 minutes on 2 cores, inside the 30-minute training budget.
+    /// 60,000 steps took 23 minutes on 2 AVX-512 cores (inside the 30-minute budget), but 56
+    /// on 2 AVX2-only cores (over it).
     static let standard = TrainPreset(steps: 60000, maskMode: .bert, contrastiveSteps: 0)
     static func named(_ name: String) -> TrainPreset? {
         switch name {

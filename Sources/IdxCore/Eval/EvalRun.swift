@@ -106,8 +106,13 @@ public enum EvalRun {
         func blend(_ texts: [String]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
             guard let scorer else { return nil }
             let n = reader.count
+            // The second pass blends the same query again: its BM25 row is still in the buffer.
+            var scoredQuery = -1, best: Float = 0
             return { qi, row in
-                let best = scorer.score(scorer.query(terms: LexicalAnalyzer.terms(texts[qi])), into: lexicalBuffer)
+                if qi != scoredQuery {
+                    best = scorer.score(scorer.query(terms: LexicalAnalyzer.terms(texts[qi])), into: lexicalBuffer)
+                    scoredQuery = qi
+                }
                 let scale = best > 0 ? weight / best : 0
                 for j in 0 ..< n { row[j] = (1 - weight) * row[j] + scale * lexicalBuffer[j] }
             }
