@@ -19,7 +19,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Total optimizer steps (on --resume: the new total).") var steps: Int?
     @Option(help: "Documents per step.") var batch = 32
     @Option(help: "Tokens per document, [BOS] included.") var maxLen = 32
-    @Option(help: "AdamW learning rate (constant).") var lr: Float = 1e-3
+    @Option(help: "AdamW peak learning rate.") var lr: Float = 1e-3
+    @Option(help: "constant, or linear (warm-up over --warmup-steps, then linear decay to zero at the last MLM step). (default: the preset's)") var lrSchedule: String?
+    @Option(help: "Warm-up steps of --lr-schedule linear.") var warmupSteps = 1000
     @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
     @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only. (default: the preset's)") var maskMode: String?
     @Option(help: "seed: the reference notebook's recipe exactly (mask-only masking, 5,000 steps); default: idx's (bert masking, \(TrainPreset.standard.steps) steps). Flags given beside it win.")
@@ -111,6 +113,11 @@ struct TrainCommand: ParsableCommand {
             var o = TrainOptions()
             o.steps = steps ?? recipe.steps; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
             o.checkpointEvery = checkpointEvery; o.logEvery = logEvery
+            switch lrSchedule ?? recipe.lrSchedule {
+            case "constant": o.schedule = nil
+            case "linear": o.schedule = LRSchedule(warmupSteps: warmupSteps)
+            case let other: throw IdxError("--lr-schedule \(other): use constant or linear.")
+            }
             let k = contrastiveSteps ?? recipe.contrastiveSteps
             if k > 0 {
                 var c = ContrastiveOptions()
@@ -160,7 +167,8 @@ struct TrainCommand: ParsableCommand {
             let elapsed = elapsedBefore + Double(now - clock) / 1e9
             lastLosses.append(loss); if lastLosses.count > 100 { lastLosses.removeFirst() }
             if trainer.step % logEvery == 0 {
-                let lr = trainer.isContrastive(step: trainer.step) ? trainer.options.contrastive!.lr : trainer.options.lr
+                let lr = trainer.isContrastive(step: trainer.step) ? trainer.options.contrastive!.lr
+                    : trainer.options.learningRate(step: trainer.step)
                 log += TrainLog.line(step: trainer.step, loss: loss, lr: lr,
                                      tokensPerSecond: Double(tok) / max(stepSeconds, 1e-9), elapsed: elapsed)
             }
@@ -207,6 +215,7 @@ struct TrainPreset {
     var steps: Int
     var maskMode: MaskMode
     var contrastiveSteps: Int
+    var lrSchedule = "constant"
     /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
     static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
     /// idx's default (scripts/bench-quality measures the choices): with ingest's 8,000 words,

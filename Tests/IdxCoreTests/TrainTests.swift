@@ -112,4 +112,39 @@ final class TrainTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("outside the model's vocabulary"))
         }
     }
+
+    func testLinearScheduleWarmsUpThenDecaysToZero() {
+        let s = LRSchedule(warmupSteps: 10)
+        XCTAssertEqual(s.factor(step: 1, mlmSteps: 110), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(s.factor(step: 10, mlmSteps: 110), 1)
+        XCTAssertEqual(s.factor(step: 11, mlmSteps: 110), 1)
+        XCTAssertEqual(s.factor(step: 60, mlmSteps: 110), 0.51, accuracy: 1e-6)
+        XCTAssertEqual(s.factor(step: 110, mlmSteps: 110), 0.01, accuracy: 1e-7)
+        XCTAssertEqual(s.factor(step: 111, mlmSteps: 110), 0)
+        var o = TinyTraining.options(steps: 110)
+        XCTAssertEqual(o.learningRate(step: 1), o.lr, "no schedule: constant")
+        o.schedule = s
+        XCTAssertEqual(o.learningRate(step: 5), o.lr * 0.5, accuracy: 1e-9)
+        // contrastive steps at the end are not MLM steps: the decay ends before them
+        var k = ContrastiveOptions(); k.steps = 10; o.contrastive = k
+        XCTAssertEqual(o.learningRate(step: 100), o.lr / 90, accuracy: 1e-9)  // 1 step left of 100 - 10
+    }
+
+    /// The scheduled rate is the one AdamW steps with: a warm-up step equals a constant-rate
+    /// step at that rate, bit for bit. Old checkpoints (no "schedule" key) read as constant.
+    func testScheduledStepUsesTheScheduledRate() throws {
+        var scheduled = TinyTraining.options(); scheduled.schedule = LRSchedule(warmupSteps: 4)
+        var constant = TinyTraining.options(); constant.lr = scheduled.lr * 0.25
+        let a = try TinyTraining.trainer(scheduled), b = try TinyTraining.trainer(constant)
+        _ = try a.trainStep(); _ = try b.trainStep()
+        XCTAssertEqual(Array(a.parameters), Array(b.parameters))
+        let plain = try TinyTraining.trainer()
+        _ = try plain.trainStep()
+        XCTAssertNotEqual(Array(a.parameters), Array(plain.parameters))
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(scheduled)) as! [String: Any]
+        XCTAssertNotNil(json.removeValue(forKey: "schedule"))
+        let old = try JSONDecoder().decode(TrainOptions.self, from: JSONSerialization.data(withJSONObject: json))
+        XCTAssertNil(old.schedule)
+        XCTAssertEqual(try JSONDecoder().decode(TrainOptions.self, from: JSONEncoder().encode(scheduled)), scheduled)
+    }
 }

@@ -21,7 +21,31 @@ public struct TrainOptions: Codable, Equatable, Sendable {
     public var logEvery = 1
     /// Contrastive fine-tuning as the last steps of the run (Contrastive.swift); nil: MLM only.
     public var contrastive: ContrastiveOptions? = nil
+    /// Learning-rate schedule of the MLM steps; nil (and checkpoints older than it): constant `lr`.
+    public var schedule: LRSchedule? = nil
     public init() {}
+
+    /// The MLM learning rate of step `step` (1-based).
+    public func learningRate(step: Int) -> Float {
+        guard let schedule else { return lr }
+        return schedule.factor(step: step, mlmSteps: steps - (contrastive?.steps ?? 0)) * lr
+    }
+}
+
+/// Linear warm-up over `warmupSteps`, then linear decay to zero at the last MLM step (BERT's
+/// schedule): a constant rate leaves the weights jumping around a minimum they could settle into.
+public struct LRSchedule: Codable, Equatable, Sendable {
+    public var warmupSteps: Int
+    public init(warmupSteps: Int) { self.warmupSteps = warmupSteps }
+
+    /// Of the peak rate at step `step` (1-based) of `mlmSteps`: step/warmup while warming up,
+    /// then (mlmSteps − step + 1)/(mlmSteps − warmup), so the last step still moves.
+    public func factor(step: Int, mlmSteps: Int) -> Float {
+        let w = min(max(0, warmupSteps), mlmSteps)
+        if step <= w { return Float(step) / Float(max(1, w)) }
+        let left = max(0, mlmSteps - step + 1)
+        return Float(left) / Float(max(1, mlmSteps - w))
+    }
 }
 
 /// MLM training of the encoder. Every random choice of a step (which documents, which
@@ -205,7 +229,7 @@ public final class Trainer {
         // clipping folded into the update (the same rounding as scaling the buffer first)
         let norm = gradientSquaredNorm(net.grads.ptr, count: n, threads: min(workers.count, 8)).squareRoot()
         step += 1
-        AdamW(lr: lr ?? options.lr, weightDecay: options.weightDecay)
+        AdamW(lr: lr ?? options.learningRate(step: step), weightDecay: options.weightDecay)
             .step(params: net.params.ptr, grads: net.grads.ptr, m: m.ptr, v: v.ptr, count: n, t: step,
                   gradScale: clipCoefficient(norm: norm, maxNorm: options.maxGradNorm))
         return norm
@@ -218,7 +242,7 @@ public final class Trainer {
     /// as they were.
     func applyUpdate(part: Range<Int>, partGradients: UnsafePointer<Float>, norm: Double) {
         step += 1
-        AdamW(lr: options.lr, weightDecay: options.weightDecay)
+        AdamW(lr: options.learningRate(step: step), weightDecay: options.weightDecay)
             .step(params: net.params.ptr + part.lowerBound, grads: partGradients, m: m.ptr + part.lowerBound,
                   v: v.ptr + part.lowerBound, count: part.count, t: step,
                   gradScale: clipCoefficient(norm: norm, maxNorm: options.maxGradNorm))
