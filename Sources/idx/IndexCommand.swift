@@ -35,8 +35,8 @@ public struct IndexCommand: ParsableCommand {
     @Flag(help: "Z-score each dimension with corpus statistics before normalising (stored with the index, applied to queries).")
     var standardize = false
 
-    @Option(help: "Tokens per document fed to the model, [BOS]/[EOS] included.")
-    var maxTokens: Int = 32
+    @Option(help: "Tokens per document fed to the model, [BOS]/[EOS] included (default: the length the model was trained on, its --max-len).")
+    var maxTokens: Int?
 
     @Option(help: "Inference threads (0: all cores).")
     var threads: Int = 0
@@ -103,7 +103,7 @@ public struct IndexCommand: ParsableCommand {
                     metadata = (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }
                     provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
                                                  modelDirectory: URL(fileURLWithPath: model).standardizedFileURL.path,
-                                                 maxTokens: maxTokens, source: file)
+                                                 maxTokens: maxTokens ?? m.trainedMaxTokens, source: file)
                 } else {
                     metadata = (0 ..< n).map {
                         DocumentMetadata(title: "vector \($0)", year: nil, genre: "none", expandedGenres: "none", rating: nil,
@@ -148,6 +148,7 @@ public struct IndexCommand: ParsableCommand {
         let tokens = try reader.readTokens()
         let share = comm.share(of: tokens.count)
         let metadata = Array(try reader.readMetadata()[share])
+        let maxTokens = self.maxTokens ?? model.trainedMaxTokens
         if let path = dumpTokens, comm.isRoot {
             let width = max(2, min(maxTokens, model.config.maxLen))
             var rows = [Int32](repeating: SpecialToken.pad, count: tokens.count * width)

@@ -150,7 +150,7 @@ struct ProjectCommand: ParsableCommand {
             var start = 0
             while start < n {
                 let end = min(n, start + 1024)
-                x += embedder.embed(selected, range: start ..< end, maxTokens: 32, batchSize: 64)
+                x += embedder.embed(selected, range: start ..< end, maxTokens: embedder.trainedMaxTokens, batchSize: 64)
                 start = end
                 progress.update(Double(start))
             }

@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import IdxCore
 
-struct TrainCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct TrainCommand: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train the encoder-only transformer with masked-language modelling on an ingested corpus.",
         discussion: """
@@ -18,12 +19,13 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Model folder (default: models/<corpus name>).") var out: String?
     @Option(help: "Total optimizer steps (on --resume: the new total).") var steps: Int?
     @Option(help: "Documents per step.") var batch = 32
-    @Option(help: "Tokens per document, [BOS] included.") var maxLen = 32
+    @Option(help: "Tokens per document, [BOS] included; idx index embeds with the same length by default. (default: the preset's)") var maxLen: Int?
     @Option(help: "AdamW peak learning rate.") var lr: Float = 1e-3
     @Option(help: "constant, or linear (warm-up over --warmup-steps, then linear decay to zero at the last MLM step). (default: the preset's)") var lrSchedule: String?
     @Option(help: "Warm-up steps of --lr-schedule linear.") var warmupSteps = 1000
     @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
     @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only. (default: the preset's)") var maskMode: String?
+    @Option(help: "Share of the words selected for the MLM loss.") var maskProbability = 0.15
     @Option(help: "seed: the reference notebook's recipe exactly (mask-only masking, 5,000 steps); default: idx's (bert masking, \(TrainPreset.standard.steps) steps). Flags given beside it win.")
     var preset = "default"
     @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
@@ -47,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
     @Option(help: .hidden) var exportCount = 8
 
-    func run() throws {
+    public func run() throws {
         // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
         // a rank (started by any MPI launcher) joins the job; errors in a rank end every rank.
         var comm = Communicator.single()
@@ -111,8 +113,10 @@ struct TrainCommand: ParsableCommand {
                 throw IdxError("\(outDir): already holds a model; pass --resume to continue it, or choose another --out.")
             }
             var o = TrainOptions()
-            o.steps = steps ?? recipe.steps; o.batchSize = batch; o.maxLen = maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
+            o.steps = steps ?? recipe.steps; o.batchSize = batch; o.maxLen = maxLen ?? recipe.maxLen; o.lr = lr; o.seed = seed; o.maskMode = mode
             o.checkpointEvery = checkpointEvery; o.logEvery = logEvery
+            guard maskProbability > 0, maskProbability < 1 else { throw IdxError("--mask-probability \(maskProbability): give a share between 0 and 1, such as 0.15.") }
+            o.maskProbability = maskProbability
             switch lrSchedule ?? recipe.lrSchedule {
             case "constant": o.schedule = nil
             case "linear": o.schedule = LRSchedule(warmupSteps: warmupSteps)
@@ -200,9 +204,9 @@ extension TrainCommand {
         let tokens = try CorpusReader(directory: corpus).readTokens()
         let n = min(exportCount, tokens.count)
         var st = SafeTensors()
-        st.add("embeddings", shape: [n, model.config.dModel], data: model.embed(tokens, range: 0 ..< n, maxTokens: maxLen, batchSize: n))
+        st.add("embeddings", shape: [n, model.config.dModel], data: model.embed(tokens, range: 0 ..< n, maxTokens: maxLen ?? model.trainedMaxTokens, batchSize: n))
         for d in 0 ..< n { st.add("document.\(d)", shape: [tokens.document(d).count], data: tokens.document(d).map { Float($0) }) }
-        st.metadata = ["max_tokens": "\(maxLen)", "model_hash": model.modelHash]
+        st.metadata = ["max_tokens": "\(maxLen ?? model.trainedMaxTokens)", "model_hash": model.modelHash]
         try AtomicFile.write(st.serialized(), to: path)
         FileHandle.standardError.write(Data("train: wrote \(n) embeddings of \(dir) to \(path)\n".utf8))
     }
@@ -216,6 +220,8 @@ struct TrainPreset {
     var maskMode: MaskMode
     var contrastiveSteps: Int
     var lrSchedule = "constant"
+    /// Tokens per document, [BOS] included.
+    var maxLen = 32
     /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
     static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
     /// idx's default (scripts/bench-quality measures the choices): with ingest's 8,000 words,

@@ -16,7 +16,7 @@ final class IndexTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
 
     /// A small CSV in the IMDB-Genres layout, a corpus, and a model with its tokenizer.
-    func makeCorpusAndModel() throws -> (corpus: String, model: String) {
+    func makeCorpusAndModel(trainedTokens: Int = 32) throws -> (corpus: String, model: String) {
         let subjects = ["an alien robot", "a lonely detective", "two young lovers", "a haunted house", "a football team",
                         "a space station crew", "a small town baker", "a retired soldier"]
         let verbs = ["discovers a secret plan", "falls in love in Paris", "fights a dragon at night",
@@ -41,6 +41,7 @@ final class IndexTests: XCTestCase {
                                  maxLen: 32, dropout: 0.1)
         var train = TrainOptions()
         train.steps = 0
+        train.maxLen = trainedTokens
         let trainer = try Trainer(config: config, options: train, corpus: try reader.readTokens(), tokenizerHash: reader.tokenizerHash)
         let model = tmp + "/model"
         try trainer.writeCheckpoint(directory: model, tokenizerJSON: try Data(contentsOf: URL(fileURLWithPath: corpus + "/tokenizer.json")),
@@ -87,6 +88,68 @@ final class IndexTests: XCTestCase {
         var standardized = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", tmp + "/std", "--standardize"])
         try standardized.run()
         XCTAssertNotNil(try VectorIndexReader(directory: tmp + "/std").manifest.standardization)
+    }
+
+    /// `idx index` embeds at the length the model was trained on (recorded in model.safetensors),
+    /// unless --max-tokens says otherwise; a model written before the length was recorded is read as 32.
+    func testIndexEmbedsAtTheModelsTrainingLength() throws {
+        let (corpus, model) = try makeCorpusAndModel(trainedTokens: 8)
+        let encoder = try EncoderModel.load(directory: model)
+        XCTAssertEqual(encoder.trainedMaxTokens, 8)
+        let out = tmp + "/index"
+        var index = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out])
+        try index.run()
+        let reader = try VectorIndexReader(directory: out)
+        XCTAssertEqual(reader.manifest.maxTokens, 8)
+        // Document 3 has 14 words: cut to 8 tokens and to 32 it embeds differently; the index holds the first.
+        let tokens = try CorpusReader(directory: corpus).readTokens()
+        XCTAssertGreaterThan(tokens.document(3).count, 8)
+        let d = reader.dimension, stored = Array(reader.dequantizedVectors()[3 * d ..< 4 * d])
+        func cosine(_ maxTokens: Int) -> Float {
+            var one = encoder.embed(tokens, range: 3 ..< 4, maxTokens: maxTokens, batchSize: 1)
+            VectorIndexWriter.prepare(&one, dimension: d, standardization: nil)
+            return zip(one, stored).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        XCTAssertGreaterThan(cosine(8), 0.999)
+        XCTAssertLessThan(cosine(32), cosine(8))
+        // An explicit length wins, and a segment of another length cannot be appended.
+        var longer = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", tmp + "/long", "--max-tokens", "32"])
+        try longer.run()
+        XCTAssertEqual(try VectorIndexReader(directory: tmp + "/long").manifest.maxTokens, 32)
+        var mixed = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out, "--append", "--max-tokens", "32"])
+        XCTAssertThrowsError(try mixed.run())
+        XCTAssertEqual(try VectorIndexReader(directory: out).count, tokens.count)
+        // An older model file, without train_max_tokens in its metadata.
+        let path = model + "/model.safetensors"
+        var st = try SafeTensors.parse(try Data(contentsOf: URL(fileURLWithPath: path)), path: path)
+        XCTAssertEqual(st.metadata.removeValue(forKey: "train_max_tokens"), "8")
+        try st.serialized().write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try EncoderModel.load(directory: model).trainedMaxTokens, 32)
+    }
+
+    /// `idx train`'s length and masking flags reach the run's options and the model file; the
+    /// seed preset keeps the notebook's 32 tokens.
+    func testTrainCommandRecordsLengthAndMaskProbability() throws {
+        let (corpus, _) = try makeCorpusAndModel()
+        struct State: Decodable { var options: TrainOptions }
+        func train(_ name: String, _ extra: [String]) throws -> (TrainOptions, EncoderModel) {
+            var cmd = try TrainCommand.parse(["--corpus", corpus, "--out", tmp + "/" + name, "--steps", "2", "--d-model", "16", "--heads", "2",
+                                              "--layers", "1", "--d-ff", "32", "--threads", "1"] + extra)
+            try cmd.run()
+            let state = try JSONDecoder().decode(State.self, from: Data(contentsOf: URL(fileURLWithPath: tmp + "/" + name + "/state.json")))
+            return (state.options, try EncoderModel.load(directory: tmp + "/" + name))
+        }
+        let (custom, model) = try train("custom", ["--max-len", "12", "--mask-probability", "0.3"])
+        XCTAssertEqual(custom.maxLen, 12)
+        XCTAssertEqual(custom.maskProbability, 0.3)
+        XCTAssertEqual(model.trainedMaxTokens, 12)
+        let (seed, seedModel) = try train("seed", ["--preset", "seed"])
+        XCTAssertEqual(seed.maxLen, 32)
+        XCTAssertEqual(seed.maskProbability, 0.15)
+        XCTAssertEqual(seedModel.trainedMaxTokens, 32)
+        var bad = try TrainCommand.parse(["--corpus", corpus, "--out", tmp + "/bad", "--steps", "2", "--mask-probability", "1.5"])
+        XCTAssertThrowsError(try bad.run())
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad/model.safetensors"))
     }
 
     func testSearchRefusesAModelThatDoesNotMatchTheIndex() throws {

@@ -12,19 +12,25 @@ public final class EncoderModel {
     public let tokenizerHash: String
     public let modelHash: String
     public let directory: String
+    /// Tokens per document in training ([BOS] included): the default length to embed with.
+    /// Models written before it was recorded were trained at 32.
+    public let trainedMaxTokens: Int
     let layout: ParameterLayout
     let parameters: FloatBuffer
     private lazy var inference = InferenceEncoder(config: config, layout: layout, parameters: parameters.ptr)
     lazy var net = EncoderNetwork(config: config, sharedParameters: parameters)
 
-    init(config: ModelConfig, parameters: FloatBuffer, tokenizerHash: String, modelHash: String, directory: String) {
+    init(config: ModelConfig, parameters: FloatBuffer, tokenizerHash: String, modelHash: String, directory: String,
+         trainedMaxTokens: Int = 32) {
         self.config = config; layout = ParameterLayout(config); self.parameters = parameters
         self.tokenizerHash = tokenizerHash; self.modelHash = modelHash; self.directory = directory
+        self.trainedMaxTokens = trainedMaxTokens
     }
 
     /// Another model over the same (read-only) weights, with its own buffers: one per thread.
     public func worker() -> EncoderModel {
-        EncoderModel(config: config, parameters: parameters, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory)
+        EncoderModel(config: config, parameters: parameters, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory,
+                     trainedMaxTokens: trainedMaxTokens)
     }
 
     public static func load(directory: String) throws -> EncoderModel {
@@ -50,8 +56,9 @@ public final class EncoderModel {
         guard h == tokHash else {
             throw IdxError("\(tokPath): hash \(h) differs from the model's tokenizer_hash \(tokHash); this is not the tokenizer the model was trained with.")
         }
+        let trained = st.metadata["train_max_tokens"].flatMap { Int($0) }.map { min(max(2, $0), cfg.maxLen) } ?? min(32, cfg.maxLen)
         return EncoderModel(config: cfg, parameters: params, tokenizerHash: tokHash,
-                            modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory)
+                            modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory, trainedMaxTokens: trained)
     }
 
     public func tokenizer() throws -> WordLevelTokenizer {
@@ -88,10 +95,12 @@ func wrapDocument(_ ids: ArraySlice<Int32>, maxTokens: Int) -> [Int32] {
 
 /// model.safetensors: PyTorch state_dict names, config and tokenizer hash in __metadata__.
 enum ModelCheckpoint {
-    static func metadata(_ cfg: ModelConfig, tokenizerHash: String, step: Int) -> [String: String] {
+    /// `trainedTokens`: the length the documents were cut to in training (--max-len), which
+    /// idx index uses by default: a model embeds best what it was trained to read.
+    static func metadata(_ cfg: ModelConfig, tokenizerHash: String, step: Int, trainedTokens: Int) -> [String: String] {
         ["format": "pt", "idx_format": "idx-encoder-1", "vocab_size": "\(cfg.vocabSize)", "d_model": "\(cfg.dModel)",
          "n_heads": "\(cfg.nHeads)", "n_layers": "\(cfg.nLayers)", "d_ff": "\(cfg.dFF)", "max_len": "\(cfg.maxLen)",
-         "dropout": "\(cfg.dropout)", "tokenizer_hash": tokenizerHash, "step": "\(step)"]
+         "dropout": "\(cfg.dropout)", "tokenizer_hash": tokenizerHash, "step": "\(step)", "train_max_tokens": "\(trainedTokens)"]
     }
 
     static func config(from m: [String: String], path: String) throws -> ModelConfig {

@@ -55,9 +55,9 @@ extension NightlyStages {
                     append = true
                 }
                 if range.isEmpty { return append ? "segment (no new documents)" : "generation" }
-                let vectors = model.embed(tokens, range: range, maxTokens: 32, batchSize: 64)
+                let vectors = model.embed(tokens, range: range, maxTokens: model.trainedMaxTokens, batchSize: 64)
                 let provenance = IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
-                                                 modelDirectory: version, maxTokens: 32, source: r.corpus)
+                                                 modelDirectory: version, maxTokens: model.trainedMaxTokens, source: r.corpus)
                 _ = try VectorIndexWriter.write(directory: out, embeddings: vectors, dimension: model.config.dModel,
                                                 metadata: Array(meta[range]), ids: range.map { Int64($0) },
                                                 provenance: provenance, append: append, standardize: false)

@@ -130,6 +130,9 @@ public enum VectorIndexWriter {
             guard p.modelHash == provenance.modelHash, p.tokenizerHash == provenance.tokenizerHash else {
                 throw IdxError("\(dir): the index was built with model \(p.modelHash) / tokenizer \(p.tokenizerHash), not \(provenance.modelHash) / \(provenance.tokenizerHash); --append needs the same model: rebuild without --append.")
             }
+            guard p.maxTokens == provenance.maxTokens else {
+                throw IdxError("\(dir): the index embedded documents cut to \(p.maxTokens) tokens, the new segment to \(provenance.maxTokens); pass --max-tokens \(p.maxTokens) to append, or rebuild without --append.")
+            }
             inherited = p.standardization // appended vectors must live in the same space
         }
         return Plan(generation: (previous?.generation ?? 0) + 1, previous: previous, append: append, inherited: inherited,

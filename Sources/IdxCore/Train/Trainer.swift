@@ -288,7 +288,7 @@ public final class Trainer {
         try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
         do {
             var model = ModelCheckpoint.tensors(of: net.params.ptr, layout: net.layout)
-            model.metadata = ModelCheckpoint.metadata(config, tokenizerHash: tokenizerHash, step: step)
+            model.metadata = ModelCheckpoint.metadata(config, tokenizerHash: tokenizerHash, step: step, trainedTokens: options.maxLen)
             let modelData = model.serialized()
             var opt = ModelCheckpoint.tensors(of: m.ptr, layout: net.layout, prefix: "exp_avg.")
             let sq = ModelCheckpoint.tensors(of: v.ptr, layout: net.layout, prefix: "exp_avg_sq.")
