@@ -25,6 +25,9 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Vocabulary size when training, the 5 special tokens included (the reference notebook: \(Ingest.referenceVocabSize)).")
     var vocabSize: Int = Ingest.defaultVocabSize
 
+    @Flag(inversion: .prefixedNo, help: "Read each document as \"Title. description\" for the tokenizer and the model (titles name subjects and franchises the synopsis leaves out; BM25 reads them either way). --no-titles: descriptions only, as the reference notebook.")
+    var titles = false
+
     @Option(help: "Documents per shard.")
     var shardDocs: Int = 50_000
 
@@ -42,6 +45,7 @@ struct IngestCommand: ParsableCommand {
             var options = Ingest.Options(inputs: inputs, output: out ?? "corpora/\(stem)", tokenizerPath: tokenizer,
                                          vocabSize: vocabSize, shardDocuments: shardDocs)
             options.showProgress = true
+            options.titlesInText = titles
             let summary = try Ingest.run(options) { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) }
             FileHandle.standardError.write(Data((summary.line + "\n").utf8))
         } catch let e as IdxError {

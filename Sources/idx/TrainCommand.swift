@@ -26,7 +26,7 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Seed of the init, sampling, masking and dropout.") var seed: UInt64 = 42
     @Option(help: "bert (80% [MASK], 10% random, 10% kept) or mask-only. (default: the preset's)") var maskMode: String?
     @Option(help: "Share of the words selected for the MLM loss.") var maskProbability = 0.15
-    @Option(help: "seed: the reference notebook's recipe exactly (mask-only masking, 5,000 steps); default: idx's (bert masking, \(TrainPreset.standard.steps) steps). Flags given beside it win.")
+    @Option(help: "seed: the reference notebook's recipe exactly (mask-only masking, 5,000 steps, 32 tokens); default: idx's (bert masking, \(TrainPreset.standard.steps) steps, whole documents: --max-len \(TrainPreset.standard.maxLen)). Flags given beside it win.")
     var preset = "default"
     @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
     @Option(help: "Ranks on this machine, started through Open MPI's mpirun (see docs/parallel.md). Under your own mpirun, leave it out.") var procs = 1
@@ -135,6 +135,7 @@ public struct TrainCommand: ParsableCommand {
             log = TrainLog.header
             say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : "")\n")
         }
+        trainer.corpusTitlesInText = reader.titlesInText
         if let c = trainer.options.contrastive, c.steps > 0 {
             guard c.pairs == "self" || c.pairs == "bm25" else {
                 throw IdxError("--contrastive-pairs \(c.pairs): use self or bm25.")
@@ -224,10 +225,10 @@ struct TrainPreset {
     var maxLen = 32
     /// The reference notebook: [MASK] at every selected position, 5,000 steps, MLM only.
     static let seed = TrainPreset(steps: 5000, maskMode: .maskOnly, contrastiveSteps: 0)
-    /// idx's default (scripts/bench-quality measures the choices): with ingest's 8,000 words,
-    /// 60,000 steps took 23 minutes on 2 AVX-512 cores (inside the 30-minute budget), but 56
-    /// on 2 AVX2-only cores (over it).
-    static let standard = TrainPreset(steps: 60000, maskMode: .bert, contrastiveSteps: 0)
+    /// idx's default (scripts/bench-quality measures the choices): ingest's 8,000 words, whole
+    /// documents (56% of IMDb synopses are longer than 32 tokens), and as many steps as fit 30
+    /// minutes on 2 AVX2-only cores (about 36 ms a step at 64 tokens over a whole run).
+    static let standard = TrainPreset(steps: 48000, maskMode: .bert, contrastiveSteps: 0, maxLen: 64)
     static func named(_ name: String) -> TrainPreset? {
         switch name {
         case "seed": return seed

@@ -128,8 +128,9 @@ final class IndexTests: XCTestCase {
     }
 
     /// `idx train`'s length and masking flags reach the run's options and the model file; the
-    /// seed preset keeps the notebook's 32 tokens.
-    func testTrainCommandRecordsLengthAndMaskProbability() throws {
+    /// default preset reads whole documents (64 tokens), the seed preset the notebook's 32; a model
+    /// trained on "Title. description" documents is evaluated on such documents.
+    func testTrainCommandRecordsLengthMaskingAndTitles() throws {
         let (corpus, _) = try makeCorpusAndModel()
         struct State: Decodable { var options: TrainOptions }
         func train(_ name: String, _ extra: [String]) throws -> (TrainOptions, EncoderModel) {
@@ -143,10 +144,35 @@ final class IndexTests: XCTestCase {
         XCTAssertEqual(custom.maxLen, 12)
         XCTAssertEqual(custom.maskProbability, 0.3)
         XCTAssertEqual(model.trainedMaxTokens, 12)
+        let (standard, standardModel) = try train("default", [])
+        XCTAssertEqual(standard.maxLen, 64)   // whole documents
+        XCTAssertEqual(standardModel.trainedMaxTokens, 64)
         let (seed, seedModel) = try train("seed", ["--preset", "seed"])
         XCTAssertEqual(seed.maxLen, 32)
         XCTAssertEqual(seed.maskProbability, 0.15)
         XCTAssertEqual(seedModel.trainedMaxTokens, 32)
+        XCTAssertFalse(standardModel.titlesInText)
+        // A corpus of "Title. description" documents: the model says so, and idx eval reads validation
+        // documents the same way. Two films share a description but not their titles or genres: each
+        // finds itself (k = 1, cosine only) only if the titles are part of what is embedded.
+        let twins = "Alpha Alpha - 2001,Western,Western,5,\"The very same words for two films of other genres\"\n"
+            + "Beta Beta - 2002,Musical,Musical,5,\"The very same words for two films of other genres\"\n"
+        try (try String(contentsOfFile: tmp + "/films.csv", encoding: .utf8) + twins).write(toFile: tmp + "/all.csv", atomically: true, encoding: .utf8)
+        try ("movie title - year,genre,expanded-genres,rating,description\n" + twins).write(toFile: tmp + "/twins.csv", atomically: true, encoding: .utf8)
+        var o = Ingest.Options(inputs: [tmp + "/all.csv"], output: tmp + "/titled", vocabSize: 200)
+        o.showProgress = false; o.titlesInText = true
+        _ = try Ingest.run(o)
+        var titled = try TrainCommand.parse(["--corpus", tmp + "/titled", "--out", tmp + "/titled-model", "--steps", "2", "--d-model", "16",
+                                             "--heads", "2", "--layers", "1", "--d-ff", "32", "--threads", "1"])
+        try titled.run()
+        let titledModel = try EncoderModel.load(directory: tmp + "/titled-model")
+        XCTAssertTrue(titledModel.titlesInText)
+        var index = try IndexCommand.parse(["--model", tmp + "/titled-model", "--corpus", tmp + "/titled", "--out", tmp + "/titled-index"])
+        try index.run()
+        var eval = EvalRun.Options(index: tmp + "/titled-index", validation: tmp + "/twins.csv",
+                                   seedTest: IngestTestSupport.repoRoot.path + "/corpora/seed-test.tsv")
+        eval.k = 1; eval.lexicalWeight = 0; eval.feedback.documents = 0
+        XCTAssertEqual(try EvalRun.run(eval).knn.precision, 1)
         var bad = try TrainCommand.parse(["--corpus", corpus, "--out", tmp + "/bad", "--steps", "2", "--mask-probability", "1.5"])
         XCTAssertThrowsError(try bad.run())
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad/model.safetensors"))
@@ -155,7 +181,7 @@ final class IndexTests: XCTestCase {
     func testSearchRefusesAModelThatDoesNotMatchTheIndex() throws {
         let (corpus, model) = try makeCorpusAndModel()
         let out = tmp + "/index"
-        var index = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out])
+        let index = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out])
         try index.run()
         let reader = try VectorIndexReader(directory: out)
         XCTAssertThrowsError(try reader.checkModel(modelHash: "0123456789abcdef", tokenizerHash: reader.tokenizerHash, modelDirectory: model))
@@ -166,7 +192,7 @@ final class IndexTests: XCTestCase {
         var bytes = try Data(contentsOf: URL(fileURLWithPath: safetensors))
         bytes[bytes.count - 1] ^= 0x01 // last weight's lowest bits: still a valid model, another hash
         try bytes.write(to: URL(fileURLWithPath: safetensors))
-        var search = try SearchCommand.parse(["alien robot", "--index", out])
+        let search = try SearchCommand.parse(["alien robot", "--index", out])
         XCTAssertThrowsError(try search.run())
     }
 }

@@ -113,6 +113,36 @@ final class IngestTests: XCTestCase {
                        ["[UNK]", "and", "[UNK]", "finds", "the", "dragon", "[UNK]"])
     }
 
+    /// With titles in the text, a document's tokens are its title's, ". ", then its description's;
+    /// the length rule and the stored description still read the description alone.
+    func testTitlesInTextPrefixTheTokensButNotTheMetadata() throws {
+        let dir = IngestTestSupport.tempDir(self)
+        IngestTestSupport.write(IngestTestSupport.header
+            + "Star Wars - A New Hope - 1977,Sci-Fi,Sci-Fi,8.6,\"Luke joins the rebels against the Empire - written by someone\"\n"
+            + "A Very Long Title Indeed For A Film - 1990,Drama,Drama,5,\"Too short.\"\n"
+            + "Untitled,Drama,Drama,5,\"A film with no year in its title field\"\n", to: dir + "/t.csv")
+        var o = options([dir + "/t.csv"], dir + "/titled")
+        o.titlesInText = true
+        let s = try Ingest.run(o)
+        XCTAssertEqual(s.documents, 2)          // the second row's description is 10 characters: dropped, title or not
+        XCTAssertEqual(s.cutAtDash, 1)
+        let r = try CorpusReader(directory: dir + "/titled")
+        XCTAssertTrue(r.titlesInText)
+        let tok = try r.tokenizer(), tokens = try r.readTokens(), meta = try r.readMetadata()
+        XCTAssertEqual(tokens.document(0).map { tok.token($0) },
+                       ["Star", "Wars", "A", "New", "Hope", ".", "Luke", "joins", "the", "rebels", "against", "the", "Empire"])
+        XCTAssertEqual(tokens.document(1).map { tok.token($0) }.prefix(3), ["Untitled", ".", "A"])
+        XCTAssertEqual(meta[0].title, "Star Wars - A New Hope")
+        XCTAssertEqual(meta[0].year, 1977)
+        XCTAssertEqual(meta[0].description, "Luke joins the rebels against the Empire")
+        // Without: the description alone, and older manifests (no field) read the same way.
+        try Ingest.run(options([dir + "/t.csv"], dir + "/plain"))
+        let plain = try CorpusReader(directory: dir + "/plain")
+        XCTAssertFalse(plain.titlesInText)
+        XCTAssertEqual(try plain.readTokens().document(0).count, 7)
+        XCTAssertFalse(try String(contentsOfFile: dir + "/plain/manifest.json", encoding: .utf8).contains("titles"))
+    }
+
     func testSeveralInputsAndManifestSources() throws {
         let dir = IngestTestSupport.tempDir(self)
         let crlf = IngestTestSupport.movies(4, offset: 50).replacingOccurrences(of: "\n", with: "\r\n")

@@ -42,6 +42,8 @@ public struct CorpusReader: Sendable {
     public var documentCount: Int { manifest.documents }
     public var tokenCount: Int { manifest.tokens }
     public var tokenizerHash: String { manifest.tokenizerHash }
+    /// Whether the documents are "Title. description" (`idx ingest --titles`) or descriptions only.
+    public var titlesInText: Bool { manifest.titlesInText ?? false }
     public var shardCount: Int { manifest.shards.count }
 
     public func tokenizer() throws -> WordLevelTokenizer {

@@ -28,6 +28,11 @@ public enum Ingest {
         public var minFrequency: Int = 0
         public var shardDocuments: Int = 50_000
         public var showProgress: Bool = true
+        /// Each document's text, for the tokenizer and the model, is "Title. description" (the
+        /// title without its " - year"), cleaned by the same rules; the length rule, the cut count
+        /// and the stored metadata still read the description alone. Off: the notebook's
+        /// description-only documents.
+        public var titlesInText = false
         /// Test hook: fail after this many token shards were written.
         var failAfterTokenShards: Int?
 
@@ -160,6 +165,7 @@ public enum Ingest {
         meta.reserveCapacity(1 << 20)
         var metaDocs = 0
         var clean = [UInt8](repeating: 0, count: 1 << 16)
+        var titled = [UInt8](), titledClean = [UInt8]()
         var warnings = 0
         let writer = BackgroundShardWriter(directory: staged)
         defer { writer.waitAll() }  // no write may land in the staging folder after we return
@@ -208,11 +214,34 @@ public enum Ingest {
                 let (n, cut) = clean.withUnsafeMutableBufferPointer { Cleaning.cleanBytes(d.baseAddress!, d.count, into: $0.baseAddress!) }
                 if cut { summary.cutAtDash += 1 }
                 if n <= Cleaning.minimumLength { source.droppedShort += 1; return }
+                if options.titlesInText {
+                    // "Title. description", cleaned as one text (a " - " inside the title becomes a space,
+                    // so that the cut still falls where the description's own cut does)
+                    titled.removeAll(keepingCapacity: true)
+                    let t = titleAndYear(row, c).title
+                    var i = 0
+                    while i < t.count {
+                        if i + 2 < t.count && t[i] == 0x20 && t[i + 1] == 0x2D && t[i + 2] == 0x20 { titled.append(0x20); i += 3; continue }
+                        titled.append(t[i]); i += 1
+                    }
+                    if !titled.isEmpty { titled += [0x2E, 0x20] }
+                    titled.append(contentsOf: d)
+                    if titledClean.count < titled.count { titledClean = [UInt8](repeating: 0, count: titled.count) }
+                    let m = titledClean.withUnsafeMutableBufferPointer { out in
+                        titled.withUnsafeBufferPointer { Cleaning.cleanBytes($0.baseAddress!, $0.count, into: out.baseAddress!).length }
+                    }
+                    try titledClean.withUnsafeBufferPointer { b in
+                        try spill.append(b.baseAddress!, m)
+                        if fixed == nil { trainer.count(b.baseAddress!, m) }
+                    }
+                }
                 try clean.withUnsafeBufferPointer { b in
                     let p = b.baseAddress!
-                    try spill.append(p, n)
+                    if !options.titlesInText {
+                        try spill.append(p, n)
+                        if fixed == nil { trainer.count(p, n) }
+                    }
                     spill.append(byte: 0x0A)
-                    if fixed == nil { trainer.count(p, n) }
                     appendMetadata(row, c, cleaned: UnsafeBufferPointer(start: p, count: n), sourceJSON: sourceJSON,
                                    sourceRow: source.rows, to: &meta)
                 }
@@ -320,7 +349,8 @@ public enum Ingest {
 
         let manifest = CorpusManifest(documents: summary.documents, tokens: summary.tokens, vocabSize: tokenizer.vocabSize,
                                       tokenizerHash: tokenizer.hash, tokenizerTrained: fixed == nil,
-                                      shardDocuments: options.shardDocuments, shards: shards, sources: sources,
+                                      shardDocuments: options.shardDocuments, titlesInText: options.titlesInText ? true : nil,
+                                      shards: shards, sources: sources,
                                       stats: .init(rowsRead: summary.rowsRead, droppedShort: summary.droppedShort,
                                                    skippedRows: summary.skippedRows, cutAtDash: summary.cutAtDash,
                                                    unknownTokens: summary.unknownTokens))
@@ -338,6 +368,21 @@ public enum Ingest {
     /// One JSON line: title, year, genre, expanded genres, rating, the cleaned description, source file and row.
     static func appendMetadata(_ row: CSVRow, _ c: Columns, cleaned: UnsafeBufferPointer<UInt8>, sourceJSON: [UInt8],
                                sourceRow: Int, to out: inout [UInt8]) {
+        let (title, year) = titleAndYear(row, c)
+        out += keyTitle; appendText(title, &out)
+        out += keyYear; if let year { appendInt(year, &out) } else { out += null }
+        out += keyGenre; appendText(c.genre >= 0 ? row.field(c.genre) : .init(start: nil, count: 0), &out)
+        out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : .init(start: nil, count: 0), &out)
+        out += keyRating
+        if c.rating >= 0, let r = number(row.field(c.rating)) { out.append(contentsOf: r) } else { out += null }
+        out += keyDescription; JSONText.appendString(cleaned, to: &out)
+        out += keySource; out += sourceJSON
+        out += keyRow; appendInt(sourceRow, &out)
+        out.append(0x7D); out.append(0x0A)
+    }
+
+    /// The "movie title - year" field split into the title and the year (nil when there is none).
+    static func titleAndYear(_ row: CSVRow, _ c: Columns) -> (title: UnsafeBufferPointer<UInt8>, year: Int?) {
         var title = c.title >= 0 ? row.field(c.title) : UnsafeBufferPointer(start: nil, count: 0)
         var year: Int?
         // "movie title - year": the year is the digits after the last " - ".
@@ -355,16 +400,7 @@ public enum Ingest {
                 }
             }
         }
-        out += keyTitle; appendText(title, &out)
-        out += keyYear; if let year { appendInt(year, &out) } else { out += null }
-        out += keyGenre; appendText(c.genre >= 0 ? row.field(c.genre) : .init(start: nil, count: 0), &out)
-        out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : .init(start: nil, count: 0), &out)
-        out += keyRating
-        if c.rating >= 0, let r = number(row.field(c.rating)) { out.append(contentsOf: r) } else { out += null }
-        out += keyDescription; JSONText.appendString(cleaned, to: &out)
-        out += keySource; out += sourceJSON
-        out += keyRow; appendInt(sourceRow, &out)
-        out.append(0x7D); out.append(0x0A)
+        return (title, year)
     }
 
     @inline(__always)

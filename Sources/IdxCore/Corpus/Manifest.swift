@@ -44,6 +44,8 @@ struct CorpusManifest: Codable, Equatable, Sendable {
     var tokenizerHash: String
     var tokenizerTrained: Bool
     var shardDocuments: Int
+    /// Documents are "Title. description" (Ingest.Options.titlesInText); nil (older corpora): descriptions only.
+    var titlesInText: Bool?
     var shards: [Shard]
     var sources: [Source]
     var stats: Stats

@@ -123,6 +123,7 @@ public enum EvalRun {
             defer { try? FileManager.default.removeItem(atPath: tmp) }
             var io = Ingest.Options(inputs: [validation], output: tmp + "/validation", tokenizerPath: modelDir + "/tokenizer.json")
             io.showProgress = o.showProgress
+            io.titlesInText = model.titlesInText
             let s = try Ingest.run(io)
             let vr = try CorpusReader(directory: tmp + "/validation")
             let tokens = try vr.readTokens()

@@ -15,22 +15,24 @@ public final class EncoderModel {
     /// Tokens per document in training ([BOS] included): the default length to embed with.
     /// Models written before it was recorded were trained at 32.
     public let trainedMaxTokens: Int
+    /// Trained on "Title. description" documents: validation documents are read the same way.
+    public let titlesInText: Bool
     let layout: ParameterLayout
     let parameters: FloatBuffer
     private lazy var inference = InferenceEncoder(config: config, layout: layout, parameters: parameters.ptr)
     lazy var net = EncoderNetwork(config: config, sharedParameters: parameters)
 
     init(config: ModelConfig, parameters: FloatBuffer, tokenizerHash: String, modelHash: String, directory: String,
-         trainedMaxTokens: Int = 32) {
+         trainedMaxTokens: Int = 32, titlesInText: Bool = false) {
         self.config = config; layout = ParameterLayout(config); self.parameters = parameters
         self.tokenizerHash = tokenizerHash; self.modelHash = modelHash; self.directory = directory
-        self.trainedMaxTokens = trainedMaxTokens
+        self.trainedMaxTokens = trainedMaxTokens; self.titlesInText = titlesInText
     }
 
     /// Another model over the same (read-only) weights, with its own buffers: one per thread.
     public func worker() -> EncoderModel {
         EncoderModel(config: config, parameters: parameters, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory,
-                     trainedMaxTokens: trainedMaxTokens)
+                     trainedMaxTokens: trainedMaxTokens, titlesInText: titlesInText)
     }
 
     public static func load(directory: String) throws -> EncoderModel {
@@ -58,7 +60,8 @@ public final class EncoderModel {
         }
         let trained = st.metadata["train_max_tokens"].flatMap { Int($0) }.map { min(max(2, $0), cfg.maxLen) } ?? min(32, cfg.maxLen)
         return EncoderModel(config: cfg, parameters: params, tokenizerHash: tokHash,
-                            modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory, trainedMaxTokens: trained)
+                            modelHash: XXHash64.hex(XXHash64.hash(data)), directory: directory, trainedMaxTokens: trained,
+                            titlesInText: st.metadata["titles_in_text"] == "1")
     }
 
     public func tokenizer() throws -> WordLevelTokenizer {
@@ -97,10 +100,13 @@ func wrapDocument(_ ids: ArraySlice<Int32>, maxTokens: Int) -> [Int32] {
 enum ModelCheckpoint {
     /// `trainedTokens`: the length the documents were cut to in training (--max-len), which
     /// idx index uses by default: a model embeds best what it was trained to read.
-    static func metadata(_ cfg: ModelConfig, tokenizerHash: String, step: Int, trainedTokens: Int) -> [String: String] {
-        ["format": "pt", "idx_format": "idx-encoder-1", "vocab_size": "\(cfg.vocabSize)", "d_model": "\(cfg.dModel)",
+    /// `titlesInText`: the documents it was trained on were "Title. description" (Ingest.Options).
+    static func metadata(_ cfg: ModelConfig, tokenizerHash: String, step: Int, trainedTokens: Int, titlesInText: Bool) -> [String: String] {
+        var m = ["format": "pt", "idx_format": "idx-encoder-1", "vocab_size": "\(cfg.vocabSize)", "d_model": "\(cfg.dModel)",
          "n_heads": "\(cfg.nHeads)", "n_layers": "\(cfg.nLayers)", "d_ff": "\(cfg.dFF)", "max_len": "\(cfg.maxLen)",
          "dropout": "\(cfg.dropout)", "tokenizer_hash": tokenizerHash, "step": "\(step)", "train_max_tokens": "\(trainedTokens)"]
+        if titlesInText { m["titles_in_text"] = "1" }
+        return m
     }
 
     static func config(from m: [String: String], path: String) throws -> ModelConfig {

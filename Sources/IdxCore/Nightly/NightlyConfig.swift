@@ -20,6 +20,9 @@ public struct NightlyConfig: Codable, Equatable {
     public var seed = 1
     /// Vocabulary size of the tokenizer ingest trains for a model trained from scratch.
     public var vocabSize = Ingest.defaultVocabSize
+    /// Documents as "Title. description" for a model trained from scratch (a continued model
+    /// keeps what it was trained on).
+    public var titles = false
     /// More flags for `idx train` on a fresh model (e.g. its size: ["--d-model", "64"]).
     public var trainArgs: [String] = []
     // [eval]
@@ -54,6 +57,7 @@ public struct NightlyConfig: Codable, Equatable {
             "procs": { c, v, at in c.procs = try int(v, at, min: 1) },
             "seed": { c, v, at in c.seed = try int(v, at, min: 0) },
             "vocab_size": { c, v, at in c.vocabSize = try int(v, at, min: 6) },
+            "titles": { c, v, at in c.titles = try bool(v, at) },
             "args": { c, v, at in c.trainArgs = try strings(v, at) },
         ],
         "eval": [

@@ -212,6 +212,7 @@ public struct NightlyJob {
                     var options = Ingest.Options(inputs: allSources.map(\.stored), output: corpusCurrent,
                                                  tokenizerPath: tokenizer, vocabSize: config.vocabSize)
                     options.showProgress = false
+                    options.titlesInText = pending.trainFromScratch ? config.titles : try EncoderModel.load(directory: config.model).titlesInText
                     let s = try Ingest.run(options) { log("nightly: ingest: " + $0) }
                     return s.documents
                 }

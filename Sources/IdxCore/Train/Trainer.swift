@@ -70,6 +70,9 @@ public final class Trainer {
     /// Each document's nearest documents by BM25, for contrastive `pairs = "bm25"` (not saved
     /// in checkpoints: a pure function of the corpus, recomputed on resume).
     public var lexicalNeighbours: [[Int32]]?
+    /// The corpus's documents are "Title. description" (CorpusReader.titlesInText): recorded in
+    /// the model file, so that idx eval reads validation documents the same way.
+    public var corpusTitlesInText = false
     /// A rank's part of the summed gradient in a sharded multi-rank step (DataParallel).
     let shardGradients = FloatBuffer()
     /// Same-host MPI ranks: parameters and gradients in a shared window (DataParallel.swift).
@@ -288,7 +291,8 @@ public final class Trainer {
         try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
         do {
             var model = ModelCheckpoint.tensors(of: net.params.ptr, layout: net.layout)
-            model.metadata = ModelCheckpoint.metadata(config, tokenizerHash: tokenizerHash, step: step, trainedTokens: options.maxLen)
+            model.metadata = ModelCheckpoint.metadata(config, tokenizerHash: tokenizerHash, step: step, trainedTokens: options.maxLen,
+                                                    titlesInText: corpusTitlesInText)
             let modelData = model.serialized()
             var opt = ModelCheckpoint.tensors(of: m.ptr, layout: net.layout, prefix: "exp_avg.")
             let sq = ModelCheckpoint.tensors(of: v.ptr, layout: net.layout, prefix: "exp_avg_sq.")
