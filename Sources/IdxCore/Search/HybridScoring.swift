@@ -6,7 +6,7 @@ import Foundation
 /// query's best BM25 puts both on a 0…1 scale whatever the query's length.
 public enum HybridScoring {
     /// Chosen on IMDB-Genres (scripts/bench-quality prints the sweep): for the default model
-    /// (8,000 words, 60,000 steps) genre kNN@10 peaks at 0.5, and short typed queries stay on topic.
+    /// (8,000 words, whole documents) genre kNN@10 peaks at 0.5, and short typed queries stay on topic.
     public static let defaultLexicalWeight: Float = 0.5
 
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum
