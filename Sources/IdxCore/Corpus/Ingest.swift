@@ -224,7 +224,7 @@ public enum Ingest {
                         if i + 2 < t.count && t[i] == 0x20 && t[i + 1] == 0x2D && t[i + 2] == 0x20 { titled.append(0x20); i += 3; continue }
                         titled.append(t[i]); i += 1
                     }
-                    if !titled.isEmpty { titled += [0x2E, 0x20] }
+                    if !titled.isEmpty { titled.append(0x2E); titled.append(0x20) }  // ". "
                     titled.append(contentsOf: d)
                     if titledClean.count < titled.count { titledClean = [UInt8](repeating: 0, count: titled.count) }
                     let m = titledClean.withUnsafeMutableBufferPointer { out in
