@@ -4,10 +4,10 @@ import XCTest
 /// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
 /// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.
 final class ContrastiveTests: XCTestCase {
-    func contrastiveOptions(steps: Int = 6, contrastiveSteps: Int = 3, temperature: Float = 0.5) -> TrainOptions {
+    func contrastiveOptions(steps: Int = 6, contrastiveSteps: Int = 3, temperature: Float = 0.5, pairs: String = "halves") -> TrainOptions {
         var o = TinyTraining.options(steps: steps)
         var c = ContrastiveOptions()
-        c.steps = contrastiveSteps; c.batchSize = 4; c.lr = 1e-3; c.temperature = temperature
+        c.steps = contrastiveSteps; c.batchSize = 4; c.lr = 1e-3; c.temperature = temperature; c.pairs = pairs
         o.contrastive = c
         return o
     }
@@ -36,7 +36,15 @@ final class ContrastiveTests: XCTestCase {
     func testEncoderGradientOfTheContrastiveLossMatchesFiniteDifferences() throws {
         var cfg = TinyTraining.config
         cfg.dropout = 0 // a deterministic loss to differentiate
-        let t = try Trainer(config: cfg, options: contrastiveOptions(), corpus: TinyTraining.corpus(), tokenizerHash: "00000000000000aa")
+        // Both kinds of views; halves of the tiny corpus's documents are a few tokens long, where
+        // the loss bends faster, so they take a smaller step.
+        for (pairs, eps) in [("self", Float(1e-2)), ("halves", Float(2e-3))] {
+            try checkEncoderGradient(cfg, pairs: pairs, eps: eps)
+        }
+    }
+
+    func checkEncoderGradient(_ cfg: ModelConfig, pairs: String, eps: Float) throws {
+        let t = try Trainer(config: cfg, options: contrastiveOptions(pairs: pairs), corpus: TinyTraining.corpus(), tokenizerHash: "00000000000000aa")
         _ = try t.computeContrastiveGradients(step: 5)
         let grads = Array(t.gradients)
         // The largest gradients of each kind of tensor (embeddings, attention, FFN, norms).
@@ -47,21 +55,20 @@ final class ContrastiveTests: XCTestCase {
             if let best = range.max(by: { abs(grads[$0]) < abs(grads[$1]) }), abs(grads[best]) > 1e-4 { picks.append(best) }
         }
         XCTAssertGreaterThan(picks.count, 10)
-        let eps: Float = 1e-2
         for p in picks {
             let x = t.parameters[p]
             t.parameters[p] = x + eps; let up = try t.computeContrastiveGradients(step: 5).loss
             t.parameters[p] = x - eps; let down = try t.computeContrastiveGradients(step: 5).loss
             t.parameters[p] = x
             let fd = (up - down) / Double(2 * eps)
-            XCTAssertEqual(Double(grads[p]), fd, accuracy: 0.03 * abs(fd) + 1e-4, "parameter \(p)")
+            XCTAssertEqual(Double(grads[p]), fd, accuracy: 0.03 * abs(fd) + 1e-4, "\(pairs): parameter \(p)")
         }
         // The LM head plays no part.
         XCTAssertTrue(grads[layout.lmHeadW ..< layout.lmHeadB + cfg.vocabSize].allSatisfy { $0 == 0 })
     }
 
     func testViewsArePureFunctionsAndCropTheDocument() throws {
-        let a = try TinyTraining.trainer(contrastiveOptions()), b = try TinyTraining.trainer(contrastiveOptions())
+        let a = try TinyTraining.trainer(contrastiveOptions(pairs: "self")), b = try TinyTraining.trainer(contrastiveOptions(pairs: "self"))
         _ = try a.trainStep(); _ = try a.contrastiveStep() // history must not matter
         for (step, slot) in [(4, 0), (5, 3), (900, 1)] {
             for view in 0 ..< 2 {
@@ -75,6 +82,35 @@ final class ContrastiveTests: XCTestCase {
             }
         }
         XCTAssertNotEqual(a.contrastiveView(step: 4, slot: 0, view: 0), a.contrastiveView(step: 4, slot: 0, view: 1))
+    }
+
+    /// The default pairs: a span of the document and the tokens around it, which share no
+    /// position and together make the whole document.
+    func testHalvesAreDisjointAndMakeTheWholeDocument() throws {
+        let t = try TinyTraining.trainer(contrastiveOptions())
+        var spans = Set<Int>()
+        for step in 1 ... 40 {
+            for slot in 0 ..< 4 {
+                let doc = Array(t.corpus.document(t.document(step: step, slot: slot)))
+                guard doc.count >= 2, doc.count <= t.options.maxLen - 2 else { continue }
+                let inner = { (v: [Int32]) -> [Int32] in
+                    XCTAssertEqual(v.first, SpecialToken.bos); XCTAssertEqual(v.last, SpecialToken.eos)
+                    return Array(v.dropFirst().dropLast())
+                }
+                let span = inner(t.contrastiveView(step: step, slot: slot, view: 0))
+                let rest = inner(t.contrastiveView(step: step, slot: slot, view: 1))
+                XCTAssertFalse(span.isEmpty); XCTAssertFalse(rest.isEmpty)
+                XCTAssertEqual(span.count + rest.count, doc.count)
+                let share = Double(span.count) / Double(doc.count)
+                if doc.count >= 10 { XCTAssertTrue((0.3 ... 0.7).contains(share), "span share \(share)") }
+                // The span sits somewhere in the document, and the rest is what lies around it.
+                let starts = (0 ... doc.count - span.count).filter { Array(doc[$0 ..< $0 + span.count]) == span }
+                XCTAssertTrue(starts.contains { Array(doc[..<$0] + doc[($0 + span.count)...]) == rest }, "step \(step) slot \(slot)")
+                spans.insert(starts.first ?? -1)
+            }
+        }
+        XCTAssertGreaterThan(spans.count, 3) // the span moves
+        XCTAssertEqual(ContrastiveOptions().pairs, "halves")
     }
 
     /// MLM steps 1-3, contrastive 4-6; killed after step 4 and resumed: bit for bit the same.

@@ -74,6 +74,16 @@ extension Trainer {
         let t1 = DispatchTime.now().uptimeNanoseconds
         // 2. local forward + backward
         let local = computeGradients(step: next, slots: slots, globalSelectedCount: globalSelected)
+        StepProfile.mark(count: t1 - t0, compute: DispatchTime.now().uptimeNanoseconds - t1)
+        return try exchangeGradientsAndUpdate(comm, next: next, lossSum: local.lossSum, lossDivisor: Double(globalSelected),
+                                              tokens: local.tokens, lr: nil)
+    }
+
+    /// Steps 3-4 of a data-parallel step, once every rank holds its local gradient: sum the
+    /// gradients, take the clipped AdamW step at `lr` (nil: the schedule's), leave the same
+    /// weights on every rank. Returns Σ lossSum / lossDivisor and Σ tokens over the ranks.
+    func exchangeGradientsAndUpdate(_ comm: Communicator, next: Int, lossSum: Double, lossDivisor: Double,
+                                    tokens: Int, lr: Float?) throws -> (loss: Double, tokens: Int) {
         let t2 = DispatchTime.now().uptimeNanoseconds
         // 3. sharded update: each rank receives the sum of its part of the gradient
         //    (Reduce_scatter, half an Allreduce's traffic), takes the AdamW step on that part
@@ -82,7 +92,9 @@ extension Trainer {
         //    Parts start at multiples of the norm's 4096-float blocks, so the clipping norm sums
         //    the same blocks as on one process.
         let n = parameterCount
-        guard n < Int(Int32.max) else { return try trainStepAllreduce(comm, next: next, local: local, globalSelected: globalSelected, t0: t0, t1: t1, t2: t2) }
+        guard n < Int(Int32.max) else {
+            return try exchangeByAllreduce(comm, next: next, lossSum: lossSum, lossDivisor: lossDivisor, tokens: tokens, lr: lr, t2: t2)
+        }
         let parts = Communicator.parts(of: n, size: comm.size, align: normBlock)
         let mine = parts[comm.rank]
         shardGradients.ensure(mine.count)
@@ -100,14 +112,14 @@ extension Trainer {
             try comm.reduceScatterSum(UnsafeBufferPointer(gradients), into: shardGradients.ptr, parts: parts)
         }
         // Σ g² of the parts, the loss and the token tallies, in one small Allreduce
-        var tallies = [gradientSquaredNorm(shardGradients.ptr, count: mine.count), local.lossSum, Double(local.tokens)]
+        var tallies = [gradientSquaredNorm(shardGradients.ptr, count: mine.count), lossSum, Double(tokens)]
         try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
-        let loss = globalSelected > 0 ? tallies[1] / Double(globalSelected) : 0
+        let loss = lossDivisor > 0 ? tallies[1] / lossDivisor : 0
         guard loss.isFinite else {
-            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr; the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
+            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr (--contrastive-lr in the contrastive steps); the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
         }
         let t3 = DispatchTime.now().uptimeNanoseconds
-        applyUpdate(part: mine, partGradients: shardGradients.ptr, norm: tallies[0].squareRoot())
+        applyUpdate(part: mine, partGradients: shardGradients.ptr, norm: tallies[0].squareRoot(), lr: lr)
         if sharedMemory != nil {
             try comm.sharedSync()   // every part updated (and every gradient read) before any rank goes on
         } else {
@@ -119,26 +131,24 @@ extension Trainer {
             try comm.allgather(moments.m, parts: parts)
             try comm.allgather(moments.v, parts: parts)
         }
-        StepProfile.add([t1 - t0, t2 - t1, t3 - t2, DispatchTime.now().uptimeNanoseconds - t3],
-                        rank: comm.rank, last: step == options.steps)
+        StepProfile.add(reduce: t3 - t2, update: DispatchTime.now().uptimeNanoseconds - t3, rank: comm.rank, last: step == options.steps)
         return (loss, Int(tallies[2]))
     }
 
     /// Steps 3-4 with one Allreduce of the whole gradient and the full update on every rank
     /// (for a model too large for MPI's int counts in one Reduce_scatter).
-    private func trainStepAllreduce(_ comm: Communicator, next: Int, local: StepResult, globalSelected: Int,
-                                    t0: UInt64, t1: UInt64, t2: UInt64) throws -> (loss: Double, tokens: Int) {
+    private func exchangeByAllreduce(_ comm: Communicator, next: Int, lossSum: Double, lossDivisor: Double, tokens: Int,
+                                     lr: Float?, t2: UInt64) throws -> (loss: Double, tokens: Int) {
         try comm.allreduceSum(gradients)
-        var tallies = [local.lossSum, Double(local.tokens)]
+        var tallies = [lossSum, Double(tokens)]
         try tallies.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
-        let loss = globalSelected > 0 ? tallies[0] / Double(globalSelected) : 0
+        let loss = lossDivisor > 0 ? tallies[0] / lossDivisor : 0
         guard loss.isFinite else {
-            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr; the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
+            throw IdxError("step \(next): the loss is \(loss); training diverged. Lower --lr (--contrastive-lr in the contrastive steps); the last checkpoint (step \(step / max(1, options.checkpointEvery) * options.checkpointEvery)) is kept.")
         }
         let t3 = DispatchTime.now().uptimeNanoseconds
-        applyUpdate()
-        StepProfile.add([t1 - t0, t2 - t1, t3 - t2, DispatchTime.now().uptimeNanoseconds - t3],
-                        rank: comm.rank, last: step == options.steps)
+        applyUpdate(lr: lr)
+        StepProfile.add(reduce: t3 - t2, update: DispatchTime.now().uptimeNanoseconds - t3, rank: comm.rank, last: step == options.steps)
         return (loss, Int(tallies[1]))
     }
 }
@@ -158,9 +168,16 @@ enum StepProfile {
     nonisolated(unsafe) static var steps = 0
     static let enabled = ProcessInfo.processInfo.environment["IDX_PROFILE_STEPS"] != nil
 
-    static func add(_ phases: [UInt64], rank: Int, last: Bool) {
+    /// The first two phases of an MLM step (a contrastive step leaves them out).
+    static func mark(count: UInt64, compute: UInt64) {
         guard enabled else { return }
-        for i in 0 ..< 4 { totals[i] += phases[i] }
+        totals[0] += count; totals[1] += compute
+    }
+
+    /// The last two phases; ends the step.
+    static func add(reduce: UInt64, update: UInt64, rank: Int, last: Bool) {
+        guard enabled else { return }
+        totals[2] += reduce; totals[3] += update
         steps += 1
         guard last else { return }
         let ms = totals.map { Double($0) / 1e6 / Double(steps) }

@@ -243,9 +243,9 @@ public final class Trainer {
     /// each rank updates its part and the ranks then exchange parameters. The elementwise
     /// arithmetic equals applyUpdate's on those elements; the moments outside `part` are left
     /// as they were.
-    func applyUpdate(part: Range<Int>, partGradients: UnsafePointer<Float>, norm: Double) {
+    func applyUpdate(part: Range<Int>, partGradients: UnsafePointer<Float>, norm: Double, lr: Float? = nil) {
         step += 1
-        AdamW(lr: options.learningRate(step: step), weightDecay: options.weightDecay)
+        AdamW(lr: lr ?? options.learningRate(step: step), weightDecay: options.weightDecay)
             .step(params: net.params.ptr + part.lowerBound, grads: partGradients, m: m.ptr + part.lowerBound,
                   v: v.ptr + part.lowerBound, count: part.count, t: step,
                   gradScale: clipCoefficient(norm: norm, maxNorm: options.maxGradNorm))
