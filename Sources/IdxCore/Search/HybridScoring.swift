@@ -6,8 +6,9 @@ import Foundation
 /// query's best BM25 puts both on a 0…1 scale whatever the query's length.
 public enum HybridScoring {
     /// Chosen on IMDB-Genres (scripts/bench-quality prints the sweep): for the default model
-    /// (8,000 words, whole documents) genre kNN@10 peaks at 0.5, and short typed queries stay on topic.
-    public static let defaultLexicalWeight: Float = 0.5
+    /// (8,000 words, whole documents, ending with contrastive steps) genre kNN@10 peaks at 0.4
+    /// (0.5 for the MLM-only models before it: the better the embeddings, the smaller BM25's share).
+    public static let defaultLexicalWeight: Float = 0.4
 
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum
     /// (all 0 when no term matches). `terms`: LexicalAnalyzer.terms of the cleaned query.
