@@ -113,7 +113,9 @@ public struct SearchCommand: ParsableCommand {
             var lexical: LexicalScores?
             if weight > 0, let scorer = reader.lexical {
                 let scores = HybridScoring.normalizedBM25(scorer, terms: terms)
-                if scores.contains(where: { $0 > 0 }) { lexical = LexicalScores(scores: scores, weight: weight) }
+                // An explicit --lexical-weight is used as given; the index's adapts to short queries.
+                let share = lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count)
+                if scores.contains(where: { $0 > 0 }) { lexical = LexicalScores(scores: scores, weight: share) }
             }
             let known = !ids.allSatisfy({ $0 == SpecialToken.unk })
             if !known && lexical == nil {

@@ -209,4 +209,16 @@ final class LexicalTests: XCTestCase {
                                                    blend: { _, row in row[1] += 1 })
         XCTAssertEqual(blended.precision, 1)
     }
+
+    /// Short typed queries lean on BM25 (the contrastive model places two-word queries among
+    /// the emptiest synopses); documents as queries keep the index's share; 0 stays cosine only.
+    func testShortQueriesTakeALargerBM25Share() {
+        let w = HybridScoring.defaultLexicalWeight
+        XCTAssertLessThan(w, HybridScoring.shortQueryLexicalWeight)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: 2), HybridScoring.shortQueryLexicalWeight)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens), HybridScoring.shortQueryLexicalWeight)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens + 1), w)
+        XCTAssertEqual(HybridScoring.weight(0, queryTokens: 2), 0)
+        XCTAssertEqual(HybridScoring.weight(0.9, queryTokens: 2), 0.9)
+    }
 }

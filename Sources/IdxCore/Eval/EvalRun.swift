@@ -102,8 +102,9 @@ public enum EvalRun {
         let feedback = o.feedback.isActive ? o.feedback : nil
         let lexicalBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, reader.count))
         defer { lexicalBuffer.deallocate() }
-        /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`, as the search does it.
-        func blend(_ texts: [String]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
+        /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`
+        /// and which the model reads as `tokenCounts` tokens, as the search does it.
+        func blend(_ texts: [String], tokenCounts: [Int]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
             guard let scorer else { return nil }
             let n = reader.count
             // The second pass blends the same query again: its BM25 row is still in the buffer.
@@ -113,8 +114,10 @@ public enum EvalRun {
                     best = scorer.score(scorer.query(terms: LexicalAnalyzer.terms(texts[qi])), into: lexicalBuffer)
                     scoredQuery = qi
                 }
-                let scale = best > 0 ? weight / best : 0
-                for j in 0 ..< n { row[j] = (1 - weight) * row[j] + scale * lexicalBuffer[j] }
+                // As idx search: an explicit --lexical-weight as given, the index's adapted to short queries.
+                let w = o.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: tokenCounts[qi])
+                let scale = best > 0 ? w / best : 0
+                for j in 0 ..< n { row[j] = (1 - w) * row[j] + scale * lexicalBuffer[j] }
             }
         }
         if let validation = o.validation {
@@ -134,13 +137,15 @@ public enum EvalRun {
             queries = prepare(queries, reader: reader, dim: model.config.dModel)
             knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
                                                baseLabels: baseLabels, dim: reader.dimension, k: o.k,
-                                               blend: blend(meta.map(LexicalAnalyzer.documentText)), feedback: feedback)
+                                               blend: blend(meta.map(LexicalAnalyzer.documentText), tokenCounts: (0 ..< tokens.count).map { tokens.document($0).count }),
+                                               feedback: feedback)
             mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             mlmOn = "validation documents (\(tokens.count))"
         } else {
             knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
                                                dim: reader.dimension, k: o.k, leaveOneOut: true,
-                                               blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }),
+                                               blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) },
+                                                            tokenCounts: (0 ..< reader.count).map { tokenizer.encode(reader.metadata($0).description).count }),
                                                feedback: feedback)
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
             var own = TokenizedCorpus()

@@ -10,6 +10,20 @@ public enum HybridScoring {
     /// (0.5 for the MLM-only models before it: the better the embeddings, the smaller BM25's share).
     public static let defaultLexicalWeight: Float = 0.4
 
+    /// Queries the model reads as at most this many tokens ("alien robot", "samurai revenge")
+    /// score with at least `shortQueryLexicalWeight` when the index's share is used. The default
+    /// model's contrastive steps trained it on halves of synopses; a two-word query's embedding
+    /// lands among the shortest, emptiest ones ("The plot is undisclosed."), while BM25 still
+    /// finds its words. Documents used as queries (idx eval) are longer and keep the index's share.
+    public static let shortQueryTokens = 6
+    public static let shortQueryLexicalWeight: Float = 0.7
+
+    /// The BM25 share for a query of `queryTokens` model tokens under the index's share `w`
+    /// (0 stays 0: an index written for cosine alone).
+    public static func weight(_ w: Float, queryTokens: Int) -> Float {
+        w > 0 && queryTokens <= shortQueryTokens ? max(w, shortQueryLexicalWeight) : w
+    }
+
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum
     /// (all 0 when no term matches). `terms`: LexicalAnalyzer.terms of the cleaned query.
     public static func normalizedBM25(_ scorer: BM25Scorer, terms: [String]) -> [Float] {
