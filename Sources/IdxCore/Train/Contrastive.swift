@@ -3,9 +3,10 @@ import COpenBLAS
 import Foundation
 
 /// Contrastive fine-tuning after MLM: two views of each document of a batch (by default its two
-/// disjoint halves; see `pairs`) should embed closer to each other than to the other documents' views (InfoNCE with in-batch negatives, on the same mean-pooled
-/// embeddings idx index stores). MLM alone leaves mean-pooled embeddings poor for similarity:
-/// this trains the geometry search uses. Runs as the last `steps` of the run.
+/// disjoint halves; see `pairs`) should embed closer to each other than to the other documents'
+/// views (InfoNCE with in-batch negatives, on the same mean-pooled embeddings idx index stores).
+/// MLM alone leaves mean-pooled embeddings poor for similarity: this trains the geometry search
+/// uses. Runs as the last `steps` of the run.
 public struct ContrastiveOptions: Codable, Equatable, Sendable {
     public var steps = 0
     /// Documents per step (2 × views in the packed batch).
@@ -18,7 +19,7 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     public var deletion = 0.15
     /// The two views: "halves" (the document split in two disjoint parts: a span of 40-60%
     /// of its tokens, and the tokens around it), "self" (two overlapping crops of the same
-    /// document, then deletions) or "bm25" (a crop of the document and one of one of its
+    /// document, then deletions) or "bm25" (a crop of the document and a crop of one of its
     /// `neighbours` nearest other documents by BM25; the trainer needs `lexicalNeighbours`).
     /// Halves share no word by construction, so matching them takes the topic, not the
     /// wording: on IMDB-Genres they lift the embeddings' genre kNN@10 the most (docs/search-quality.md).
