@@ -142,14 +142,15 @@ public enum EvalRun {
             mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             mlmOn = "validation documents (\(tokens.count))"
         } else {
+            // The indexed documents' own tokens: their lengths for the hybrid share, then the MLM loss.
+            var own = TokenizedCorpus()
+            for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
             knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
                                                dim: reader.dimension, k: o.k, leaveOneOut: true,
                                                blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) },
-                                                            tokenCounts: (0 ..< reader.count).map { tokenizer.encode(reader.metadata($0).description).count }),
+                                                            tokenCounts: (0 ..< own.count).map { own.document($0).count }),
                                                feedback: feedback)
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
-            var own = TokenizedCorpus()
-            for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
             mlm = MLMLoss.evaluate(model, corpus: own, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             mlmOn = "indexed documents (\(own.count), no --validation: training data)"
         }
