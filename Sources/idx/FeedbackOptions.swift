@@ -10,10 +10,20 @@ struct FeedbackOptions: ParsableArguments {
     @Option(help: "Relevance feedback: the weight of their mean direction against the query's 1.")
     var feedbackWeight = RelevanceFeedback.standard.weight
 
+    @Option(help: "Relevance feedback: the weight of those documents' best terms in the second BM25 query, against the query's own 1 (0: BM25 scores as in the first pass).")
+    var feedbackLexicalWeight = RelevanceFeedback.standard.lexicalWeight
+
+    @Option(help: "Relevance feedback: how many of those documents' terms the second BM25 query gains.")
+    var feedbackTerms = RelevanceFeedback.standard.lexicalTerms
+
     func validate() throws {
         guard feedbackDocs >= 0 else { throw ValidationError("--feedback-docs \(feedbackDocs): give 0 (one pass) or more documents.") }
         guard feedbackWeight >= 0, feedbackWeight.isFinite else { throw ValidationError("--feedback-weight \(feedbackWeight): give a weight of 0 or more.") }
+        guard feedbackLexicalWeight >= 0, feedbackLexicalWeight.isFinite else { throw ValidationError("--feedback-lexical-weight \(feedbackLexicalWeight): give a weight of 0 or more.") }
+        guard feedbackTerms >= 0 else { throw ValidationError("--feedback-terms \(feedbackTerms): give 0 or more terms.") }
     }
 
-    var feedback: RelevanceFeedback { RelevanceFeedback(documents: feedbackDocs, weight: feedbackWeight) }
+    var feedback: RelevanceFeedback {
+        RelevanceFeedback(documents: feedbackDocs, weight: feedbackWeight, lexicalWeight: feedbackLexicalWeight, lexicalTerms: feedbackTerms)
+    }
 }

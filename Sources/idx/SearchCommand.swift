@@ -13,8 +13,8 @@ public struct SearchCommand: ParsableCommand {
         scored against every vector (int8 scan, exact re-rank of the best candidates). The indexes idx \
         index builds also hold a BM25 index over the full vocabulary, and score hybrid: \
         (1 - w) * cosine + w * BM25 / best BM25, so words the model does not know still count. \
-        A second pass then moves the query's embedding toward its best first hits (relevance \
-        feedback, --feedback-docs 0 turns it off) and scores again.
+        A second pass then moves the query's embedding toward its best first hits, adds their best \
+        words to its BM25 query (relevance feedback, --feedback-docs 0 turns it off) and scores again.
         """
     )
 
@@ -112,10 +112,11 @@ public struct SearchCommand: ParsableCommand {
             }
             var lexical: LexicalScores?
             if weight > 0, let scorer = reader.lexical {
-                let scores = HybridScoring.normalizedBM25(scorer, terms: terms)
                 // An explicit --lexical-weight is used as given; the index's adapts to short queries.
                 let share = lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count)
-                if scores.contains(where: { $0 > 0 }) { lexical = LexicalScores(scores: scores, weight: share) }
+                lexical = HybridScoring.lexicalScores(scorer, terms: terms, weight: share, feedback: feedback.feedback) {
+                    LexicalAnalyzer.documentText(reader.metadata($0))
+                }
             }
             let known = !ids.allSatisfy({ $0 == SpecialToken.unk })
             if !known && lexical == nil {

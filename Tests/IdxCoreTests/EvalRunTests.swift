@@ -80,8 +80,13 @@ final class EvalRunTests: XCTestCase {
         func expectedHybrid(_ feedback: RelevanceFeedback?) throws -> Double {
             try EvalMetrics.knnPrecision(
                 queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
-                dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, row in
-                    let bm25 = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms(texts[q]))
+                dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, feedbackDocuments, row in
+                    var query = scorer.query(terms: LexicalAnalyzer.terms(texts[q]))
+                    if let feedbackDocuments, let feedback, feedback.isLexical { // the second pass's BM25 query
+                        query = scorer.expanded(query, documents: feedbackDocuments.map { ($0, texts[$0]) },
+                                                weight: feedback.lexicalWeight, terms: feedback.lexicalTerms)
+                    }
+                    let bm25 = HybridScoring.normalizedBM25(scorer, query: query)
                     for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
                 }, feedback: feedback).precision
         }

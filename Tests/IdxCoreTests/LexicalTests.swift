@@ -94,6 +94,68 @@ final class LexicalTests: XCTestCase {
         XCTAssertEqual(HybridScoring.normalizedBM25(split, terms: ["xylophone"]).max(), 0)
     }
 
+    /// The second pass's BM25 query (RM3's shape): the query's weights divided by their sum, plus
+    /// `weight` × the mean over the feedback documents of each term's idf · BM25 term weight
+    /// divided by that document's total, its best `terms` terms only; then times each term's idf.
+    /// Computed here from the texts.
+    func testExpandedQueryAddsTheFeedbackDocumentsBestTerms() throws {
+        _ = try write(Self.texts)
+        let reader = try VectorIndexReader(directory: dir)
+        let scorer = try XCTUnwrap(reader.lexical)
+        let texts = Self.metadata(Self.texts).map(LexicalAnalyzer.documentText)
+        let docs = texts.map(LexicalAnalyzer.terms)
+        let n = Float(docs.count), avg = Float(docs.reduce(0) { $0 + $1.count }) / n
+        func idf(_ t: String) -> Float {
+            let df = Float(docs.filter { $0.contains(t) }.count)
+            return log(1 + (n - df + 0.5) / (df + 0.5))
+        }
+        let feedback = [5, 1] // the zeppelin and the robots' boss fight
+        var mean: [String: Float] = [:]
+        for d in feedback {
+            let doc = docs[d]
+            var w: [String: Float] = [:]
+            for t in Set(doc) {
+                let tf = Float(doc.filter { $0 == t }.count)
+                w[t] = idf(t) * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * Float(doc.count) / avg))
+            }
+            let total = w.values.reduce(0, +)
+            for (t, x) in w { mean[t, default: 0] += x / total / 2 }
+        }
+        let query = scorer.query(terms: LexicalAnalyzer.terms("zeppelin zeppelin"))
+        let expanded = scorer.expanded(query, documents: feedback.map { ($0, texts[$0]) }, weight: 0.5, terms: 100)
+        var expected = mean.mapValues { 0.5 * $0 }
+        expected["zeppelin", default: 0] += 1 // the query's one term, its weight divided by itself
+        for t in expected.keys { expected[t]! *= idf(t) } // and then each term's idf once more
+        XCTAssertEqual(Set(expanded.terms.map { String(decoding: $0, as: UTF8.self) }), Set(expected.keys))
+        for (t, w) in zip(expanded.terms, expanded.weights) {
+            XCTAssertEqual(w, expected[String(decoding: t, as: UTF8.self)]!, accuracy: 1e-5, String(decoding: t, as: UTF8.self))
+        }
+        XCTAssertEqual(expanded.terms.first.map { String(decoding: $0, as: UTF8.self) }, "zeppelin") // the query's terms first
+
+        // Only the best `terms` are added, and the query's scores move: document 0 shares no word
+        // with "zeppelin" but "alien" with its feedback document.
+        let three = scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 3)
+        XCTAssertTrue((3 ... 4).contains(three.terms.count), "\(three.terms.count) terms")
+        XCTAssertEqual(HybridScoring.normalizedBM25(scorer, query: query)[0], 0)
+        XCTAssertGreaterThan(HybridScoring.normalizedBM25(scorer, query: scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 100))[0], 0)
+        // No documents or no weight: the query as it was.
+        XCTAssertEqual(scorer.expanded(query, documents: [], weight: 1, terms: 50).weights, query.weights)
+        XCTAssertEqual(scorer.expanded(query, documents: [(5, texts[5])], weight: 0, terms: 50).weights, query.weights)
+
+        // idx search's second pass scores BM25 with the expanded query (its hits' `lexical`).
+        let searcher = VectorSearcher(reader)
+        let vector = reader.dequantizedVectors().prefix(reader.dimension).map { $0 }
+        let fb = RelevanceFeedback(documents: 1, weight: 0, lexicalWeight: 1, lexicalTerms: 100)
+        let lexical = try XCTUnwrap(HybridScoring.lexicalScores(scorer, terms: ["zeppelin"], weight: 0.9, feedback: fb) { texts[$0] })
+        let hits = try searcher.search(vector, k: 6, lexical: lexical, feedback: fb)
+        let second = HybridScoring.normalizedBM25(scorer, query: scorer.expanded(scorer.query(terms: ["zeppelin"]), documents: [(5, texts[5])],
+                                                                                weight: 1, terms: 100))
+        for h in hits { XCTAssertEqual(h.lexical, second[h.index], accuracy: 1e-6, "document \(h.index)") }
+        XCTAssertGreaterThan(hits.first { $0.index == 0 }?.lexical ?? 0, 0)
+        let onePass = try searcher.search(vector, k: 6, lexical: lexical)
+        XCTAssertEqual(onePass.first { $0.index == 0 }?.lexical, 0)
+    }
+
     func testCorruptedOrMissingLexicalSegmentIsNamed() throws {
         let result = try write(Self.texts)
         let entry = try XCTUnwrap(result.manifest.segments[0].lexical)
@@ -206,7 +268,7 @@ final class LexicalTests: XCTestCase {
         let plain = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1)
         XCTAssertEqual(plain.precision, 0)
         let blended = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1,
-                                                   blend: { _, row in row[1] += 1 })
+                                                   blend: { _, _, row in row[1] += 1 })
         XCTAssertEqual(blended.precision, 1)
     }
 

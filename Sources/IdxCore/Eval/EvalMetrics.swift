@@ -70,7 +70,7 @@ public enum EvalMetrics {
     /// its first `feedback.documents` neighbours (blended again).
     public static func nearestNeighbours(queries: [Float], base: [Float], dim: Int, k: Int,
                                          excludeSelf: Bool = false,
-                                         blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil,
+                                         blend: ((Int, [Int]?, UnsafeMutablePointer<Float>) -> Void)? = nil,
                                          feedback: RelevanceFeedback? = nil) -> [[Int]] {
         let q = normalizedRows(queries, dim: dim)
         let b = normalizedRows(base, dim: dim)
@@ -121,7 +121,7 @@ public enum EvalMetrics {
             scores.withUnsafeMutableBufferPointer { sp in b.withUnsafeBufferPointer { bp in
                 for r in 0 ..< rows {
                     let row = sp.baseAddress! + r * nb
-                    blend?(start + r, row)
+                    blend?(start + r, nil, row)
                     let selfIndex = excludeSelf ? start + r : -1
                     if let feedback {
                         let m = selectTop(row, min(feedback.documents, keep), skipping: selfIndex)
@@ -132,7 +132,7 @@ public enum EvalMetrics {
                         // row[nb] = b[nb, dim] · moved
                         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(nb), Int32(dim), 1, bp.baseAddress!, Int32(dim),
                                     moved, 1, 0, row, 1)
-                        blend?(start + r, row)
+                        blend?(start + r, Array(topIndex[0 ..< m]), row)
                     }
                     let filled = selectTop(row, kk, skipping: selfIndex)
                     result.append(Array(topIndex[0 ..< filled]))
@@ -156,7 +156,7 @@ public enum EvalMetrics {
     /// (with `leaveOneOut`, only the query itself).
     public static func knnPrecision(queries: [Float], queryLabels: [String], base: [Float], baseLabels: [String],
                                     dim: Int, k: Int = 10, leaveOneOut: Bool = false,
-                                    blend: ((Int, UnsafeMutablePointer<Float>) -> Void)? = nil,
+                                    blend: ((Int, [Int]?, UnsafeMutablePointer<Float>) -> Void)? = nil,
                                     feedback: RelevanceFeedback? = nil) throws -> KNNPrecision {
         guard queryLabels.count * dim == queries.count, baseLabels.count * dim == base.count else {
             throw IdxError("kNN precision: labels and vectors do not line up.")

@@ -104,15 +104,23 @@ public enum EvalRun {
         defer { lexicalBuffer.deallocate() }
         /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`
         /// and which the model reads as `tokenCounts` tokens, as the search does it.
-        func blend(_ texts: [String], tokenCounts: [Int]) -> ((Int, UnsafeMutablePointer<Float>) -> Void)? {
+        func blend(_ texts: [String], tokenCounts: [Int]) -> ((Int, [Int]?, UnsafeMutablePointer<Float>) -> Void)? {
             guard let scorer else { return nil }
             let n = reader.count
-            // The second pass blends the same query again: its BM25 row is still in the buffer.
+            // The second pass blends the same query again: without a BM25 expansion its row is still in the buffer.
             var scoredQuery = -1, best: Float = 0
-            return { qi, row in
+            var query = scorer.query(terms: [])
+            return { qi, feedbackDocuments, row in
                 if qi != scoredQuery {
-                    best = scorer.score(scorer.query(terms: LexicalAnalyzer.terms(texts[qi])), into: lexicalBuffer)
+                    query = scorer.query(terms: LexicalAnalyzer.terms(texts[qi]))
+                    best = scorer.score(query, into: lexicalBuffer)
                     scoredQuery = qi
+                }
+                if let feedbackDocuments, let feedback, feedback.isLexical {
+                    let documents = feedbackDocuments.map { ($0, LexicalAnalyzer.documentText(reader.metadata($0))) }
+                    best = scorer.score(scorer.expanded(query, documents: documents, weight: feedback.lexicalWeight,
+                                                        terms: feedback.lexicalTerms), into: lexicalBuffer)
+                    scoredQuery = -1
                 }
                 // As idx search: an explicit --lexical-weight as given, the index's adapted to short queries.
                 let w = o.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: tokenCounts[qi])
@@ -183,7 +191,10 @@ public enum EvalRun {
             : "\(r.knn.queries) validation documents vs \(r.indexedDocuments) indexed" + (r.validationDropped.map { ", \($0) dropped by cleaning" } ?? "")
         let scoring = (r.lexicalWeight ?? 0) > 0
             ? String(format: "hybrid: %.2f cosine + %.2f BM25", 1 - r.lexicalWeight!, r.lexicalWeight!) : "cosine"
-        let passes = r.feedback.map { String(format: ", second pass moved toward the first's best %d (weight %g)", $0.documents, $0.weight) } ?? ""
+        let passes = r.feedback.map { f in
+            String(format: ", second pass moved toward the first's best %d (weight %g", f.documents, f.weight)
+                + (f.isLexical && (r.lexicalWeight ?? 0) > 0 ? String(format: "; BM25 + their best %d terms at %g)", f.lexicalTerms, f.lexicalWeight) : ")")
+        } ?? ""
         rows.append(("genre kNN precision@\(r.knn.k)", f(r.knn.precision), how + "; " + scoring + passes))
         rows.append(("reference (IMDB-Genres, validation vs train)", "", "TF-IDF 0.305; PyTorch model after 5,000 steps 0.206 (seed ratio 1.11)"))
         let w0 = rows.map(\.0.count).max()!, w1 = max(6, rows.map(\.1.count).max()!)

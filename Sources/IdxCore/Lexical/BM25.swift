@@ -41,6 +41,8 @@ public struct BM25Scorer {
         public var terms: [[UInt8]]
         /// (segment, term index in it) for each term, nil where the segment lacks it.
         var locations: [[Int?]]
+        /// Each term's idf.
+        var idfs: [Float]
         public var weights: [Float]
         public var isEmpty: Bool { terms.isEmpty }
     }
@@ -52,19 +54,72 @@ public struct BM25Scorer {
             if counts[t] == nil { order.append(t) }
             counts[t, default: 0] += 1
         }
-        let n = Float(documentCount)
-        var q = Query(terms: [], locations: [], weights: [])
+        var q = Query(terms: [], locations: [], idfs: [], weights: [])
         for t in order {
             let bytes = Array(t.utf8)
-            let where_ = segments.map { $0.find(bytes) }
-            var df = 0
-            for (k, loc) in where_.enumerated() { if let loc { df += segments[k].documentFrequency(loc) } }
-            guard df > 0 else { continue }
-            let idf = Foundation.log(1 + (n - Float(df) + 0.5) / (Float(df) + 0.5))
-            q.terms.append(bytes); q.locations.append(where_)
+            guard let (where_, idf) = lookup(bytes) else { continue }
+            q.terms.append(bytes); q.locations.append(where_); q.idfs.append(idf)
             q.weights.append((1 + Foundation.log(Float(counts[t]!))) * idf)
         }
         return q
+    }
+
+    /// The term's place in every segment and its idf; nil when no document holds it.
+    private func lookup(_ term: [UInt8]) -> ([Int?], Float)? {
+        let where_ = segments.map { $0.find(term) }
+        var df = 0
+        for (k, loc) in where_.enumerated() { if let loc { df += segments[k].documentFrequency(loc) } }
+        guard df > 0 else { return nil }
+        return (where_, Foundation.log(1 + (Float(documentCount) - Float(df) + 0.5) / (Float(df) + 0.5)))
+    }
+
+    /// Query expansion from pseudo-relevant documents (RM3's shape, BM25's weights): each of
+    /// `documents` (index, its lexical text as indexed) gives every term its idf · BM25 term
+    /// weight in that document, divided by the document's total; their mean keeps its best
+    /// `terms` terms. The new query is q / (sum of q's weights) + weight · that mean, so the
+    /// query and the expansion each count as a whole, whatever their lengths, and then each
+    /// term's weight times its idf once more, which favours the rare words that tell films apart
+    /// (chosen leave-one-out on train.csv, docs/search-quality.md). Synopses say the same thing
+    /// in many words: the films a query already found bring the words it lacks.
+    public func expanded(_ q: Query, documents: [(index: Int, text: String)], weight: Float, terms: Int) -> Query {
+        guard !documents.isEmpty, weight > 0, terms > 0 else { return q }
+        var mean: [[UInt8]: Float] = [:]
+        var located: [[UInt8]: ([Int?], Float)] = [:]
+        let k1p1 = Self.k1 + 1
+        for (d, text) in documents {
+            var counts: [[UInt8]: Int] = [:]
+            var order: [[UInt8]] = []
+            for t in LexicalAnalyzer.terms(text) {
+                let bytes = Array(t.utf8)
+                if counts[bytes] == nil { order.append(bytes) }
+                counts[bytes, default: 0] += 1
+            }
+            var weights: [([UInt8], Float)] = []
+            var total: Float = 0
+            for t in order {
+                guard let (where_, idf) = lookup(t) else { continue }
+                located[t] = (where_, idf)
+                let f = Float(counts[t]!)
+                let w = idf * f * k1p1 / (f + lengthNorm[d])
+                weights.append((t, w)); total += w
+            }
+            guard total > 0 else { continue }
+            for (t, w) in weights { mean[t, default: 0] += w / (total * Float(documents.count)) }
+        }
+        // The best `terms` (ties: the smaller term first, so the expansion is reproducible).
+        let best = mean.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.lexicographicallyPrecedes($1.key) }.prefix(terms)
+        let qTotal = q.weights.reduce(0, +)
+        var out = Query(terms: q.terms, locations: q.locations, idfs: q.idfs, weights: q.weights.map { qTotal > 0 ? $0 / qTotal : 0 })
+        var position: [[UInt8]: Int] = [:]
+        for (i, t) in out.terms.enumerated() { position[t] = i }
+        for (t, m) in best {
+            if let i = position[t] { out.weights[i] += weight * m; continue }
+            position[t] = out.terms.count
+            let (where_, idf) = located[t]!
+            out.terms.append(t); out.locations.append(where_); out.idfs.append(idf); out.weights.append(weight * m)
+        }
+        for i in out.weights.indices { out.weights[i] *= out.idfs[i] }
+        return out
     }
 
     /// BM25 of every document into `scores` (documentCount floats, overwritten; 0 where no

@@ -27,7 +27,10 @@ public enum HybridScoring {
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum
     /// (all 0 when no term matches). `terms`: LexicalAnalyzer.terms of the cleaned query.
     public static func normalizedBM25(_ scorer: BM25Scorer, terms: [String]) -> [Float] {
-        let q = scorer.query(terms: terms)
+        normalizedBM25(scorer, query: scorer.query(terms: terms))
+    }
+
+    public static func normalizedBM25(_ scorer: BM25Scorer, query q: BM25Scorer.Query) -> [Float] {
         var scores = [Float](repeating: 0, count: scorer.documentCount)
         guard !q.isEmpty else { return scores }
         scores.withUnsafeMutableBufferPointer { s in
@@ -39,6 +42,24 @@ public enum HybridScoring {
         }
         return scores
     }
+
+    /// A query's lexical side for `VectorSearcher.search`: its normalised BM25 at share `weight`,
+    /// and, when `feedback` expands BM25 queries, the second pass's scores from the first's best
+    /// documents (`documentText`: a document's lexical text, as indexed). nil when no term matches.
+    public static func lexicalScores(_ scorer: BM25Scorer, terms: [String], weight: Float, feedback: RelevanceFeedback?,
+                                     documentText: @escaping (Int) -> String) -> LexicalScores? {
+        let q = scorer.query(terms: terms)
+        let scores = normalizedBM25(scorer, query: q)
+        guard scores.contains(where: { $0 > 0 }) else { return nil }
+        var lexical = LexicalScores(scores: scores, weight: weight)
+        if let feedback, feedback.isLexical {
+            lexical.expanded = { ids in
+                normalizedBM25(scorer, query: scorer.expanded(q, documents: ids.map { ($0, documentText($0)) },
+                                                             weight: feedback.lexicalWeight, terms: feedback.lexicalTerms))
+            }
+        }
+        return lexical
+    }
 }
 
 /// One query's lexical side for `VectorSearcher.search`.
@@ -47,5 +68,10 @@ public struct LexicalScores {
     public var scores: [Float]
     /// Its share w of the hybrid score; 1 scores by BM25 alone (no usable embedding).
     public var weight: Float
-    public init(scores: [Float], weight: Float) { self.scores = scores; self.weight = weight }
+    /// The second pass's scores from the first pass's best documents (RelevanceFeedback's BM25
+    /// side); nil: the second pass scores with `scores` again.
+    public var expanded: (([Int]) -> [Float])?
+    public init(scores: [Float], weight: Float, expanded: (([Int]) -> [Float])? = nil) {
+        self.scores = scores; self.weight = weight; self.expanded = expanded
+    }
 }

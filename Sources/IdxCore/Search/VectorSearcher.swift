@@ -101,7 +101,8 @@ public struct VectorSearcher {
     /// `genre` keeps documents of that genre only (case-insensitive). `lexical`: hybrid
     /// scoring with these per-document BM25 scores (see HybridScoring). `feedback`: a second
     /// pass with the query moved toward its first pass's best hits (RelevanceFeedback); the
-    /// hits' `dense` is then the cosine with that moved query.
+    /// hits' `dense` is then the cosine with that moved query, and their `lexical` the BM25 of
+    /// the expanded query when `lexical.expanded` is given.
     public func search(_ query: [Float], k: Int, genre: String? = nil, threads: Int = 0,
                        rerank: Int? = nil, lexical: LexicalScores? = nil,
                        feedback: RelevanceFeedback? = nil) throws -> [SearchHit] {
@@ -120,7 +121,9 @@ public struct VectorSearcher {
             }
             return feedback.expanded(query, rows: p.baseAddress!, count: first.count, dim: d)
         }
-        return try scanAndRerank(moved, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+        var second = lexical
+        if let expand = lexical?.expanded, feedback.isLexical { second!.scores = expand(first.map(\.index)) }
+        return try scanAndRerank(moved, k: k, genre: genre, threads: threads, rerank: rerank, lexical: second)
     }
 
     /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
