@@ -48,21 +48,31 @@ public struct BM25Scorer {
     }
 
     public func query(terms: [String]) -> Query {
-        var counts: [String: Int] = [:]
-        var order: [String] = []
-        for t in terms {
-            if counts[t] == nil { order.append(t) }
-            counts[t, default: 0] += 1
-        }
         var q = Query(terms: [], locations: [], idfs: [], weights: [])
-        for t in order {
-            let bytes = Array(t.utf8)
+        for (bytes, count) in Self.distinct(terms) {
             guard let (where_, idf) = lookup(bytes) else { continue }
             q.terms.append(bytes); q.locations.append(where_); q.idfs.append(idf)
-            q.weights.append((1 + Foundation.log(Float(counts[t]!))) * idf)
+            q.weights.append((1 + Foundation.log(Float(count))) * idf)
         }
         return q
     }
+
+    /// Each distinct term as bytes, with its count, in order of first appearance.
+    private static func distinct(_ terms: [String]) -> [(term: [UInt8], count: Int)] {
+        var position: [String: Int] = [:]
+        var out: [(term: [UInt8], count: Int)] = []
+        for t in terms {
+            if let i = position[t] { out[i].count += 1; continue }
+            position[t] = out.count
+            out.append((Array(t.utf8), 1))
+        }
+        return out
+    }
+
+    /// BM25's document-side weight of a term found `tf` times in a document whose
+    /// k1 (1 − b + b · len / avglen) is `norm`.
+    @inline(__always)
+    private static func termWeight(tf: Float, norm: Float) -> Float { tf * (k1 + 1) / (tf + norm) }
 
     /// The term's place in every segment and its idf; nil when no document holds it.
     private func lookup(_ term: [UInt8]) -> ([Int?], Float)? {
@@ -84,23 +94,15 @@ public struct BM25Scorer {
     public func expanded(_ q: Query, documents: [(index: Int, text: String)], weight: Float, terms: Int) -> Query {
         guard !documents.isEmpty, weight > 0, terms > 0 else { return q }
         var mean: [[UInt8]: Float] = [:]
-        var located: [[UInt8]: ([Int?], Float)] = [:]
-        let k1p1 = Self.k1 + 1
+        // Each term's lookup, once for all the documents (nil: no document holds it).
+        var located: [[UInt8]: ([Int?], Float)?] = [:]
         for (d, text) in documents {
-            var counts: [[UInt8]: Int] = [:]
-            var order: [[UInt8]] = []
-            for t in LexicalAnalyzer.terms(text) {
-                let bytes = Array(t.utf8)
-                if counts[bytes] == nil { order.append(bytes) }
-                counts[bytes, default: 0] += 1
-            }
             var weights: [([UInt8], Float)] = []
             var total: Float = 0
-            for t in order {
-                guard let (where_, idf) = lookup(t) else { continue }
-                located[t] = (where_, idf)
-                let f = Float(counts[t]!)
-                let w = idf * f * k1p1 / (f + lengthNorm[d])
+            for (t, count) in Self.distinct(LexicalAnalyzer.terms(text)) {
+                if located[t] == nil { located[t] = .some(lookup(t)) }
+                guard let (_, idf) = located[t]! else { continue }
+                let w = idf * Self.termWeight(tf: Float(count), norm: lengthNorm[d])
                 weights.append((t, w)); total += w
             }
             guard total > 0 else { continue }
@@ -115,7 +117,7 @@ public struct BM25Scorer {
         for (t, m) in best {
             if let i = position[t] { out.weights[i] += weight * m; continue }
             position[t] = out.terms.count
-            let (where_, idf) = located[t]!
+            let (where_, idf) = located[t]!!
             out.terms.append(t); out.locations.append(where_); out.idfs.append(idf); out.weights.append(weight * m)
         }
         for i in out.weights.indices { out.weights[i] *= out.idfs[i] }
@@ -127,15 +129,14 @@ public struct BM25Scorer {
     @discardableResult
     public func score(_ q: Query, into scores: UnsafeMutablePointer<Float>) -> Float {
         scores.update(repeating: 0, count: documentCount)
-        let k1p1 = Self.k1 + 1
         lengthNorm.withUnsafeBufferPointer { norm in
             for (i, w) in q.weights.enumerated() {
                 for (k, s) in segments.enumerated() {
                     guard let t = q.locations[i][k] else { continue }
                     let base = starts[k]
                     s.forEachPosting(t) { row, tf in
-                        let f = Float(tf), d = base + row
-                        scores[d] += w * f * k1p1 / (f + norm[d])
+                        let d = base + row
+                        scores[d] += w * Self.termWeight(tf: Float(tf), norm: norm[d])
                     }
                 }
             }
