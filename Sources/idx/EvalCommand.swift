@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import IdxCore
 
+extension EvalRun.Measure: ExpressibleByArgument {}
+
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
@@ -22,6 +24,10 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Seed of the MLM masks.") var maskSeed: UInt64 = 1234
     @Option(help: "BM25 share of the hybrid kNN score, 0 (cosine only) to 1. (default: the index's, as idx search)")
     var lexicalWeight: Float?
+    @Option(help: "Typed queries (query<TAB>genre lines) to measure through idx search: typed-query precision@k.")
+    var queries: String?
+    @Option(help: "Leave out a measure (repeatable): \(EvalRun.Measure.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var skip: [EvalRun.Measure] = []
     @OptionGroup var feedback: FeedbackOptions
     @Flag(help: "Print JSON instead of the table.") var json = false
 
@@ -37,6 +43,8 @@ struct EvalCommand: ParsableCommand {
             o.showProgress = true
             o.lexicalWeight = lexicalWeight
             o.feedback = feedback.feedback
+            o.queries = queries
+            o.skip = Set(skip)
             let r = try EvalRun.run(o)
             if json {
                 let enc = JSONEncoder()

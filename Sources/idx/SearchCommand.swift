@@ -56,22 +56,30 @@ public struct SearchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Developer: with --bench, the float32 base vectors the index was built from, for exact recall.", visibility: .hidden))
     var reference: String?
 
+    var settings: SearchSettings {
+        var s = SearchSettings(k: k)
+        s.genre = genre
+        s.lexicalWeight = lexicalWeight
+        s.feedback = feedback.feedback
+        s.threads = threads
+        s.rerank = rerank
+        return s
+    }
+
     public func run() throws {
         do {
             // A query is a few tokens and the scan has its own threads; OpenBLAS's idle
             // workers would spin on the cores it needs.
             BLASRuntime.useOneThread()
-            guard k > 0 else { throw IdxError("-k \(k): the number of results must be at least 1.") }
-            if let w = lexicalWeight, !(0 ... 1).contains(w) {
-                throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")
-            }
-            let reader = try VectorIndexReader(directory: index, verifyMetadata: false)
-            let searcher = VectorSearcher(reader)
+            let settings = self.settings
+            try settings.validate()
             if let bench {
-                try runBench(searcher, queries: bench)
+                try runBench(VectorSearcher(VectorIndexReader(directory: index, verifyMetadata: false)), queries: bench)
                 return
             }
             if let file = queryVectors {
+                let reader = try VectorIndexReader(directory: index, verifyMetadata: false)
+                let searcher = VectorSearcher(reader)
                 let (q, d) = try readVectors(file, dimension: reader.dimension)
                 var out = OutputBuffer()
                 for i in 0 ..< q.count / d {
@@ -82,65 +90,26 @@ public struct SearchCommand: ParsableCommand {
                 out.flush()
                 return
             }
-            try runText(reader: reader, searcher: searcher)
+            let engine = try SearchEngine(index: index)
+            if (lexicalWeight ?? engine.reader.manifest.lexicalWeight ?? 0) > 0 && engine.reader.lexical == nil {
+                FileHandle.standardError.write(Data("warning: \(index) has no lexical half (built by an older idx or from raw vectors); searching by cosine alone. Rebuild it with idx index for hybrid search.\n".utf8))
+            }
+            try runText(engine, settings)
         } catch let e as IdxError {
             FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
             throw ExitCode(1)
         }
     }
 
-    /// Text queries: the index's model (from its manifest), checked against the index.
-    func runText(reader: VectorIndexReader, searcher: VectorSearcher) throws {
-        let dir = reader.manifest.modelDirectory
-        guard !dir.isEmpty else {
-            throw IdxError("\(index): built from raw vectors, with no model to embed text; search it with --query-vectors.")
-        }
-        let model = try EncoderModel.load(directory: dir)
-        try reader.checkModel(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash, modelDirectory: dir)
-        let tokenizer = try model.tokenizer()
+    /// Text queries through the one search path (SearchEngine).
+    func runText(_ engine: SearchEngine, _ settings: SearchSettings) throws {
         var out = OutputBuffer()
-        let weight = lexicalWeight ?? reader.manifest.lexicalWeight ?? 0
-        if weight > 0 && reader.lexical == nil {
-            FileHandle.standardError.write(Data("warning: \(index) has no lexical half (built by an older idx or from raw vectors); searching by cosine alone. Rebuild it with idx index for hybrid search.\n".utf8))
-        }
-        func answer(_ text: String) throws {
-            let cleaned = Cleaning.cleanKeepingShort(text)
-            let ids = tokenizer.encode(cleaned)
-            let terms = LexicalAnalyzer.terms(cleaned)
-            if ids.isEmpty {
-                throw IdxError("query \"\(text)\": nothing left after cleaning; type some words.")
-            }
-            var lexical: LexicalScores?
-            if weight > 0, let scorer = reader.lexical {
-                // An explicit --lexical-weight is used as given; the index's adapts to short queries.
-                let share = lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count)
-                lexical = HybridScoring.lexicalScores(scorer, terms: terms, weight: share, feedback: feedback.feedback) {
-                    LexicalAnalyzer.documentText(reader.metadata($0))
-                }
-            }
-            let known = !ids.allSatisfy({ $0 == SpecialToken.unk })
-            if !known && lexical == nil {
-                throw IdxError("query \"\(text)\": none of its words is in the vocabulary of \(dir)"
-                               + (reader.lexical == nil ? "" : " or in any indexed document") + "; try other words.")
-            }
-            var query = [Float](repeating: 0, count: reader.dimension)
-            if known {
-                var one = TokenizedCorpus()
-                one.append(ids)
-                query = reader.prepareQuery(model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1))
-            } else {
-                lexical!.weight = 1 // no word the model knows: its embedding would say nothing
-            }
-            let hits = try searcher.search(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical,
-                                           feedback: feedback.feedback)
-            try printHits(hits, reader: reader, query: text, to: &out)
-        }
         if stdin {
             var failures = 0
-            while let line = readLine() {
+            while let line = try BoundedLineReader.standardInput.next() {
                 let text = line.trimmingCharacters(in: .whitespaces)
                 if text.isEmpty { continue }
-                do { try answer(text) } catch let e as IdxError {
+                do { try printHits(engine.search(text, settings), reader: engine.reader, query: text, to: &out) } catch let e as IdxError {
                     out.flush()
                     FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
                     failures += 1
@@ -152,25 +121,19 @@ public struct SearchCommand: ParsableCommand {
             guard let query else {
                 throw IdxError("no query: give one (idx search \"alien robot\") or --stdin for one per line.")
             }
-            try answer(query)
+            try printHits(engine.search(query, settings), reader: engine.reader, query: query, to: &out)
             out.flush()
         }
     }
 
     func printHits(_ hits: [SearchHit], reader: VectorIndexReader, query: String, to out: inout OutputBuffer) throws {
         for (rank, h) in hits.enumerated() {
-            let m = try reader.documentMetadata(h.index)
             if json {
-                var o: [String: Any] = ["query": query, "rank": rank + 1, "score": Double(h.score), "title": m.title,
-                                        "genre": m.genre, "expandedGenres": m.expandedGenres, "description": m.description,
-                                        "id": try reader.documentId(h.index), "source": "\(m.sourceFile):\(m.sourceRow)"]
-                o["cosine"] = Double(h.dense)
-                o["bm25"] = Double(h.lexical)
-                o["year"] = m.year.map { $0 as Any } ?? NSNull()
-                o["rating"] = m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()
+                let o = try SearchEngine.jsonObject(h, reader: reader, rank: rank + 1, query: query)
                 let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])
                 out.write(String(decoding: data, as: UTF8.self) + "\n")
             } else {
+                let m = try reader.documentMetadata(h.index)
                 let year = m.year.map { " (\($0))" } ?? ""
                 let desc = m.description.count > 90 ? String(m.description.prefix(87)) + "..." : m.description
                 out.write(String(format: "%2d  %.4f  ", rank + 1, h.score) + "\(m.title)\(year)  [\(m.genre)]  \(desc)\n")

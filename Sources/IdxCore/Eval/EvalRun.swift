@@ -16,9 +16,18 @@ public enum EvalRun {
         public var lexicalWeight: Float?
         /// The second pass of idx search (RelevanceFeedback); documents 0 turns it off.
         public var feedback = RelevanceFeedback.standard
+        /// Typed queries (query<TAB>genre) to measure through the search path (TypedQueries).
+        public var queries: String?
+        /// The measures to leave out (the typed queries alone take seconds; kNN and the MLM loss more).
+        public var skip: Set<Measure> = []
         public init(index: String, model: String? = nil, validation: String? = nil, seedTest: String = "corpora/seed-test.tsv") {
             self.index = index; self.model = model; self.validation = validation; self.seedTest = seedTest
         }
+    }
+
+    /// The measures `idx eval` can leave out.
+    public enum Measure: String, Codable, CaseIterable, Sendable {
+        case knn, mlm
     }
 
     public struct Report: Codable {
@@ -34,7 +43,9 @@ public enum EvalRun {
         public var mlmOn: String             // what the loss was measured on
         public var seedTest: String
         public var seed: EvalMetrics.ClusterSeparation
-        public var knn: EvalMetrics.KNNPrecision
+        public var knn: EvalMetrics.KNNPrecision?
+        /// Typed-query precision@k through the search path (with --queries).
+        public var typedQueries: TypedQueries.Result?
         /// The BM25 share the kNN scores used (0: cosine alone).
         public var lexicalWeight: Float?
         /// The relevance feedback the kNN scores used (nil: one pass).
@@ -43,15 +54,16 @@ public enum EvalRun {
 
         public var summary: EvalSummary {
             EvalSummary(mlmLoss: mlm?.loss, seedIntra: seed.intra, seedInter: seed.inter, seedRatio: seed.ratio,
-                        knnPrecision: knn.precision, knnK: knn.k, knnQueries: knn.queries,
-                        knnLeaveOneOut: knn.leaveOneOut, documents: indexedDocuments)
+                        knnPrecision: knn?.precision ?? 0, knnK: knn?.k ?? 0, knnQueries: knn?.queries ?? 0,
+                        knnLeaveOneOut: knn?.leaveOneOut ?? false, documents: indexedDocuments)
         }
     }
 
     /// Reads `text<TAB>label` lines (blank lines and `#` comments skipped).
-    public static func readSeedTest(_ path: String) throws -> [(text: String, label: String)] {
+    public static func readSeedTest(_ path: String, what: String = "the seed test (text<TAB>label lines)",
+                                    option: String = "--seed-test") throws -> [(text: String, label: String)] {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw IdxError("\(path): cannot read the seed test (text<TAB>label lines); pass --seed-test.")
+            throw IdxError("\(path): cannot read \(what); pass \(option).")
         }
         var out = [(String, String)]()
         for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -90,7 +102,7 @@ public enum EvalRun {
         // kNN precision: the index's vectors and genres.
         let base = reader.dequantizedVectors()
         let baseLabels = (0 ..< reader.count).map { reader.metadata($0).genre }
-        let knn: EvalMetrics.KNNPrecision
+        var knn: EvalMetrics.KNNPrecision?
         var mlm: MLMLoss.Result?
         var mlmOn: String
         var validationDocs: Int?, dropped: Int?
@@ -128,7 +140,9 @@ public enum EvalRun {
                 for j in 0 ..< n { row[j] = (1 - w) * row[j] + scale * lexicalBuffer[j] }
             }
         }
-        if let validation = o.validation {
+        if o.skip.contains(.knn) && o.skip.contains(.mlm) {
+            mlmOn = "not measured"
+        } else if let validation = o.validation {
             // Cleaned and tokenized exactly as a corpus is: through ingest, with the model's tokenizer.
             let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("idx-eval-\(getpid())-\(UInt32.random(in: 0 ... .max))").path
             defer { try? FileManager.default.removeItem(atPath: tmp) }
@@ -143,28 +157,39 @@ public enum EvalRun {
             dropped = s.droppedShort + s.skippedRows
             var queries = model.embed(tokens, range: 0 ..< tokens.count, maxTokens: maxTokens, batchSize: o.batchSize)
             queries = prepare(queries, reader: reader, dim: model.config.dModel)
-            knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
+            if !o.skip.contains(.knn) { knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
                                                baseLabels: baseLabels, dim: reader.dimension, k: o.k,
                                                blend: blend(meta.map(LexicalAnalyzer.documentText), tokenCounts: (0 ..< tokens.count).map { tokens.document($0).count }),
-                                               feedback: feedback)
-            mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
+                                               feedback: feedback) }
+            if !o.skip.contains(.mlm) {
+                mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
+            }
             mlmOn = "validation documents (\(tokens.count))"
         } else {
             // The indexed documents' own tokens: their lengths for the hybrid share, then the MLM loss.
             var own = TokenizedCorpus()
             for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
-            knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
+            if !o.skip.contains(.knn) { knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
                                                dim: reader.dimension, k: o.k, leaveOneOut: true,
                                                blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) },
                                                             tokenCounts: (0 ..< own.count).map { own.document($0).count }),
-                                               feedback: feedback)
+                                               feedback: feedback) }
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
-            mlm = MLMLoss.evaluate(model, corpus: own, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
+            if !o.skip.contains(.mlm) {
+                mlm = MLMLoss.evaluate(model, corpus: own, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
+            }
             mlmOn = "indexed documents (\(own.count), no --validation: training data)"
+        }
+        var typed: TypedQueries.Result?
+        if let file = o.queries {
+            var settings = SearchSettings(k: o.k)
+            settings.lexicalWeight = o.lexicalWeight
+            settings.feedback = o.feedback
+            typed = try TypedQueries.evaluate(SearchEngine(index: o.index), queries: TypedQueries.read(file), file: file, settings: settings)
         }
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,
                       indexedDocuments: reader.count, validation: o.validation, validationDocuments: validationDocs,
-                      validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn,
+                      validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn, typedQueries: typed,
                       lexicalWeight: scorer == nil ? 0 : weight, feedback: feedback, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
@@ -186,16 +211,21 @@ public enum EvalRun {
         rows.append(("seed test intra-cluster distance", f(r.seed.intra), "mean cosine distance, \(r.seed.intraPairs) same-label pairs"))
         rows.append(("seed test inter-cluster distance", f(r.seed.inter), "\(r.seed.interPairs) cross-label pairs"))
         rows.append(("seed test ratio inter / intra", f(r.seed.ratio, 3), r.seed.ratio > 1 ? "> 1: the clusters separate" : "<= 1: the clusters do not separate"))
-        let how = r.knn.leaveOneOut
+        let how = r.knn?.leaveOneOut == true
             ? "leave-one-out over the \(r.indexedDocuments) indexed documents (no --validation)"
-            : "\(r.knn.queries) validation documents vs \(r.indexedDocuments) indexed" + (r.validationDropped.map { ", \($0) dropped by cleaning" } ?? "")
+            : "\(r.knn?.queries ?? 0) validation documents vs \(r.indexedDocuments) indexed" + (r.validationDropped.map { ", \($0) dropped by cleaning" } ?? "")
         let scoring = (r.lexicalWeight ?? 0) > 0
             ? String(format: "hybrid: %.2f cosine + %.2f BM25", 1 - r.lexicalWeight!, r.lexicalWeight!) : "cosine"
         let passes = r.feedback.map { f in
             String(format: ", second pass moved toward the first's best %d (weight %g", f.documents, f.weight)
                 + (f.isLexical && (r.lexicalWeight ?? 0) > 0 ? String(format: "; BM25 + their best %d terms at %g)", f.lexicalTerms, f.lexicalWeight) : ")")
         } ?? ""
-        rows.append(("genre kNN precision@\(r.knn.k)", f(r.knn.precision), how + "; " + scoring + passes))
+        if let t = r.typedQueries {
+            rows.append(("typed-query precision@\(t.k)", f(t.precision), "\(t.queries) queries of \(t.file) through idx search; a hit counts when its expanded genres hold the query's; \(t.listsWithDuplicates) lists showed a film twice"))
+        }
+        if let knn = r.knn {
+            rows.append(("genre kNN precision@\(knn.k)", f(knn.precision), how + "; " + scoring + passes))
+        }
         rows.append(("reference (IMDB-Genres, validation vs train)", "", "TF-IDF 0.305; PyTorch model after 5,000 steps 0.206 (seed ratio 1.11)"))
         let w0 = rows.map(\.0.count).max()!, w1 = max(6, rows.map(\.1.count).max()!)
         var out = "idx eval: \(r.index) (\(r.generation), \(r.indexedDocuments) documents), model \(r.model) (\(r.modelHash))\n"
