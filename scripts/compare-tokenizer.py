@@ -42,8 +42,11 @@ def main():
         vocab_size = manifest["vocab_size"]
 
     t0 = time.time()
-    docs = read_documents(csvs)
-    hf_tok = train(docs, vocab_size=vocab_size)
+    deduplicate = manifest.get("stats", {}).get("duplicate_rows") is not None
+    lowercase = (json.load(open(os.path.join(corpus, "tokenizer.json"))).get("normalizer") or {}).get("type") == "Lowercase"
+    docs = read_documents(csvs, deduplicate=deduplicate)
+    print(f"reference: films listed twice kept once: {deduplicate}; Lowercase normalizer: {lowercase}")
+    hf_tok = train(docs, vocab_size=vocab_size, lowercase=lowercase)
     t_train = time.time() - t0
 
     failures = 0

@@ -28,6 +28,14 @@ struct IngestCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Read each document as \"Title. description\" for the tokenizer and the model (titles name subjects and franchises the synopsis leaves out; BM25 reads them either way). --no-titles: descriptions only, as the reference notebook.")
     var titles = false
 
+    @Option(name: .customLong("case"), help: "Letter case of the vocabulary: lower (a Lowercase normalizer: typed queries are lower-case, synopses are not) or keep (the reference notebook's case-sensitive words).")
+    var letterCase: LetterCase = .lower
+
+    enum LetterCase: String, ExpressibleByArgument, CaseIterable { case lower, keep }
+
+    @Flag(help: "Keep every row as its own document (by default a film listed under several genres, the same title, year and description, is one document carrying all its genres).")
+    var keepDuplicates = false
+
     @Option(help: "Documents per shard.")
     var shardDocs: Int = 50_000
 
@@ -46,6 +54,8 @@ struct IngestCommand: ParsableCommand {
                                          vocabSize: vocabSize, shardDocuments: shardDocs)
             options.showProgress = true
             options.titlesInText = titles
+            options.deduplicate = !keepDuplicates
+            options.lowercase = letterCase == .lower
             let summary = try Ingest.run(options) { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) }
             FileHandle.standardError.write(Data((summary.line + "\n").utf8))
         } catch let e as IdxError {

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import IdxCore
 
+extension ContrastivePairs: ExpressibleByArgument {}
+
 public struct TrainCommand: ParsableCommand {
     public init() {}
     public static let configuration = CommandConfiguration(
@@ -44,8 +46,8 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Documents per contrastive step (each seen as two views; the others are the negatives).") var contrastiveBatch = 64
     @Option(help: "AdamW learning rate of the contrastive steps.") var contrastiveLr: Float = 1e-4
     @Option(help: "InfoNCE temperature of the contrastive steps.") var temperature: Float = 0.2
-    @Option(help: "The two views of a contrastive pair: halves (the document's two disjoint halves), self (two crops of the same document) or bm25 (a crop of it and of one of its 5 nearest documents by BM25).")
-    var contrastivePairs = "halves"
+    @Option(help: "The two views of a contrastive pair: halves (the document's two disjoint halves), self (two crops of the same document), bm25 (a crop of it and of one of its 5 nearest documents by BM25), span (2-8 tokens of it and the rest: a typed query's shape) or mixed (span and halves, half a batch each).")
+    var contrastivePairs = ContrastivePairs.halves
     @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
     @Option(help: .hidden) var exportCount = 8
 
@@ -141,10 +143,7 @@ public struct TrainCommand: ParsableCommand {
         }
         trainer.corpusTitlesInText = reader.titlesInText
         if let c = trainer.options.contrastive, c.steps > 0 {
-            guard ContrastiveOptions.pairKinds.contains(c.pairs) else {
-                throw IdxError("--contrastive-pairs \(c.pairs): use \(ContrastiveOptions.pairKinds.joined(separator: ", ")).")
-            }
-            if c.pairs == "bm25" {
+            if c.pairs == .bm25 {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 trainer.lexicalNeighbours = try LexicalNeighbours.compute(descriptions: try reader.readMetadata().map(\.description),
                                                                           count: c.neighbours, threads: nThreads)

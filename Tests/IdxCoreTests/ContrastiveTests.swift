@@ -4,7 +4,7 @@ import XCTest
 /// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
 /// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.
 final class ContrastiveTests: XCTestCase {
-    func contrastiveOptions(steps: Int = 6, contrastiveSteps: Int = 3, temperature: Float = 0.5, pairs: String = "halves") -> TrainOptions {
+    func contrastiveOptions(steps: Int = 6, contrastiveSteps: Int = 3, temperature: Float = 0.5, pairs: ContrastivePairs = .halves) -> TrainOptions {
         var o = TinyTraining.options(steps: steps)
         var c = ContrastiveOptions()
         c.steps = contrastiveSteps; c.batchSize = 4; c.lr = 1e-3; c.temperature = temperature; c.pairs = pairs
@@ -38,12 +38,12 @@ final class ContrastiveTests: XCTestCase {
         cfg.dropout = 0 // a deterministic loss to differentiate
         // Both kinds of views; halves of the tiny corpus's documents are a few tokens long, where
         // the loss bends faster, so they take a smaller step.
-        for (pairs, eps) in [("self", Float(1e-2)), ("halves", Float(2e-3))] {
+        for (pairs, eps) in [(ContrastivePairs.`self`, Float(1e-2)), (.halves, Float(2e-3)), (.span, Float(2e-3))] {
             try checkEncoderGradient(cfg, pairs: pairs, eps: eps)
         }
     }
 
-    func checkEncoderGradient(_ cfg: ModelConfig, pairs: String, eps: Float) throws {
+    func checkEncoderGradient(_ cfg: ModelConfig, pairs: ContrastivePairs, eps: Float) throws {
         let t = try Trainer(config: cfg, options: contrastiveOptions(pairs: pairs), corpus: TinyTraining.corpus(), tokenizerHash: "00000000000000aa")
         _ = try t.computeContrastiveGradients(step: 5)
         let grads = Array(t.gradients)
@@ -68,7 +68,7 @@ final class ContrastiveTests: XCTestCase {
     }
 
     func testViewsArePureFunctionsAndCropTheDocument() throws {
-        let a = try TinyTraining.trainer(contrastiveOptions(pairs: "self")), b = try TinyTraining.trainer(contrastiveOptions(pairs: "self"))
+        let a = try TinyTraining.trainer(contrastiveOptions(pairs: .`self`)), b = try TinyTraining.trainer(contrastiveOptions(pairs: .`self`))
         _ = try a.trainStep(); _ = try a.contrastiveStep() // history must not matter
         for (step, slot) in [(4, 0), (5, 3), (900, 1)] {
             for view in 0 ..< 2 {
@@ -110,7 +110,7 @@ final class ContrastiveTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(spans.count, 3) // the span moves
-        XCTAssertEqual(ContrastiveOptions().pairs, "halves")
+        XCTAssertEqual(ContrastiveOptions().pairs, .halves)
     }
 
     /// MLM steps 1-3, contrastive 4-6; killed after step 4 and resumed: bit for bit the same.

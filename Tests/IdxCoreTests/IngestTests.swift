@@ -129,9 +129,9 @@ final class IngestTests: XCTestCase {
         let r = try CorpusReader(directory: dir + "/titled")
         XCTAssertTrue(r.titlesInText)
         let tok = try r.tokenizer(), tokens = try r.readTokens(), meta = try r.readMetadata()
-        XCTAssertEqual(tokens.document(0).map { tok.token($0) },
-                       ["Star", "Wars", "A", "New", "Hope", ".", "Luke", "joins", "the", "rebels", "against", "the", "Empire"])
-        XCTAssertEqual(tokens.document(1).map { tok.token($0) }.prefix(3), ["Untitled", ".", "A"])
+        XCTAssertEqual(tokens.document(0).map { tok.token($0) },  // lower-cased: ingest's default --case lower
+                       ["star", "wars", "a", "new", "hope", ".", "luke", "joins", "the", "rebels", "against", "the", "empire"])
+        XCTAssertEqual(tokens.document(1).map { tok.token($0) }.prefix(3), ["untitled", ".", "a"])
         XCTAssertEqual(meta[0].title, "Star Wars - A New Hope")
         XCTAssertEqual(meta[0].year, 1977)
         XCTAssertEqual(meta[0].description, "Luke joins the rebels against the Empire")
@@ -161,8 +161,9 @@ final class IngestTests: XCTestCase {
         XCTAssertEqual(r.manifest.shards.count, 4)
     }
 
-    /// The real corpus (never committed): 37,285 documents survive the cleaning.
-    func testRealCorpusKeeps37285Documents() throws {
+    /// The real corpus (never committed): 37,285 rows survive the cleaning, 32,282 films once
+    /// the 5,003 rows that repeat a film (another genre file's copy) are merged.
+    func testRealCorpusKeeps37285RowsAnd32282Films() throws {
         let csv = IngestTestSupport.repoRoot.appendingPathComponent("../shared/corpora/imdb-genres/train.csv").standardized.path
         guard FileManager.default.fileExists(atPath: csv) else {
             throw XCTSkip("needs ../shared/corpora/imdb-genres/train.csv (the real corpus) beside the repository")
@@ -170,11 +171,52 @@ final class IngestTests: XCTestCase {
         let dir = IngestTestSupport.tempDir(self)
         let s = try Ingest.run(.init(inputs: [csv], output: dir + "/train", showProgress: false))
         XCTAssertEqual(s.rowsRead, 37_527)
-        XCTAssertEqual(s.documents, 37_285)
+        XCTAssertEqual(s.documents, 32_282)
+        XCTAssertEqual(s.duplicateRows, 5_003)
         XCTAssertEqual(s.skippedRows, 0)
         XCTAssertEqual(s.vocabSize, Ingest.defaultVocabSize)
         let r = try CorpusReader(directory: dir + "/train")
-        XCTAssertEqual(try r.readTokens().count, 37_285)
-        XCTAssertEqual(try r.readMetadata().count, 37_285)
+        XCTAssertEqual(try r.readTokens().count, 32_282)
+        XCTAssertEqual(try r.readMetadata().count, 32_282)
+        var rows = Ingest.Options(inputs: [csv], output: dir + "/rows", showProgress: false)
+        rows.deduplicate = false
+        XCTAssertEqual(try Ingest.run(rows).documents, 37_285)
+    }
+
+    /// A film listed in two genre files (same title, year and description) is one document
+    /// carrying both genres; another film with the same title but another year stays.
+    func testFilmsListedTwiceBecomeOneDocumentWithAllTheirGenres() throws {
+        let dir = IngestTestSupport.tempDir(self)
+        let rows = IngestTestSupport.header
+            + "Alien Robot - 2001,Sci-Fi,\"Sci-Fi, Action\",7.1,An alien robot crash-lands on a quiet desert planet.\n"
+            + "Lonely Hearts - 1999,Romance,Romance,6.0,Two strangers meet on a night train to Vienna.\n"
+            + "Alien Robot - 2001,Action,\"Sci-Fi, Action\",7.1,An alien robot crash-lands on a quiet desert planet.\n"
+            + "Alien Robot - 2001,Family,\"Sci-Fi, Action\",7.1,An alien robot crash-lands on a quiet desert planet.\n"
+            + "Alien Robot - 2019,Sci-Fi,Sci-Fi,5.5,An alien robot crash-lands on a quiet desert planet.\n"
+        IngestTestSupport.write(rows, to: dir + "/a.csv")
+        IngestTestSupport.write(IngestTestSupport.header
+            + "Lonely Hearts - 1999,Drama,Romance,6.0,Two strangers meet on a night train to Vienna.\n", to: dir + "/b.csv")
+        let s = try Ingest.run(options([dir + "/a.csv", dir + "/b.csv"], dir + "/out"))
+        XCTAssertEqual(s.rowsRead, 6)
+        XCTAssertEqual(s.duplicateRows, 3)
+        XCTAssertEqual(s.documents, 3)
+        XCTAssertTrue(s.line.contains("3 repeating a film already kept"))
+        let meta = try CorpusReader(directory: dir + "/out").readMetadata()
+        XCTAssertEqual(meta.map(\.title), ["Alien Robot", "Lonely Hearts", "Alien Robot"])
+        XCTAssertEqual(meta.map(\.year), [2001, 1999, 2019])
+        XCTAssertEqual(meta.map(\.genre), ["Sci-Fi, Action, Family", "Romance, Drama", "Sci-Fi"])
+        XCTAssertEqual(meta.map(\.expandedGenres), ["Sci-Fi, Action, Family", "Romance, Drama", "Sci-Fi"])
+        XCTAssertEqual(meta.map(\.sourceRow), [1, 2, 5])
+        XCTAssertTrue(Genres.holds(meta[0].genre, genre: "family") && !Genres.holds(meta[0].genre, genre: "Romance"))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/manifest.json"))) as! [String: Any]
+        XCTAssertEqual((manifest["stats"] as! [String: Any])["duplicate_rows"] as? Int, 3)
+
+        var keep = options([dir + "/a.csv", dir + "/b.csv"], dir + "/all")
+        keep.deduplicate = false
+        let all = try Ingest.run(keep)
+        XCTAssertEqual(all.documents, 6)
+        XCTAssertEqual(all.duplicateRows, 0)
+        XCTAssertEqual(try CorpusReader(directory: dir + "/all").readMetadata().map(\.genre),
+                       ["Sci-Fi", "Romance", "Action", "Family", "Sci-Fi", "Drama"])
     }
 }

@@ -52,7 +52,7 @@ final class ParallelTrainingTests: XCTestCase {
         struct State: Decodable { var options: TrainOptions }
         let state = try JSONDecoder().decode(State.self, from: Data(contentsOf: URL(fileURLWithPath: two + "/state.json")))
         XCTAssertEqual(state.options.contrastive?.steps, 3)
-        XCTAssertEqual(state.options.contrastive?.pairs, "halves")
+        XCTAssertEqual(state.options.contrastive?.pairs, .halves)
         let l1 = try Self.losses(one), l2 = try Self.losses(two)
         XCTAssertEqual(Set(l1.keys), Set(1 ... 20))
         XCTAssertEqual(Set(l2.keys), Set(1 ... 20), "rank 0 alone writes the log, one row a step")

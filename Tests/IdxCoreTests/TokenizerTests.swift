@@ -3,8 +3,8 @@ import XCTest
 @testable import IdxCore
 
 final class TokenizerTests: XCTestCase {
-    func train(_ texts: [String], vocabSize: Int, minFrequency: Int = 0) -> WordLevelTokenizer {
-        var t = WordLevelTrainer(vocabSize: vocabSize, minFrequency: minFrequency)
+    func train(_ texts: [String], vocabSize: Int, minFrequency: Int = 0, lowercase: Bool = false) -> WordLevelTokenizer {
+        var t = WordLevelTrainer(vocabSize: vocabSize, minFrequency: minFrequency, lowercase: lowercase)
         for s in texts { t.count(s) }
         return t.train()
     }
@@ -30,20 +30,25 @@ final class TokenizerTests: XCTestCase {
 
     /// Hugging Face's WordLevelTrainer on the fixture texts (scripts/reference/ingest_tokenizer_fixture.py).
     func testMatchesHuggingFaceFixture() throws {
-        struct Case: Decodable { var vocab_size: Int; var min_frequency: Int; var vocab: [String]; var ids: [[Int32]]; var tokenizer_json: String? }
+        struct Case: Decodable { var vocab_size: Int; var min_frequency: Int; var lowercase: Bool; var vocab: [String]; var ids: [[Int32]]; var tokenizer_json: String? }
         struct Fixture: Decodable { var texts: [String]; var cases: [Case] }
         let data = try Data(contentsOf: IngestTestSupport.fixture("tokenizer-reference.json"))
         let f = try JSONDecoder().decode(Fixture.self, from: data)
-        XCTAssertEqual(f.cases.count, 6)
+        XCTAssertEqual(f.cases.count, 8)
+        XCTAssertEqual(f.cases.filter(\.lowercase).count, 2)
         for c in f.cases {
-            let tok = train(f.texts, vocabSize: c.vocab_size, minFrequency: c.min_frequency)
-            let label = "vocab_size \(c.vocab_size) min_frequency \(c.min_frequency)"
+            let tok = train(f.texts, vocabSize: c.vocab_size, minFrequency: c.min_frequency, lowercase: c.lowercase)
+            let label = "vocab_size \(c.vocab_size) min_frequency \(c.min_frequency) lowercase \(c.lowercase)"
             XCTAssertEqual((0 ..< tok.vocabSize).map { tok.token(Int32($0)) }, c.vocab, label)
             for (i, text) in f.texts.enumerated() {
                 XCTAssertEqual([SpecialToken.bos] + tok.encode(text) + [SpecialToken.eos], c.ids[i], "\(label), text \(i)")
             }
             if let json = c.tokenizer_json {
                 XCTAssertEqual(String(decoding: tok.json, as: UTF8.self), json, "tokenizer.json bytes, \(label)")
+                // HF's own file reads back with the same normalizer and ids.
+                let back = try WordLevelTokenizer(jsonBytes: Array(json.utf8), source: label)
+                XCTAssertEqual(back.lowercase, c.lowercase)
+                for text in f.texts { XCTAssertEqual(back.encode(text), tok.encode(text), label) }
             }
         }
     }

@@ -18,20 +18,30 @@ def clean(text):
     return text if len(text) > 20 else None
 
 
-def read_documents(paths):
-    docs = []
+def read_documents(paths, deduplicate=False):
+    """The cleaned descriptions; with deduplicate, a film (raw title-and-year and description)
+    listed twice is kept once, at its first row, as idx ingest does by default."""
+    docs, seen = [], set()
     for path in paths:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             for row in csv.DictReader(f):
+                if deduplicate:
+                    key = (row.get("movie title - year", ""), row["description"] or "")
+                    if key in seen:
+                        continue
                 d = clean(row["description"] or "")
                 if d is not None:
+                    if deduplicate:
+                        seen.add(key)
                     docs.append(d)
     return docs
 
 
-def train(docs, vocab_size=2000, min_frequency=0):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+def train(docs, vocab_size=2000, min_frequency=0, lowercase=False):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS)
     tok.train_from_iterator(docs, trainer=trainer)

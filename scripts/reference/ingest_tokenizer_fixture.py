@@ -36,11 +36,13 @@ for _ in range(60):
 texts += ["", "   ", "...", "a.b,c", "end-to-end, well-known; it's 3:30!", "tab\tand\nnewline  double"]
 
 cases = []
-for vocab_size, min_frequency in [(2000, 0), (12, 0), (20, 0), (2000, 2), (2000, 5), (30, 3)]:
-    tok = train(texts, vocab_size=vocab_size, min_frequency=min_frequency)
+# The last two: HF's Lowercase normalizer (idx ingest's default --case lower).
+for vocab_size, min_frequency, lowercase in [(2000, 0, False), (12, 0, False), (20, 0, False), (2000, 2, False), (2000, 5, False),
+                                             (30, 3, False), (2000, 0, True), (20, 0, True)]:
+    tok = train(texts, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase)
     vocab = tok.get_vocab()
     by_id = sorted(vocab, key=vocab.get)
-    case = {"vocab_size": vocab_size, "min_frequency": min_frequency, "vocab": by_id,
+    case = {"vocab_size": vocab_size, "min_frequency": min_frequency, "lowercase": lowercase, "vocab": by_id,
             "ids": [e.ids for e in tok.encode_batch(texts)]}
     if vocab_size == 20:
         with tempfile.TemporaryDirectory() as d:

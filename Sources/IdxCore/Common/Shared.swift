@@ -44,3 +44,23 @@ public enum SpecialToken {
     public static let mask: Int32 = 4
     public static let names = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"]
 }
+
+/// Genre lists: a document's genre is one name ("Sci-Fi") or, for a film ingest merged from
+/// several genre files, several comma-separated ("Animation, Adventure"); expanded genres are
+/// always a list.
+public enum Genres {
+    /// The names of a comma-separated list, trimmed, empty ones dropped.
+    public static func names(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// Whether `list` holds `genre` (case-insensitive).
+    public static func holds(_ list: String, genre: String) -> Bool {
+        names(list).contains { $0.caseInsensitiveCompare(genre) == .orderedSame }
+    }
+
+    /// Whether two lists share a genre.
+    public static func overlap(_ a: String, _ b: String) -> Bool {
+        a == b || names(a).contains { holds(b, genre: $0) }
+    }
+}

@@ -33,6 +33,12 @@ public enum Ingest {
         /// and the stored metadata still read the description alone. Off: the notebook's
         /// description-only documents.
         public var titlesInText = false
+        /// One film, one document: rows repeating a title, year and description are merged into
+        /// the first, which carries all their genres (FilmDeduplicator). Off: every row is a document.
+        public var deduplicate = true
+        /// A case-folded vocabulary (HF's Lowercase normalizer in tokenizer.json): typed queries
+        /// are lower-case, synopses are not. Off: the notebook's case-sensitive words.
+        public var lowercase = true
         /// Test hook: fail after this many token shards were written.
         var failAfterTokenShards: Int?
 
@@ -49,6 +55,7 @@ public enum Ingest {
         public var droppedShort = 0
         public var skippedRows = 0
         public var cutAtDash = 0
+        public var duplicateRows = 0
         public var tokens = 0
         public var unknownTokens = 0
         public var shards = 0
@@ -60,6 +67,7 @@ public enum Ingest {
         public var line: String {
             let unk = tokens > 0 ? 100 * Double(unknownTokens) / Double(tokens) : 0
             return "ingest: \(rowsRead) rows read, \(documents) documents kept; dropped: \(droppedShort) of <= \(Cleaning.minimumLength) chars, "
+                + "\(duplicateRows) repeating a film already kept (genres merged), "
                 + "\(skippedRows) malformed rows; \(cutAtDash) cut at \" - \"; \(tokens) tokens, UNK \(String(format: "%.2f", unk))%, "
                 + "vocabulary \(vocabSize), \(shards) shard\(shards == 1 ? "" : "s"), \(String(format: "%.2f", seconds)) s -> \(output)"
         }
@@ -154,7 +162,7 @@ public enum Ingest {
 
     static func build(_ options: Options, staged: String, totalBytes: Int, warn: (String) -> Void) throws -> Summary {
         var summary = Summary()
-        var trainer = WordLevelTrainer(vocabSize: options.vocabSize, minFrequency: options.minFrequency)
+        var trainer = WordLevelTrainer(vocabSize: options.vocabSize, minFrequency: options.minFrequency, lowercase: options.lowercase)
         var fixed: WordLevelTokenizer?
         if let path = options.tokenizerPath { fixed = try WordLevelTokenizer(contentsOfFile: path) }
         let spillPath = staged + "/.cleaned-texts"
@@ -181,6 +189,23 @@ public enum Ingest {
             shards.append(.init(index: i, firstDocument: first, documents: metaDocs, tokens: 0, tokensFile: "", tokensXxh64: "",
                                 tokensBytes: 0, metadataFile: name, metadataXxh64: "", metadataBytes: 0))
             metaDocs = 0
+        }
+
+        var films = FilmDeduplicator()
+        if options.deduplicate {
+            let progress0 = Progress("ingest (pass 0: find films listed twice)", unit: "MB", total: Double(totalBytes) / 1e6, enabled: options.showProgress)
+            var bytesRead = 0
+            for path in options.inputs {
+                var cols: Columns?
+                try CSVReader(path: path).read(onBytes: { chunk in
+                    bytesRead += chunk.count
+                    progress0.update(Double(bytesRead) / 1e6)
+                }, onRow: { row in
+                    guard let c = cols else { cols = try columns(row, file: path); return }
+                    guard row.fieldCount == c.count else { return }
+                    films.observe(filmKey(row, c), genre: c.genre >= 0 ? String(decoding: row.field(c.genre), as: UTF8.self) : "")
+                }, onUnterminated: { _ in })
+            }
         }
 
         let progress = Progress("ingest (pass 1: read, clean, count)", unit: "MB", total: Double(totalBytes) / 1e6, enabled: options.showProgress)
@@ -214,6 +239,11 @@ public enum Ingest {
                 let (n, cut) = clean.withUnsafeMutableBufferPointer { Cleaning.cleanBytes(d.baseAddress!, d.count, into: $0.baseAddress!) }
                 if cut { summary.cutAtDash += 1 }
                 if n <= Cleaning.minimumLength { source.droppedShort += 1; return }
+                var genres: [String]?
+                if options.deduplicate {
+                    guard let g = films.claim(filmKey(row, c)) else { summary.duplicateRows += 1; return }
+                    if g.count > 1 { genres = g }
+                }
                 if options.titlesInText {
                     // "Title. description", cleaned as one text (a " - " inside the title becomes a space,
                     // so that the cut still falls where the description's own cut does)
@@ -243,7 +273,7 @@ public enum Ingest {
                     }
                     spill.append(byte: 0x0A)
                     appendMetadata(row, c, cleaned: UnsafeBufferPointer(start: p, count: n), sourceJSON: sourceJSON,
-                                   sourceRow: source.rows, to: &meta)
+                                   sourceRow: source.rows, mergedGenres: genres, to: &meta)
                 }
                 source.documents += 1
                 metaDocs += 1
@@ -353,7 +383,8 @@ public enum Ingest {
                                       shards: shards, sources: sources,
                                       stats: .init(rowsRead: summary.rowsRead, droppedShort: summary.droppedShort,
                                                    skippedRows: summary.skippedRows, cutAtDash: summary.cutAtDash,
-                                                   unknownTokens: summary.unknownTokens))
+                                                   unknownTokens: summary.unknownTokens,
+                                                   duplicateRows: options.deduplicate ? summary.duplicateRows : nil))
         try SyncedFile.write([UInt8](try CorpusManifest.encoder().encode(manifest)), to: staged + "/manifest.json")
         return summary
     }
@@ -365,14 +396,30 @@ public enum Ingest {
     static let keyDescription = Array(",\"description\":".utf8), keySource = Array(",\"source_file\":".utf8)
     static let keyRow = Array(",\"source_row\":".utf8), null = Array("null".utf8)
 
+    /// The film a row describes, for FilmDeduplicator: its raw title-and-year and description fields.
+    static func filmKey(_ row: CSVRow, _ c: Columns) -> UInt64 {
+        FilmDeduplicator.key(title: c.title >= 0 ? row.field(c.title) : .init(start: nil, count: 0), description: row.field(c.description))
+    }
+
     /// One JSON line: title, year, genre, expanded genres, rating, the cleaned description, source file and row.
+    /// `mergedGenres`: a film listed under several genres (FilmDeduplicator): its genre field is
+    /// them all, comma-separated, and its expanded genres gain any it lacks.
     static func appendMetadata(_ row: CSVRow, _ c: Columns, cleaned: UnsafeBufferPointer<UInt8>, sourceJSON: [UInt8],
-                               sourceRow: Int, to out: inout [UInt8]) {
+                               sourceRow: Int, mergedGenres: [String]? = nil, to out: inout [UInt8]) {
         let (title, year) = titleAndYear(row, c)
+        let none = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
         out += keyTitle; appendText(title, &out)
         out += keyYear; if let year { appendInt(year, &out) } else { out += null }
-        out += keyGenre; appendText(c.genre >= 0 ? row.field(c.genre) : .init(start: nil, count: 0), &out)
-        out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : .init(start: nil, count: 0), &out)
+        out += keyGenre
+        if let mergedGenres {
+            JSONText.appendString(Array(mergedGenres.joined(separator: ", ").utf8), to: &out)
+            out += keyExpanded
+            let expanded = String(decoding: c.expanded >= 0 ? row.field(c.expanded) : none, as: UTF8.self)
+            JSONText.appendString(Array(FilmDeduplicator.mergedGenreList(expanded, adding: mergedGenres).utf8), to: &out)
+        } else {
+            appendText(c.genre >= 0 ? row.field(c.genre) : none, &out)
+            out += keyExpanded; appendText(c.expanded >= 0 ? row.field(c.expanded) : none, &out)
+        }
         out += keyRating
         if c.rating >= 0, let r = number(row.field(c.rating)) { out.append(contentsOf: r) } else { out += null }
         out += keyDescription; JSONText.appendString(cleaned, to: &out)

@@ -33,6 +33,9 @@ struct CorpusManifest: Codable, Equatable, Sendable {
         var skippedRows: Int
         var cutAtDash: Int
         var unknownTokens: Int
+        /// Rows that repeated a film already kept (its genres merged into it); nil: written
+        /// before ingest merged duplicates, or with --keep-duplicates.
+        var duplicateRows: Int? = nil
     }
 
     var format: String = "idx-corpus"

@@ -152,7 +152,8 @@ public enum EvalMetrics {
     }
 
     /// Genre kNN precision@k: for each query, the share of its k nearest base
-    /// documents whose label equals the query's. Nothing else is excluded
+    /// documents that share a genre with the query (a label is one genre, or a film's
+    /// comma-separated genres: ingest merges a film listed under several). Nothing else is excluded
     /// (with `leaveOneOut`, only the query itself).
     public static func knnPrecision(queries: [Float], queryLabels: [String], base: [Float], baseLabels: [String],
                                     dim: Int, k: Int = 10, leaveOneOut: Bool = false,
@@ -169,7 +170,7 @@ public enum EvalMetrics {
         let nn = nearestNeighbours(queries: queries, base: base, dim: dim, k: k, excludeSelf: leaveOneOut, blend: blend, feedback: feedback)
         var sum = 0.0
         for (i, neighbours) in nn.enumerated() {
-            let same = neighbours.reduce(0) { $0 + (baseLabels[$1] == queryLabels[i] ? 1 : 0) }
+            let same = neighbours.reduce(0) { $0 + (Genres.overlap(baseLabels[$1], queryLabels[i]) ? 1 : 0) }
             sum += Double(same) / Double(k)
         }
         return KNNPrecision(k: k, precision: sum / Double(nn.count), queries: nn.count, leaveOneOut: leaveOneOut)

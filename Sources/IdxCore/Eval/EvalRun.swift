@@ -149,6 +149,7 @@ public enum EvalRun {
             var io = Ingest.Options(inputs: [validation], output: tmp + "/validation", tokenizerPath: modelDir + "/tokenizer.json")
             io.showProgress = o.showProgress
             io.titlesInText = model.titlesInText
+            io.deduplicate = false  // every validation row is a query with its own genre, as before films were merged
             let s = try Ingest.run(io)
             let vr = try CorpusReader(directory: tmp + "/validation")
             let tokens = try vr.readTokens()

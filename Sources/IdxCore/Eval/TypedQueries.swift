@@ -39,11 +39,6 @@ public enum TypedQueries {
         return body.map { Query(text: $0.text, genre: $0.label) }
     }
 
-    /// Whether a comma-separated genre list ("Animation, Adventure, Comedy") holds `genre` (case-insensitive).
-    public static func holds(_ list: String, genre: String) -> Bool {
-        list.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare(genre) == .orderedSame }
-    }
-
     public static func evaluate(_ engine: SearchEngine, queries: [Query], file: String, settings: SearchSettings) throws -> Result {
         var total = 0.0, duplicates = 0
         var per: [PerQuery] = []
@@ -54,7 +49,7 @@ public enum TypedQueries {
             var duplicated = false
             for h in hits {
                 let m = try engine.reader.documentMetadata(h.index)
-                if holds(m.expandedGenres, genre: q.genre) { relevant += 1 }
+                if Genres.holds(m.expandedGenres, genre: q.genre) { relevant += 1 }
                 if !seen.insert("\(m.title)\u{1}\(m.year ?? -1)\u{1}\(m.description)").inserted { duplicated = true }
             }
             if duplicated { duplicates += 1 }

@@ -146,11 +146,11 @@ public struct VectorSearcher {
             var any = false
             for (k, s) in reader.segments.enumerated() {
                 var allowed = [Bool](repeating: false, count: s.genreNames.count)
-                if let g = s.genreId(named: genre) { allowed[g] = true; any = true }
+                for g in s.genreIds(holding: genre) { allowed[g] = true; any = true }
                 allowedBySegment[k] = allowed
             }
             if !any {
-                let all = Set(reader.segments.flatMap(\.genreNames)).sorted()
+                let all = Set(reader.segments.flatMap(\.genreNames).flatMap(Genres.names)).sorted()
                 throw IdxError("--genre \(genre): no document in \(reader.directory) has that genre; genres: \(all.joined(separator: ", ")).")
             }
         }

@@ -423,8 +423,9 @@ final class SegmentReader {
 
     deinit { ownedCodes?.deallocate() }
 
-    func genreId(named name: String) -> Int? {
-        genreNames.firstIndex { $0.caseInsensitiveCompare(name) == .orderedSame }
+    /// The genre ids whose genre list holds `name` (a film ingest merged carries several genres).
+    func genreIds(holding name: String) -> [Int] {
+        genreNames.indices.filter { Genres.holds(genreNames[$0], genre: name) }
     }
 
     /// The decoded unit vector of `row` (renormalised).

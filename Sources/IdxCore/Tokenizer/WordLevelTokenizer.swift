@@ -2,8 +2,12 @@ import Foundation
 
 /// A word-level tokenizer identical to Hugging Face tokenizers' `WordLevel` model with
 /// the `Whitespace` pre-tokenizer and the `[BOS] $A [EOS]` template, read from and
-/// written as the same `tokenizer.json`.
+/// written as the same `tokenizer.json`; with `lowercase`, HF's `Lowercase` normalizer first
+/// (the text is ASCII after cleaning, so lowering its bytes is HF's Unicode lowering).
 public struct WordLevelTokenizer: Sendable {
+    /// Typed queries are lower-case and synopses are not: a case-folded vocabulary reads
+    /// "robot" and "Robot" as one word, and frees the entries case variants took.
+    public let lowercase: Bool
     /// id -> word bytes.
     private(set) var words: [[UInt8]]
     private var table: WordTable
@@ -29,6 +33,13 @@ public struct WordLevelTokenizer: Sendable {
         guard model["type"] as? String == "WordLevel", let vocab = model["vocab"] as? [String: Any] else {
             throw IdxError("\(source): the model is \(model["type"] ?? "unknown"), idx reads only WordLevel tokenizers.")
         }
+        var lowercase = false
+        if let normalizer = root["normalizer"] as? [String: Any] {
+            guard normalizer["type"] as? String == "Lowercase" else {
+                throw IdxError("\(source): the normalizer is \(normalizer["type"] ?? "unknown"), idx implements only Lowercase (or none).")
+            }
+            lowercase = true
+        }
         if let pre = root["pre_tokenizer"] as? [String: Any], pre["type"] as? String != "Whitespace" {
             throw IdxError("\(source): the pre-tokenizer is \(pre["type"] ?? "unknown"), idx implements only Whitespace.")
         }
@@ -46,16 +57,17 @@ public struct WordLevelTokenizer: Sendable {
         if let unk = model["unk_token"] as? String, unk != "[UNK]" {
             throw IdxError("\(source): unk_token is \(unk), idx needs [UNK].")
         }
-        self.init(words: words, json: jsonBytes)
+        self.init(words: words, lowercase: lowercase, json: jsonBytes)
     }
 
     /// A tokenizer with the given vocabulary (ids = positions; the five specials first).
-    init(words: [[UInt8]], json: [UInt8]? = nil) {
+    init(words: [[UInt8]], lowercase: Bool = false, json: [UInt8]? = nil) {
         self.words = words
+        self.lowercase = lowercase
         var table = WordTable(capacity: words.count)
         for (id, w) in words.enumerated() { _ = table.insert(w, value: Int64(id)) }
         self.table = table
-        let bytes = json ?? Self.huggingFaceJSON(words)
+        let bytes = json ?? Self.huggingFaceJSON(words, lowercase: lowercase)
         self.json = bytes
         hash = XXHash64.hex(XXHash64.hash(bytes))
     }
@@ -83,6 +95,14 @@ public struct WordLevelTokenizer: Sendable {
     /// Appends the ids of `p[0 ..< n]` to `ids`; returns how many were [UNK].
     @inline(__always)
     func encode(_ p: UnsafePointer<UInt8>, _ n: Int, into ids: inout [Int32]) -> Int {
+        if lowercase {
+            return LowercaseBytes.with(p, n) { encodeAsIs($0, n, into: &ids) }
+        }
+        return encodeAsIs(p, n, into: &ids)
+    }
+
+    @inline(__always)
+    private func encodeAsIs(_ p: UnsafePointer<UInt8>, _ n: Int, into ids: inout [Int32]) -> Int {
         var unknown = 0
         PreTokenizer.forEach(p, n) { start, length in
             let e = table.find(p + start, length)
@@ -92,14 +112,14 @@ public struct WordLevelTokenizer: Sendable {
     }
 
     /// The `tokenizer.json` Hugging Face's `Tokenizer.save` writes for this vocabulary.
-    static func huggingFaceJSON(_ words: [[UInt8]]) -> [UInt8] {
+    static func huggingFaceJSON(_ words: [[UInt8]], lowercase: Bool) -> [UInt8] {
         var s = "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": ["
         for (i, name) in SpecialToken.names.enumerated() {
             s += (i == 0 ? "\n" : ",\n")
             s += "    {\n      \"id\": \(i),\n      \"content\": \"\(name)\",\n      \"single_word\": false,\n"
             s += "      \"lstrip\": false,\n      \"rstrip\": false,\n      \"normalized\": false,\n      \"special\": true\n    }"
         }
-        s += "\n  ],\n  \"normalizer\": null,\n  \"pre_tokenizer\": {\n    \"type\": \"Whitespace\"\n  },\n"
+        s += "\n  ],\n  \"normalizer\": " + (lowercase ? "{\n    \"type\": \"Lowercase\"\n  }" : "null") + ",\n  \"pre_tokenizer\": {\n    \"type\": \"Whitespace\"\n  },\n"
         s += "  \"post_processor\": {\n    \"type\": \"TemplateProcessing\",\n    \"single\": [\n"
         s += "      {\n        \"SpecialToken\": {\n          \"id\": \"[BOS]\",\n          \"type_id\": 0\n        }\n      },\n"
         s += "      {\n        \"Sequence\": {\n          \"id\": \"A\",\n          \"type_id\": 0\n        }\n      },\n"
@@ -129,15 +149,21 @@ struct WordLevelTrainer {
     var counts = WordTable(capacity: 1 << 16)
     var vocabSize: Int
     var minFrequency: Int
+    var lowercase: Bool
 
-    init(vocabSize: Int = 2000, minFrequency: Int = 0) {
+    init(vocabSize: Int = 2000, minFrequency: Int = 0, lowercase: Bool = false) {
         self.vocabSize = vocabSize
         self.minFrequency = minFrequency
+        self.lowercase = lowercase
     }
 
     @inline(__always)
     mutating func count(_ p: UnsafePointer<UInt8>, _ n: Int) {
-        PreTokenizer.forEach(p, n) { start, length in counts.add(p + start, length, 1) }
+        if lowercase {
+            LowercaseBytes.with(p, n) { q in PreTokenizer.forEach(q, n) { start, length in counts.add(q + start, length, 1) } }
+        } else {
+            PreTokenizer.forEach(p, n) { start, length in counts.add(p + start, length, 1) }
+        }
     }
 
     mutating func count(_ text: String) {
@@ -158,7 +184,18 @@ struct WordLevelTrainer {
             if specials.contains(w) { continue }
             words.append(w)
         }
-        return WordLevelTokenizer(words: words)
+        return WordLevelTokenizer(words: words, lowercase: lowercase)
+    }
+}
+
+/// ASCII lower-casing into a scratch buffer (the normalizer of a lower-casing tokenizer).
+enum LowercaseBytes {
+    @inline(__always)
+    static func with<R>(_ p: UnsafePointer<UInt8>, _ n: Int, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(n, 1)) { buf in
+            for i in 0 ..< n { let b = p[i]; buf[i] = b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
+            return body(UnsafePointer(buf.baseAddress!))
+        }
     }
 }
 

@@ -17,16 +17,29 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     public var minCrop = 0.5
     /// Share of the crop's words deleted.
     public var deletion = 0.15
-    /// The two views: "halves" (the document split in two disjoint parts: a span of 40-60%
-    /// of its tokens, and the tokens around it), "self" (two overlapping crops of the same
-    /// document, then deletions) or "bm25" (a crop of the document and a crop of one of its
-    /// `neighbours` nearest other documents by BM25; the trainer needs `lexicalNeighbours`).
-    /// Halves share no word by construction, so matching them takes the topic, not the
-    /// wording: on IMDB-Genres they lift the embeddings' genre kNN@10 the most (docs/search-quality.md).
-    public var pairs = "halves"
-    public static let pairKinds = ["halves", "self", "bm25"]
+    /// The two views of each document (ContrastivePairs).
+    public var pairs = ContrastivePairs.halves
     public var neighbours = 5
     public init() {}
+}
+
+/// The two views of a contrastive pair.
+public enum ContrastivePairs: String, Codable, CaseIterable, Sendable {
+    /// The document split in two disjoint parts: a span of 40-60% of its tokens, and the tokens
+    /// around it. Halves share no word by construction, so matching them takes the topic, not
+    /// the wording: document ↔ document, as "more like this" asks.
+    case halves
+    /// Two overlapping crops of the same document, then deletions.
+    case `self`
+    /// A crop of the document and a crop of one of its `neighbours` nearest other documents by
+    /// BM25 (the trainer needs `lexicalNeighbours`).
+    case bm25
+    /// The inverse cloze task (Lee et al. 2019): a short span of 2-8 tokens ↔ the rest of the
+    /// document (the span left in it one time in ten). A typed query is a handful of words,
+    /// often not the synopsis's own: this trains the query ↔ document shape search answers.
+    case span
+    /// Half of each batch `span` pairs, the other half `halves`.
+    case mixed
 }
 
 /// For every document of a corpus, its nearest other documents by BM25 (the document's own
@@ -128,11 +141,18 @@ extension Trainer {
         var doc = document(step: step, slot: slot)
         var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 10 + UInt64(view)]))
         let o = contrastive
-        if view == 1, o.pairs == "bm25", let near = lexicalNeighbours?[doc], !near.isEmpty {
+        if view == 1, o.pairs == .bm25, let near = lexicalNeighbours?[doc], !near.isEmpty {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
         let ids = Array(corpus.document(doc))
-        if o.pairs == "halves" && ids.count >= 2 {
+        let spanPair = o.pairs == .span || (o.pairs == .mixed && slot % 2 == 1)
+        if spanPair && ids.count >= 3 {
+            let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 21])
+            let (start, end, keepInContext) = Self.spanSplit(count: ids.count, seed: pairSeed)
+            let part = view == 0 ? Array(ids[start ..< end]) : keepInContext ? ids : Array(ids[..<start] + ids[end...])
+            return wrapDocument(part[...], maxTokens: options.maxLen)
+        }
+        if (o.pairs == .halves || o.pairs == .mixed) && ids.count >= 2 {
             let (start, end) = Self.halvesSplit(count: ids.count, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 20]))
             let part = view == 0 ? Array(ids[start ..< end]) : Array(ids[..<start] + ids[end...])
             return wrapDocument(part[...], maxTokens: options.maxLen)
@@ -157,6 +177,17 @@ extension Trainer {
         let n = min(count - 1, max(1, Int(Double(count) * (0.4 + 0.2 * g.nextDouble()))))
         let start = Int(g.next() % UInt64(count - n + 1))
         return (start, start + n)
+    }
+
+    /// The span [start, end) of a `count`-token document (at least 3) that is the query side of
+    /// an inverse-cloze pair: 2-8 tokens, at most a third of the document, and whether the
+    /// context keeps it (one time in ten, so that word overlap still counts for something).
+    /// A pure function of the seed, which both views share.
+    static func spanSplit(count: Int, seed: UInt64) -> (start: Int, end: Int, keepInContext: Bool) {
+        var g = SplitMix64(state: seed)
+        let n = min(max(1, count / 3), 2 + Int(g.next() % 7))
+        let start = Int(g.next() % UInt64(count - n + 1))
+        return (start, start + n, g.nextDouble() < 0.1)
     }
 
     /// One contrastive step on this process: `computeContrastiveGradients`, then clipped AdamW
