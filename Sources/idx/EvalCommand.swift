@@ -43,6 +43,7 @@ struct EvalCommand: ParsableCommand {
             o.showProgress = true
             o.lexicalWeight = lexicalWeight
             o.feedback = feedback.feedback
+            o.fusion = feedback.fusion
             o.queries = queries
             o.skip = Set(skip)
             let r = try EvalRun.run(o)

@@ -61,6 +61,7 @@ public struct SearchCommand: ParsableCommand {
         s.genre = genre
         s.lexicalWeight = lexicalWeight
         s.feedback = feedback.feedback
+        s.fusion = feedback.fusion
         s.threads = threads
         s.rerank = rerank
         return s

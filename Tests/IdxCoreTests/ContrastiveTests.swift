@@ -86,6 +86,40 @@ final class ContrastiveTests: XCTestCase {
 
     /// The default pairs: a span of the document and the tokens around it, which share no
     /// position and together make the whole document.
+    /// Inverse-cloze pairs: 2-8 tokens (at most a third of the document) against the rest of
+    /// it, the span left in the context about one time in ten; `mixed` uses them for odd slots
+    /// and halves for even ones.
+    func testSpanPairsAreShortSpansAgainstTheRest() throws {
+        let t = try TinyTraining.trainer(contrastiveOptions(pairs: .span))
+        let mixed = try TinyTraining.trainer(contrastiveOptions(pairs: .mixed))
+        let halves = try TinyTraining.trainer(contrastiveOptions(pairs: .halves))
+        var kept = 0, pairs = 0
+        for step in 1 ... 200 {
+            for slot in 0 ..< 4 {
+                let doc = Array(t.corpus.document(t.document(step: step, slot: slot)))
+                guard doc.count >= 3, doc.count <= t.options.maxLen - 2 else { continue }
+                let inner = { (v: [Int32]) -> [Int32] in Array(v.dropFirst().dropLast()) }
+                let span = inner(t.contrastiveView(step: step, slot: slot, view: 0))
+                let context = inner(t.contrastiveView(step: step, slot: slot, view: 1))
+                XCTAssertTrue((1 ... 8).contains(span.count))
+                XCTAssertLessThanOrEqual(span.count, max(1, doc.count / 3))
+                if doc.count >= 6 { XCTAssertGreaterThanOrEqual(span.count, 2) }
+                let starts = (0 ... doc.count - span.count).filter { Array(doc[$0 ..< $0 + span.count]) == span }
+                XCTAssertFalse(starts.isEmpty, "the span is a run of the document")
+                if context == doc { kept += 1 } else {
+                    XCTAssertTrue(starts.contains { Array(doc[..<$0] + doc[($0 + span.count)...]) == context })
+                }
+                pairs += 1
+                let m = inner(mixed.contrastiveView(step: step, slot: slot, view: 0))
+                if slot % 2 == 1 { XCTAssertEqual(m, span) } else {
+                    XCTAssertEqual(m, inner(halves.contrastiveView(step: step, slot: slot, view: 0)))
+                }
+            }
+        }
+        XCTAssertGreaterThan(pairs, 100)
+        XCTAssertTrue((1 ... pairs / 4).contains(kept), "context kept the span \(kept) of \(pairs) times")
+    }
+
     func testHalvesAreDisjointAndMakeTheWholeDocument() throws {
         let t = try TinyTraining.trainer(contrastiveOptions())
         var spans = Set<Int>()

@@ -177,4 +177,66 @@ final class EvalRunTests: XCTestCase {
         }
         XCTAssertEqual(typed.precision, Double(relevant) / Double(10 * queries.count), accuracy: 1e-12)
     }
+
+    /// The same films appended twice (two nightly batches): search still shows each film once,
+    /// its best copy, and as many films as asked for.
+    func testSearchShowsEachFilmOnceAcrossSegments() throws {
+        let (index, modelDir) = try buildIndex()
+        let reader = try CorpusReader(directory: dir + "/corpus")
+        let tokens = try reader.readTokens()
+        let model = try EncoderModel.load(directory: modelDir)
+        _ = try VectorIndexWriter.write(directory: index, embeddings: model.embed(tokens, range: 0 ..< tokens.count, maxTokens: 32),
+                                        dimension: 16, metadata: try reader.readMetadata(),
+                                        provenance: IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
+                                                                    modelDirectory: modelDir, maxTokens: 32, source: dir + "/corpus"),
+                                        append: true, standardize: false)
+        let engine = try SearchEngine(index: index)
+        XCTAssertEqual(engine.reader.count, 2 * tokens.count)
+        for q in ["a detective hunts a killer", "love", "space robots"] {
+            var settings = SearchSettings(k: 10)
+            let hits = try engine.search(q, settings)
+            XCTAssertEqual(hits.count, 10)
+            let films = try hits.map { SearchEngine.filmKey(try engine.reader.documentMetadata($0.index)) }
+            XCTAssertEqual(Set(films).count, 10, q)
+            XCTAssertEqual(hits.map(\.score), hits.map(\.score).sorted(by: >))
+            settings.feedback.documents = 0
+            settings.k = tokens.count  // every film once, none twice
+            XCTAssertEqual(Set(try engine.search(q, settings).map { SearchEngine.filmKey(try engine.reader.documentMetadata($0.index)) }).count, tokens.count)
+        }
+    }
+
+    /// Reciprocal-rank fusion: each document's score is (1 − w) / (60 + its cosine rank) +
+    /// w / (60 + its BM25 rank), recomputed here from exact cosines and BM25 scores.
+    func testReciprocalRankFusionMatchesItsDefinition() throws {
+        let (index, _) = try buildIndex()
+        let engine = try SearchEngine(index: index)
+        let reader = engine.reader
+        let model = try XCTUnwrap(engine.model)
+        let text = "a detective hunts a killer in the city"
+        var one = TokenizedCorpus()
+        one.append(try model.tokenizer().encode(Cleaning.cleanKeepingShort(text)))
+        let q = reader.prepareQuery(model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1))
+        let base = reader.dequantizedVectors(), d = reader.dimension
+        let cosine = (0 ..< reader.count).map { i in (0 ..< d).reduce(Float(0)) { $0 + base[i * d + $1] * q[$1] } }
+        let bm25 = HybridScoring.normalizedBM25(try XCTUnwrap(reader.lexical), terms: LexicalAnalyzer.terms(Cleaning.cleanKeepingShort(text)))
+        let w: Float = 0.4
+        func ranks(_ s: [Float], only: (Int) -> Bool) -> [Int: Int] {
+            let order = s.indices.filter(only).sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }
+            return Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1, $0 + 1) })
+        }
+        let rd = ranks(cosine) { _ in true }, rl = ranks(bm25) { bm25[$0] > 0 }
+        let expected = (0 ..< reader.count).map { i -> Float in
+            (1 - w) / (60 + Float(rd[i]!)) + (rl[i].map { w / (60 + Float($0)) } ?? 0)
+        }
+        var settings = SearchSettings(k: 10)
+        settings.lexicalWeight = w
+        settings.feedback.documents = 0
+        settings.fusion = .reciprocalRank
+        settings.rerank = reader.count  // every candidate re-ranked exactly: the int8 scan's order is the float one
+        let hits = try engine.search(text, settings)
+        XCTAssertEqual(hits.count, 10)
+        let best = expected.indices.sorted { expected[$0] != expected[$1] ? expected[$0] > expected[$1] : $0 < $1 }.prefix(10)
+        XCTAssertEqual(hits.map(\.index), Array(best))
+        for h in hits { XCTAssertEqual(h.score, expected[h.index], accuracy: 1e-6) }
+    }
 }

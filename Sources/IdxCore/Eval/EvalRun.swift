@@ -16,6 +16,8 @@ public enum EvalRun {
         public var lexicalWeight: Float?
         /// The second pass of idx search (RelevanceFeedback); documents 0 turns it off.
         public var feedback = RelevanceFeedback.standard
+        /// How the typed queries' dense and BM25 sides combine.
+        public var fusion = VectorSearcher.Fusion.blend
         /// Typed queries (query<TAB>genre) to measure through the search path (TypedQueries).
         public var queries: String?
         /// The measures to leave out (the typed queries alone take seconds; kNN and the MLM loss more).
@@ -186,6 +188,7 @@ public enum EvalRun {
             var settings = SearchSettings(k: o.k)
             settings.lexicalWeight = o.lexicalWeight
             settings.feedback = o.feedback
+            settings.fusion = o.fusion
             typed = try TypedQueries.evaluate(SearchEngine(index: o.index), queries: TypedQueries.read(file), file: file, settings: settings)
         }
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,

@@ -50,7 +50,7 @@ public enum TypedQueries {
             for h in hits {
                 let m = try engine.reader.documentMetadata(h.index)
                 if Genres.holds(m.expandedGenres, genre: q.genre) { relevant += 1 }
-                if !seen.insert("\(m.title)\u{1}\(m.year ?? -1)\u{1}\(m.description)").inserted { duplicated = true }
+                if !seen.insert(SearchEngine.filmKey(m)).inserted { duplicated = true }
             }
             if duplicated { duplicates += 1 }
             total += Double(relevant) / Double(settings.k)

@@ -12,6 +12,8 @@ public struct SearchSettings: Equatable, Sendable {
     public var lexicalWeight: Float?
     /// The second pass (RelevanceFeedback); `documents` 0 turns it off.
     public var feedback = RelevanceFeedback.standard
+    /// How the dense and BM25 sides combine.
+    public var fusion = VectorSearcher.Fusion.blend
     /// Scan threads (0: all cores).
     public var threads = 0
     /// Candidates re-ranked exactly (nil: max(8k, 100)).
@@ -106,9 +108,24 @@ public final class SearchEngine: @unchecked Sendable {
         } else {
             lexical!.weight = 1 // no word the model knows: its embedding would say nothing
         }
-        return try searcher.search(query, k: settings.k, genre: settings.genre, threads: settings.threads,
-                                   rerank: settings.rerank, lexical: lexical, feedback: settings.feedback)
+        // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
+        // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best.
+        var depth = min(reader.count, settings.k + 10)
+        while true {
+            let hits = try searcher.search(query, k: depth, genre: settings.genre, threads: settings.threads,
+                                           rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
+            var films = Set<String>(), kept: [SearchHit] = []
+            for h in hits where kept.count < settings.k {
+                let m = try reader.documentMetadata(h.index)
+                if films.insert(Self.filmKey(m)).inserted { kept.append(h) }
+            }
+            if kept.count == settings.k || hits.count < depth || depth == reader.count { return kept }
+            depth = min(reader.count, depth * 2)
+        }
     }
+
+    /// What makes two documents one film: title, year and description.
+    static func filmKey(_ m: DocumentMetadata) -> String { "\(m.title)\u{1}\(m.year ?? -1)\u{1}\(m.description)" }
 
     /// A batch of queries (FAISS's shape): one result, or the error that query met, per text.
     public func search(_ texts: [String], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {

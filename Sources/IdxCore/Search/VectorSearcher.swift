@@ -105,14 +105,19 @@ public struct VectorSearcher {
     /// the expanded query when `lexical.expanded` is given.
     public func search(_ query: [Float], k: Int, genre: String? = nil, threads: Int = 0,
                        rerank: Int? = nil, lexical: LexicalScores? = nil,
-                       feedback: RelevanceFeedback? = nil) throws -> [SearchHit] {
+                       feedback: RelevanceFeedback? = nil, fusion: Fusion = .blend) throws -> [SearchHit] {
+        func pass(_ q: [Float], k: Int, lexical: LexicalScores?) throws -> [SearchHit] {
+            if fusion == .reciprocalRank, let lexical, lexical.weight > 0, lexical.weight < 1 {
+                return try reciprocalRankFusion(q, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+            }
+            return try scanAndRerank(q, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+        }
         // BM25 alone (w = 1) has no dense side to move.
         guard let feedback, feedback.isActive, (lexical?.weight ?? 0) < 1 else {
-            return try scanAndRerank(query, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+            return try pass(query, k: k, lexical: lexical)
         }
         let d = reader.dimension
-        let first = try scanAndRerank(query, k: max(k, feedback.documents), genre: genre, threads: threads,
-                                      rerank: rerank, lexical: lexical).prefix(feedback.documents)
+        let first = try pass(query, k: max(k, feedback.documents), lexical: lexical).prefix(feedback.documents)
         var rows = [Float](repeating: 0, count: first.count * d)
         let moved = rows.withUnsafeMutableBufferPointer { p -> [Float] in
             for (i, h) in first.enumerated() {
@@ -123,7 +128,49 @@ public struct VectorSearcher {
         }
         var second = lexical
         if let expand = lexical?.expanded, feedback.isLexical { second!.scores = expand(first.map(\.index)) }
-        return try scanAndRerank(moved, k: k, genre: genre, threads: threads, rerank: rerank, lexical: second)
+        return try pass(moved, k: k, lexical: second)
+    }
+
+    /// How the dense and BM25 sides combine.
+    public enum Fusion: String, Codable, CaseIterable, Sendable {
+        /// (1 − w) · cosine + w · BM25 / best BM25 (HybridScoring).
+        case blend
+        /// Reciprocal-rank fusion (Cormack et al. 2009): (1 − w) / (60 + dense rank) + w / (60 + BM25 rank),
+        /// over each side's best `reciprocalRankDepth`; scores' scales no longer matter, only orders.
+        case reciprocalRank = "rrf"
+    }
+
+    /// Each side's candidates in reciprocal-rank fusion, and its rank constant.
+    static let reciprocalRankDepth = 1000, reciprocalRankConstant: Float = 60
+
+    /// One pass of reciprocal-rank fusion; hits carry the fused score, their cosine and normalised BM25.
+    func reciprocalRankFusion(_ query: [Float], k: Int, genre: String?, threads: Int, rerank: Int?,
+                              lexical: LexicalScores) throws -> [SearchHit] {
+        let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
+        let dense = try scanAndRerank(query, k: depth, genre: genre, threads: threads, rerank: rerank, lexical: nil)
+        var allowed: (Int) -> Bool = { _ in true }
+        if let genre {
+            let ids = reader.segments.map { Set($0.genreIds(holding: genre)) }
+            allowed = { i in let (s, r) = reader.locate(i); return ids[s].contains(Int(reader.segments[s].genreIds[r])) }
+        }
+        var top = TopK(capacity: depth)
+        for (i, x) in lexical.scores.enumerated() where x > 0 && x > top.threshold && allowed(i) { top.push(x, i) }
+        let bm25 = zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
+        let w = lexical.weight, c = Self.reciprocalRankConstant
+        var fused: [Int: Float] = [:]
+        var cosine: [Int: Float] = [:]
+        for (r, h) in dense.enumerated() { fused[h.index, default: 0] += (1 - w) / (c + Float(r + 1)); cosine[h.index] = h.dense }
+        for (r, (_, i)) in bm25.enumerated() { fused[i, default: 0] += w / (c + Float(r + 1)) }
+        var v = [Float](repeating: 0, count: reader.dimension)
+        let hits = fused.map { (i, score) -> SearchHit in
+            let cos = cosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
+                let (s, r) = reader.locate(i)
+                reader.segments[s].decode(r, into: p.baseAddress!)
+                return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
+            }
+            return SearchHit(index: i, score: score, dense: cos, lexical: lexical.scores[i])
+        }
+        return Array(hits.sorted { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }.prefix(k))
     }
 
     /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
