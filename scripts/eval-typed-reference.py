@@ -27,15 +27,8 @@ import time
 import numpy as np
 import pandas as pd
 
-KEEP = re.compile(r"[^A-Za-z0-9 .,:;!?'\-]")
-
-
-def clean(text):
-    t = KEEP.sub("", str(text).encode("ascii", "ignore").decode("ascii"))
-    cut = t.find(" - ")
-    if cut >= 0:
-        t = t[:cut]
-    return t if len(t) > 20 else None
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+from ingest_reference import clean  # noqa: E402  (idx's cleaning rules)
 
 
 def title_of(field):
@@ -45,7 +38,7 @@ def title_of(field):
 
 def load(path, films):
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df["clean"] = df["description"].map(clean)
+    df["clean"] = df["description"].map(lambda d: clean(str(d)))
     df = df[df["clean"].notna()].reset_index(drop=True)
     if films:
         key = df["movie title - year"] + "\x00" + df["description"]
