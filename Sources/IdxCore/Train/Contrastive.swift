@@ -40,6 +40,10 @@ public enum ContrastivePairs: String, Codable, CaseIterable, Sendable {
     case span
     /// Half of each batch `span` pairs, the other half `halves`.
     case mixed
+    /// A few of the document's rarest words (2-6 of its 12 highest-idf distinct tokens, in
+    /// document order) ↔ the document, those words taken out of it one time in two: the shape of
+    /// a query that names what a film is about in words the synopsis may not share.
+    case keywords
 }
 
 /// For every document of a corpus, its nearest other documents by BM25 (the document's own
@@ -145,6 +149,12 @@ extension Trainer {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
         let ids = Array(corpus.document(doc))
+        if o.pairs == .keywords && ids.count >= 3 {
+            let (words, dropFromContext) = keywordView(ids, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 22]))
+            let part = view == 0 ? ids.filter { words.contains($0) }.reduce(into: [Int32]()) { if !$0.contains($1) { $0.append($1) } }
+                : dropFromContext ? ids.filter { !words.contains($0) } : ids
+            return wrapDocument((part.isEmpty ? ids : part)[...], maxTokens: options.maxLen)
+        }
         let spanPair = o.pairs == .span || (o.pairs == .mixed && slot % 2 == 1)
         if spanPair && ids.count >= 3 {
             let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 21])
@@ -188,6 +198,21 @@ extension Trainer {
         let n = min(max(1, count / 3), 2 + Int(g.next() % 7))
         let start = Int(g.next() % UInt64(count - n + 1))
         return (start, start + n, g.nextDouble() < 0.1)
+    }
+
+    /// The keywords of a `keywords` pair: 2-6 tokens drawn from the document's 12 highest-idf
+    /// distinct tokens (specials and [UNK] never), and whether the context loses them. A pure
+    /// function of the document and the seed, which both views share.
+    func keywordView(_ ids: [Int32], seed: UInt64) -> (Set<Int32>, Bool) {
+        var g = SplitMix64(state: seed)
+        let idf = tokenIDF
+        let distinct = Array(Set(ids.filter { Int($0) >= SpecialToken.names.count && Int($0) < idf.count }))
+            .sorted { idf[Int($0)] != idf[Int($1)] ? idf[Int($0)] > idf[Int($1)] : $0 < $1 }
+        var pool = Array(distinct.prefix(12))
+        let n = min(pool.count, 2 + Int(g.next() % 5))
+        var words = Set<Int32>()
+        while words.count < n { words.insert(pool.remove(at: Int(g.next() % UInt64(pool.count)))) }
+        return (words, g.nextDouble() < 0.5)
     }
 
     /// One contrastive step on this process: `computeContrastiveGradients`, then clipped AdamW

@@ -70,6 +70,17 @@ public final class Trainer {
     /// Each document's nearest documents by BM25, for contrastive `pairs = "bm25"` (not saved
     /// in checkpoints: a pure function of the corpus, recomputed on resume).
     public var lexicalNeighbours: [[Int32]]?
+    /// Each token's inverse document frequency over the corpus, for contrastive `pairs = .keywords`
+    /// (a pure function of the corpus; computed on first use, never saved).
+    lazy var tokenIDF: [Float] = {
+        var df = [Int32](repeating: 0, count: config.vocabSize)
+        var seen = [Int](repeating: -1, count: config.vocabSize)
+        for d in 0 ..< corpus.count {
+            for t in corpus.document(d) where t >= 0 && Int(t) < df.count && seen[Int(t)] != d { seen[Int(t)] = d; df[Int(t)] += 1 }
+        }
+        let n = Float(max(1, corpus.count))
+        return df.map { Foundation.log((n + 1) / (Float($0) + 1)) }
+    }()
     /// The corpus's documents are "Title. description" (CorpusReader.titlesInText): recorded in
     /// the model file, so that idx eval reads validation documents the same way.
     public var corpusTitlesInText = false
