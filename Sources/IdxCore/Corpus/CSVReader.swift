@@ -60,6 +60,9 @@ struct CSVReader {
     /// Longest row accepted: an unterminated quote early in a huge file would otherwise make
     /// the rest of the file one field, held in memory.
     var maxRowBytes = 64 << 20
+    /// Most fields in a row (the header included): a line of 100 MB of commas holds
+    /// 100 million empty fields, whose offsets and names would take gigabytes.
+    var maxFields = 1 << 16
 
     /// Why the last row could not be read (an unterminated quote at the end of the file).
     struct Unterminated: Error { let line: Int }
@@ -147,6 +150,9 @@ struct CSVReader {
                     i = end
                     if parser.entry_pos + state.bytes.count - state.currentByteStart > maxRowBytes {
                         throw IdxError("\(path):\(state.currentLine): the row starting here is longer than \(maxRowBytes >> 20) MiB at line \(line); an unterminated quote? Fix the file (close the quote) and run again.")
+                    }
+                    if state.ends.count - state.currentFieldStart > maxFields {
+                        throw IdxError("\(path):\(state.currentLine): the row starting here has more than \(maxFields) fields; this is not an IMDB-Genres CSV (a header has 5 columns). Give a CSV with one row per film.")
                     }
                 }
             }

@@ -45,6 +45,9 @@ public final class EncoderModel {
         let st = try SafeTensors.parse(data, path: path)
         let cfg = try ModelCheckpoint.config(from: st.metadata, path: path)
         let layout = ParameterLayout(cfg)
+        guard layout.count <= data.count / 4 else {
+            throw IdxError("\(path): its config needs \(layout.count) parameters, more than the file holds; the file is damaged or not idx's: retrain or restore it.")
+        }
         let params = FloatBuffer(layout.count)
         try ModelCheckpoint.copy(from: st, into: params.ptr, layout: layout, path: path)
         guard let tokHash = st.metadata["tokenizer_hash"] else {
@@ -65,7 +68,12 @@ public final class EncoderModel {
     }
 
     public func tokenizer() throws -> WordLevelTokenizer {
-        try WordLevelTokenizer(contentsOfFile: directory + "/tokenizer.json")
+        let t = try WordLevelTokenizer(contentsOfFile: directory + "/tokenizer.json")
+        // Every id the tokenizer gives must have an embedding row.
+        guard t.vocabSize <= config.vocabSize else {
+            throw IdxError("\(directory)/tokenizer.json: \(t.vocabSize) words, but the model embeds only \(config.vocabSize); the model and its tokenizer do not belong together: retrain or restore them.")
+        }
+        return t
     }
 
     /// Mean-pooled final hidden states (over non-padding positions, [BOS]/[EOS] included), no dropout.

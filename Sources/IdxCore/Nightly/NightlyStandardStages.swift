@@ -45,6 +45,7 @@ extension NightlyStages {
                 let version = try keepVersion(of: r.model, hash: model.modelHash, published: r.publishedModel)
                 let corpus = try CorpusReader(directory: r.corpus)
                 let tokens = try corpus.readTokens()
+                try model.checkVocabulary(tokens, source: r.corpus)
                 let meta = try corpus.readMetadata()
                 var range = 0 ..< tokens.count
                 var append = false
