@@ -31,3 +31,31 @@ extension Ingest {
         return total
     }
 }
+
+extension Ingest {
+    /// Reads `path` as `run` would, writing nothing, and returns how many documents it would
+    /// keep; throws naming the file when ingesting it would fail (not a regular file, empty,
+    /// over `maxBytes`, not CSV, no description column, no document surviving the cleaning).
+    /// The nightly job checks each new inbox file with it, so that one bad file is quarantined
+    /// instead of failing the whole batch.
+    public static func precheck(_ path: String, maxBytes: Int?) throws -> Int {
+        _ = try checkInputs([path], maxBytes: maxBytes)
+        var cols: Columns?
+        var rows = 0, kept = 0, short = 0, malformed = 0
+        var clean = [UInt8](repeating: 0, count: 1 << 16)
+        try CSVReader(path: path).read(onBytes: { _ in }, onRow: { row in
+            guard let c = cols else { cols = try columns(row, file: path); return }
+            rows += 1
+            guard row.fieldCount == c.count else { malformed += 1; return }
+            let d = row.field(c.description)
+            if clean.count < d.count { clean = [UInt8](repeating: 0, count: d.count) }
+            let n = clean.withUnsafeMutableBufferPointer { Cleaning.cleanBytes(d.baseAddress!, d.count, into: $0.baseAddress!).length }
+            if n > Cleaning.minimumLength { kept += 1 } else { short += 1 }
+        }, onUnterminated: { _ in malformed += 1 })
+        if cols == nil { throw IdxError("\(IdxError.printable(path, limit: 200)): no header row; the file has no CSV content.") }
+        if kept == 0 {
+            throw IdxError("\(IdxError.printable(path, limit: 200)): no document survives the cleaning (\(rows) rows, \(short) too short, \(malformed) malformed).")
+        }
+        return kept
+    }
+}
