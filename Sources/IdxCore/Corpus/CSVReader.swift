@@ -96,6 +96,14 @@ struct CSVReader {
                     for r in 0 ..< rows {
                         let f0 = state.rowFieldStart[r]
                         let f1 = r + 1 < rows ? state.rowFieldStart[r + 1] : state.currentFieldStart
+                        // A row that began and ended within one read is checked here.
+                        let b1 = r + 1 < rows ? state.rowByteStart[r + 1] : state.currentByteStart
+                        if f1 - f0 > maxFields {
+                            throw IdxError("\(path):\(state.rowLines[r]): the row starting here has \(f1 - f0) fields, more than \(maxFields); this is not an IMDB-Genres CSV (a header has 5 columns). Give a CSV with one row per film.")
+                        }
+                        if b1 - state.rowByteStart[r] > maxRowBytes {
+                            throw IdxError("\(path):\(state.rowLines[r]): the row starting here is longer than \(maxRowBytes >> 20) MiB; an unterminated quote? Fix the file (close the quote) and run again.")
+                        }
                         let row = CSVRow(bytes: b.baseAddress ?? UnsafePointer(bitPattern: 1)!,
                                          ends: UnsafeBufferPointer(rebasing: e[f0 ..< f1]),
                                          start: state.rowByteStart[r], line: state.rowLines[r])

@@ -39,6 +39,9 @@ public final class EncoderModel {
         let path = directory + "/model.safetensors"
         // Mapped, not read: the weights are copied once, into the parameter buffer (a search
         // loads the model for every process; reading first doubled the copies).
+        guard FileKind(lstat: path) == .regular || FileKind(lstat: path) == .missing else {
+            throw IdxError("\(path): is \(FileKind.describe(path)), not the model file idx train writes; train one with `idx train --out \(directory)`.")
+        }
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw IdxError("\(path): cannot read the model; train one with `idx train --out \(directory)`.")
         }
