@@ -191,7 +191,7 @@ final class LexicalSegmentReader {
 
     @inline(__always) func length(_ row: Int) -> Int { Int(UInt32(littleEndian: lengths.loadUnaligned(fromByteOffset: 4 * row, as: UInt32.self))) }
     @inline(__always) private func termOffset(_ t: Int) -> Int { Int(UInt32(littleEndian: termOffsets.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
-    @inline(__always) private func postingOffset(_ t: Int) -> Int { Int(UInt64(littleEndian: postingOffsets.loadUnaligned(fromByteOffset: 8 * t, as: UInt64.self))) }
+    @inline(__always) private func postingOffset(_ t: Int) -> Int { Int(clamping: UInt64(littleEndian: postingOffsets.loadUnaligned(fromByteOffset: 8 * t, as: UInt64.self))) }
     @inline(__always) func documentFrequency(_ t: Int) -> Int { Int(UInt32(littleEndian: dfs.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
 
     /// The term's index, by binary search over the sorted term table.
