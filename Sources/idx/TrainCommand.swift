@@ -53,6 +53,7 @@ public struct TrainCommand: ParsableCommand {
     public func run() throws {
         // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
         // a rank (started by any MPI launcher) joins the job; errors in a rank end every rank.
+        ChildProcess.dieWithParentIfAsked()  // started by idx nightly: end with it
         var comm = Communicator.single()
         do {
             let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
