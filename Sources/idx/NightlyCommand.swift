@@ -22,7 +22,7 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[paths] index") var index: String?
     @Option(help: "[paths] runs") var runs: String?
     @Option(help: "[paths] state") var state: String?
-    @Option(help: "[train] steps") var steps: Int?
+    @Option(parsing: .unconditional, help: "[train] steps") var steps: Int?
     @Flag(help: "[train] from_scratch: train a new model instead of continuing.") var fromScratch = false
     @Option(help: "[train] procs") var procs: Int?
     @Option(help: "[train] seed") var seed: Int?
@@ -30,7 +30,7 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[train] args: one extra flag for idx train (repeatable).") var trainArg: [String] = []
     @Option(help: "[eval] validation CSV (\"\" = leave-one-out on the index).") var validation: String?
     @Option(help: "[eval] seed_test") var seedTest: String?
-    @Option(help: "[eval] k") var k: Int?
+    @Option(parsing: .unconditional, help: "[eval] k") var k: Int?  // unconditional: `--k -5` is a value, refused with a clear message
     @Option(help: "[gate] max_knn_drop") var maxKnnDrop: Double?
     @Option(help: "[gate] min_seed_ratio") var minSeedRatio: Double?
     @Option(help: "[download] attempts") var downloadAttempts: Int?

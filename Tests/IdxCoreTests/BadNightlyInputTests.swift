@@ -206,6 +206,11 @@ final class BadNightlyInputTests: XCTestCase {
         assertRefused([], naming: ["announces 100000 bytes"]) { _ = try d.fetch(server.url, to: dir + "/dl/movies.csv") }
     }
 
+    func testNegativeNumbersAreValuesWithAClearMessage() {
+        assertIdxRefuses(["nightly", "--k", "-5", "--state", dir + "/state"], watched: [dir], naming: ["--k must be at least 1"])
+        assertIdxRefuses(["nightly", "--steps", "-3", "--state", dir + "/state"], watched: [dir], naming: ["--steps must not be negative"])
+    }
+
     func testNightlyLockIsReleasedAfterAFailure() throws {
         var c = config()
         c.seedTest = dir + "/missing.tsv"

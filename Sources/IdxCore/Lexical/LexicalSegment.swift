@@ -120,7 +120,10 @@ final class LexicalSegmentReader {
             throw IdxError("\(path): lexical segment version \(version) is newer than this idx understands (\(LexicalFormat.version)); upgrade idx.")
         }
         documentCount = Int(try r.u32()); termCount = Int(try r.u32()); _ = try r.u32()
-        // Sizes bounded by the file before any sum of them (a lie must not overflow).
+        // Sizes bounded by the file before any product or sum of them (a lie must not overflow).
+        guard documentCount <= b.count / 4, termCount <= b.count / 16 else {
+            throw damaged("\(documentCount) documents and \(termCount) terms do not fit in \(b.count) bytes")
+        }
         totalLength = try r.size(atMost: Int(UInt32.max) * documentCount, "total length")
         let termBytesLength = try r.size(atMost: b.count, "term bytes length"); postingsLength = try r.size(atMost: b.count, "postings length")
         let expected = LexicalFormat.headerBytes + 4 * documentCount + 4 * (termCount + 1) + 4 * termCount
