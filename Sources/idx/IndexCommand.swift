@@ -68,6 +68,10 @@ public struct IndexCommand: ParsableCommand {
                 throw IdxError("--lexical-weight \(lexicalWeight): give a share from 0 (cosine only) to 1 (BM25 only).")
             }
             guard procs >= 1 else { throw IdxError("--procs must be at least 1 (got \(procs))") }
+            // Caps: a batch's activations and a thread's buffers are allocated up front.
+            guard (1 ... 4096).contains(batchSize) else { throw IdxError("--batch-size \(batchSize): give 1 to 4096 documents per batch (default 32).") }
+            guard (0 ... 1024).contains(threads) else { throw IdxError("--threads \(threads): give 0 (all cores) to 1024.") }
+            if let m = maxTokens, !(2 ... 65_536).contains(m) { throw IdxError("--max-tokens \(m): give 2 to 65536 tokens (at most the model's max_len is used).") }
             try OutputPath.checkFolder(out, kind: .index, inputs: [corpus, model] + (fromVectors.map { [$0] } ?? []), force: force)
             // One writer per index folder: the launcher (or the single process) holds the lock;
             // ranks under mpirun do not take it again.

@@ -99,6 +99,11 @@ final class BadOutputPathTests: XCTestCase {
         assertIdxRefuses(["index", "--corpus", f.corpus, "--model", f.model, "--out", data], watched: [data], naming: [data, "notes.txt"])
     }
 
+    func testIndexBatchOfABillionIsRefused() {
+        assertIdxRefuses(["index", "--corpus", f.corpus, "--model", f.model, "--out", dir + "/i", "--batch-size", "1000000000"],
+                         watched: [dir], naming: ["--batch-size 1000000000", "1 to 4096"])
+    }
+
     func testIndexOutOntoARegularFileIsRefused() {
         let data = userFolder()
         assertIdxRefuses(["index", "--corpus", f.corpus, "--model", f.model, "--out", data + "/notes.txt"], watched: [data], naming: ["notes.txt"])
