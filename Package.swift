@@ -5,6 +5,7 @@ let package = Package(
     name: "idx",
     products: [
         .executable(name: "idx", targets: ["idx"]),
+        .executable(name: "idx-fuzz", targets: ["idx-fuzz"]),
         .library(name: "IdxCore", targets: ["IdxCore"]),
     ],
     dependencies: [
@@ -36,6 +37,8 @@ let package = Package(
             dependencies: ["IdxCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/idx"
         ),
+        // libFuzzer entry points of every reader (scripts/fuzz); built plainly, a replayer.
+        .executableTarget(name: "idx-fuzz", dependencies: ["IdxCore"], path: "Sources/idx-fuzz"),
         .testTarget(
             name: "IdxCoreTests",
             dependencies: ["IdxCore", "idx"],

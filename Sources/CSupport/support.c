@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
+#include <signal.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -28,6 +30,11 @@ int idx_rename_exchange(const char *from, const char *to) {
 }
 
 int idx_isatty(int fd) { return isatty(fd); }
+
+int idx_die_with_parent(int expected_parent) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;
+    return getppid() != expected_parent ? 1 : 0;
+}
 
 /* ---- int8 dot products for the vector scan ---- */
 

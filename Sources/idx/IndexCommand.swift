@@ -59,12 +59,24 @@ public struct IndexCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Developer: write the model's input ([BOS] ids [EOS], cut to --max-tokens, [PAD]-filled) as int32 rows of --max-tokens.", visibility: .hidden))
     var dumpTokens: String?
 
+    @Flag(help: "Write into an existing --out folder even if it holds files idx did not write (never one holding the corpus or the model).")
+    var force = false
+
     public func run() throws {
         do {
             guard (0 ... 1).contains(lexicalWeight) else {
                 throw IdxError("--lexical-weight \(lexicalWeight): give a share from 0 (cosine only) to 1 (BM25 only).")
             }
             guard procs >= 1 else { throw IdxError("--procs must be at least 1 (got \(procs))") }
+            // Caps: a batch's activations and a thread's buffers are allocated up front.
+            guard (1 ... 4096).contains(batchSize) else { throw IdxError("--batch-size \(batchSize): give 1 to 4096 documents per batch (default 32).") }
+            guard (0 ... 1024).contains(threads) else { throw IdxError("--threads \(threads): give 0 (all cores) to 1024.") }
+            if let m = maxTokens, !(2 ... 65_536).contains(m) { throw IdxError("--max-tokens \(m): give 2 to 65536 tokens (at most the model's max_len is used).") }
+            try OutputPath.checkFolder(out, kind: .index, inputs: [corpus, model] + (fromVectors.map { [$0] } ?? []), force: force)
+            // One writer per index folder: the launcher (or the single process) holds the lock;
+            // ranks under mpirun do not take it again.
+            let lock = MPIEnvironment().isLaunchedByMPI ? nil : try OutputLock.acquire(out, command: "idx index")
+            defer { lock?.release() }
             // --procs N re-runs this command as N ranks under mpirun (as idx train does).
             if procs > 1 && !MPIEnvironment().isLaunchedByMPI {
                 guard fromVectors == nil else { throw IdxError("--procs \(procs) works on a corpus; --from-vectors runs in one process.") }
@@ -146,6 +158,7 @@ public struct IndexCommand: ParsableCommand {
             throw IdxError("\(corpus): tokenized with tokenizer \(reader.tokenizerHash), but \(self.model) was trained with \(model.tokenizerHash); re-ingest the corpus with `idx ingest --tokenizer \(self.model)/tokenizer.json`.")
         }
         let tokens = try reader.readTokens()
+        try model.checkVocabulary(tokens, source: corpus)
         let share = comm.share(of: tokens.count)
         let metadata = Array(try reader.readMetadata()[share])
         let maxTokens = self.maxTokens ?? model.trainedMaxTokens

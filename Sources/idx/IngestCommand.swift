@@ -39,6 +39,9 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Documents per shard.")
     var shardDocs: Int = 50_000
 
+    @Flag(help: "Replace an existing --out folder even if it holds files idx did not write (never one holding an input).")
+    var force = false
+
     @Option(help: "Verify an existing corpus folder instead of ingesting.")
     var verify: String?
 
@@ -56,6 +59,7 @@ struct IngestCommand: ParsableCommand {
             options.titlesInText = titles
             options.deduplicate = !keepDuplicates
             options.lowercase = letterCase == .lower
+            options.force = force
             let summary = try Ingest.run(options) { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) }
             FileHandle.standardError.write(Data((summary.line + "\n").utf8))
         } catch let e as IdxError {

@@ -22,7 +22,7 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[paths] index") var index: String?
     @Option(help: "[paths] runs") var runs: String?
     @Option(help: "[paths] state") var state: String?
-    @Option(help: "[train] steps") var steps: Int?
+    @Option(parsing: .unconditional, help: "[train] steps") var steps: Int?
     @Flag(help: "[train] from_scratch: train a new model instead of continuing.") var fromScratch = false
     @Option(help: "[train] procs") var procs: Int?
     @Option(help: "[train] seed") var seed: Int?
@@ -30,12 +30,17 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[train] args: one extra flag for idx train (repeatable).") var trainArg: [String] = []
     @Option(help: "[eval] validation CSV (\"\" = leave-one-out on the index).") var validation: String?
     @Option(help: "[eval] seed_test") var seedTest: String?
-    @Option(help: "[eval] k") var k: Int?
+    @Option(parsing: .unconditional, help: "[eval] k") var k: Int?  // unconditional: `--k -5` is a value, refused with a clear message
     @Option(help: "[gate] max_knn_drop") var maxKnnDrop: Double?
     @Option(help: "[gate] min_seed_ratio") var minSeedRatio: Double?
     @Option(help: "[download] attempts") var downloadAttempts: Int?
     @Option(help: "[download] timeout_seconds") var downloadTimeout: Double?
+    @Option(help: "[inbox] max_file_bytes: largest inbox file or download accepted.") var maxFileBytes: Int64?
+    @Flag(help: "[inbox] follow_symlinks: accept symbolic links among inbox folders' entries.") var followSymlinks = false
+    @Option(help: "[download] max_seconds: longest one download may take in all.") var downloadMaxSeconds: Double?
     @Flag(help: "Train, index and evaluate even when the inbox holds nothing new (e.g. after a failed gate).") var retrain = false
+    @Flag(help: "Print what is published, any interrupted run and the quarantined inbox files, then exit.") var status = false
+    @Flag(help: "Move the quarantined inbox files back to where they came from (downloads are fetched again), then exit.") var retryQuarantined = false
 
     func resolvedConfig() throws -> NightlyConfig {
         var c = NightlyConfig()
@@ -63,6 +68,9 @@ struct NightlyCommand: ParsableCommand {
         if let minSeedRatio { c.minSeedRatio = minSeedRatio }
         if let downloadAttempts { c.downloadAttempts = max(1, downloadAttempts) }
         if let downloadTimeout { c.downloadTimeout = downloadTimeout }
+        if let maxFileBytes { guard maxFileBytes >= 1 else { throw IdxError("--max-file-bytes must be at least 1.") }; c.maxFileBytes = maxFileBytes }
+        if followSymlinks { c.followSymlinks = true }
+        if let downloadMaxSeconds { c.downloadMaxSeconds = downloadMaxSeconds }
         return c
     }
 
@@ -72,6 +80,12 @@ struct NightlyCommand: ParsableCommand {
             let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             let job = NightlyJob(config: c, stages: .standard(idx: exe, log: log), log: log)
+            if status { print(try job.status()); return }
+            if retryQuarantined {
+                let lines = try job.retryQuarantined()
+                print(lines.isEmpty ? "nothing is quarantined" : lines.joined(separator: "\n"))
+                return
+            }
             let report = try job.run(forceTrain: retrain)
             print("\(report.decision.rawValue): \(report.message)")
             print("report: \(report.reportPath)")

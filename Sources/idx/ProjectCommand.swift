@@ -45,6 +45,8 @@ struct ProjectCommand: ParsableCommand {
         guard let grad = TSNEOptions.Gradient(rawValue: gradient) else {
             throw IdxError("--gradient must be auto, exact or barnes-hut, got \"\(gradient)\"")
         }
+        // Every output is checked before the work: only regular files are replaced.
+        for path in [out, svg, saveVectors].compactMap({ $0 }) { try OutputPath.checkFile(path) }
         var all: [Float], count: Int, dim: Int
         var genres: [String]
         var textRows: [String]? = nil
@@ -80,6 +82,7 @@ struct ProjectCommand: ParsableCommand {
             let meta = try reader.readMetadata()
             metadata = meta
             corpusTokens = try reader.readTokens()
+            try encoder.checkVocabulary(corpusTokens!, source: corpus)
             embedder = encoder
             dim = encoder.config.dModel
             count = meta.count

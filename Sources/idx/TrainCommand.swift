@@ -33,6 +33,7 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Compute threads (default: all cores; 1 a rank with --procs > 1).") var threads: Int?
     @Option(help: "Ranks on this machine, started through Open MPI's mpirun (see docs/parallel.md). Under your own mpirun, leave it out.") var procs = 1
     @Flag(help: "Continue the run checkpointed in --out.") var resume = false
+    @Flag(help: "Replace an existing --out folder even if it holds files idx did not write (never one holding the corpus).") var force = false
     @Option(help: "Checkpoint every N steps.") var checkpointEvery = 500
     @Option(help: "Write a train-log.csv row every N steps.") var logEvery = 1
     @Option(help: "Model width.") var dModel = 128
@@ -54,8 +55,14 @@ public struct TrainCommand: ParsableCommand {
     public func run() throws {
         // MPI hook (docs/parallel.md): --procs N re-runs this command as N ranks under mpirun;
         // a rank (started by any MPI launcher) joins the job; errors in a rank end every rank.
+        ChildProcess.dieWithParentIfAsked()  // started by idx nightly: end with it
         var comm = Communicator.single()
         do {
+            let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
+            try OutputPath.checkFolder(outDir, kind: .model, inputs: [corpus], force: force)
+            // One writer per model folder: the launcher (or the single process) holds the lock.
+            let lock = MPIEnvironment().isLaunchedByMPI || exportEmbeddings != nil ? nil : try OutputLock.acquire(outDir, command: "idx train")
+            defer { lock?.release() }
             if procs > 1 && !MPIEnvironment().isLaunchedByMPI {
                 let status = try MPILauncher.run(procs: procs, arguments: Array(CommandLine.arguments.dropFirst()),
                                                  failureNote: "Checkpoints are replaced only when complete: `--resume` continues from the last one.")
@@ -85,6 +92,7 @@ public struct TrainCommand: ParsableCommand {
         ComputeSetup.configure(threads: nThreads)
         let outDir = out ?? "models/" + URL(fileURLWithPath: corpus).lastPathComponent
         if let path = exportEmbeddings { return try export(model: outDir, to: path) }
+        if comm.isRoot { AtomicFile.removeStaleStaging(of: outDir) }  // left by killed checkpoints
         let reader = try CorpusReader(directory: corpus)
         let tokenizer = try reader.tokenizer()
         let tokens = try reader.readTokens()
@@ -203,6 +211,7 @@ extension TrainCommand {
     func export(model dir: String, to path: String) throws {
         let model = try EncoderModel.load(directory: dir)
         let tokens = try CorpusReader(directory: corpus).readTokens()
+        try model.checkVocabulary(tokens, source: corpus)
         let n = min(exportCount, tokens.count)
         var st = SafeTensors()
         st.add("embeddings", shape: [n, model.config.dModel], data: model.embed(tokens, range: 0 ..< n, maxTokens: maxLen ?? model.trainedMaxTokens, batchSize: n))

@@ -67,7 +67,7 @@ final class NightlyConfigTests: XCTestCase {
             }
         }
         // The example holds the defaults.
-        XCTAssertEqual(try NightlyConfig.load(path), NightlyConfig())
+        XCTAssertEqual(try NightlyConfig.load(path), NightlyConfig().resolved(against: Self.root))
     }
 
     func testConfigOverridesAndRejectsUnknownKeys() throws {

@@ -13,6 +13,7 @@ final class RangeHTTPServer: @unchecked Sendable {
     private var _body: [UInt8]
     private var _cuts: [Int] = []           // body-byte limits for the next responses
     private var _announcedTotal: Int?       // total to claim in Content-Range instead of the real one
+    private var _omitLength = false         // a 200 without Content-Length (a body of unknown size)
     private var _ranges: [String] = []      // Range header of each request ("" when none)
     private let fd: Int32
     let port: UInt16
@@ -44,6 +45,7 @@ final class RangeHTTPServer: @unchecked Sendable {
     func setCuts(_ c: [Int]) { lock.lock(); _cuts = c; lock.unlock() }
     func setBody(_ b: [UInt8]) { lock.lock(); _body = b; lock.unlock() }
     func setAnnouncedTotal(_ t: Int?) { lock.lock(); _announcedTotal = t; lock.unlock() }
+    func setOmitLength(_ o: Bool) { lock.lock(); _omitLength = o; lock.unlock() }
     var ranges: [String] { lock.lock(); defer { lock.unlock() }; return _ranges }
 
     func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
@@ -84,6 +86,7 @@ final class RangeHTTPServer: @unchecked Sendable {
         let body = _body
         let cut = _cuts.isEmpty ? nil : _cuts.removeFirst()
         let announced = _announcedTotal
+        let omitLength = _omitLength
         lock.unlock()
         var start = 0
         var head: String
@@ -97,7 +100,7 @@ final class RangeHTTPServer: @unchecked Sendable {
                     + "Content-Length: \(body.count - s)\r\n"
             }
         } else {
-            head = "HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\n"
+            head = "HTTP/1.1 200 OK\r\n" + (omitLength ? "" : "Content-Length: \(body.count)\r\n")
         }
         head += "Content-Type: text/csv\r\nConnection: close\r\n\r\n"
         var out = Array(head.utf8)

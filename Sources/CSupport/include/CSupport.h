@@ -11,6 +11,11 @@ void idx_flush_denormals(void);
    neither exists. Returns 0, or -1 with errno set. */
 int idx_rename_exchange(const char *from, const char *to);
 
+/* Asks the kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG). Returns 0,
+   1 when the parent is already gone (getppid() is no longer `expected_parent`: the caller
+   should exit), or -1 when the request failed. */
+int idx_die_with_parent(int expected_parent);
+
 /* 1 when the file descriptor is a terminal. */
 int idx_isatty(int fd);
 

@@ -11,8 +11,10 @@ public enum AtomicFile {
         return dir + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
     }
 
-    /// Writes `data` to `path` atomically, with fsync before the rename.
+    /// Writes `data` to `path` atomically, with fsync before the rename. Only a regular file
+    /// (or nothing) is replaced: a symbolic link, device, FIFO or folder there is refused.
     public static func write(_ data: Data, to path: String) throws {
+        try OutputPath.checkFile(path)
         let tmp = temporarySibling(of: path)
         try createParent(of: path)
         guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
@@ -42,8 +44,12 @@ public enum AtomicFile {
     /// reader or a crash sees either the old folder or the new one, never neither.
     public static func publishDirectory(_ staged: String, at path: String) throws {
         let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: path, isDirectory: &isDir) {
+        switch FileKind(lstat: path) {
+        case .missing, .directory: break
+        default:
+            throw IdxError("\(path): is \(FileKind.describe(path)), not a folder; idx publishes folders only over folders it wrote. Choose another --out.")
+        }
+        if FileKind(lstat: path) == .directory {
             if idx_rename_exchange(staged, path) != 0 {
                 throw IdxError("cannot publish \(staged) as \(path): \(String(cString: strerror(errno))).")
             }
@@ -51,6 +57,23 @@ public enum AtomicFile {
         } else {
             try createParent(of: path)
             try rename(staged, to: path)
+        }
+    }
+
+    /// Removes the temporary siblings of `path` (`.name.tmp-PID-…`, staged folders and files)
+    /// whose process is gone: a killed ingest or checkpoint leaves them, and only idx makes
+    /// such names. Call it while holding the output's lock.
+    public static func removeStaleStaging(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        let prefix = "." + url.lastPathComponent + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let pidText = name.dropFirst(prefix.count).prefix { $0 != "-" }
+            guard let pid = Int32(pidText) else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: dir + "/" + name)
+            }
         }
     }
 

@@ -19,12 +19,16 @@ enum Zstd {
         bytes.withUnsafeBytes { compress($0, level: level) }
     }
 
-    /// Decompresses a frame that records its content size.
-    static func decompress(_ bytes: [UInt8], name: String, remedy: String) throws -> [UInt8] {
+    /// Decompresses a frame that records its content size, of at most `limit` bytes (a frame
+    /// header is not to be trusted with the allocation: it may claim terabytes).
+    static func decompress(_ bytes: [UInt8], name: String, remedy: String, limit: Int = 1 << 30) throws -> [UInt8] {
         try bytes.withUnsafeBytes { src in
             let size = ZSTD_getFrameContentSize(src.baseAddress, src.count)
             if size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > UInt64(Int.max) {
                 throw IdxError("\(name): not a zstd frame with a known size (corrupted); \(remedy).")
+            }
+            if size > UInt64(max(0, limit)) {
+                throw IdxError("\(name): its zstd frame claims \(size) bytes, more than the \(limit) it can hold (corrupted); \(remedy).")
             }
             var out = [UInt8](repeating: 0, count: Int(size))
             try out.withUnsafeMutableBytes { try decompress(src, into: $0, context: nil, name: name, remedy: remedy) }

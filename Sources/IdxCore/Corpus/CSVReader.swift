@@ -60,6 +60,9 @@ struct CSVReader {
     /// Longest row accepted: an unterminated quote early in a huge file would otherwise make
     /// the rest of the file one field, held in memory.
     var maxRowBytes = 64 << 20
+    /// Most fields in a row (the header included): a line of 100 MB of commas holds
+    /// 100 million empty fields, whose offsets and names would take gigabytes.
+    var maxFields = 1 << 16
 
     /// Why the last row could not be read (an unterminated quote at the end of the file).
     struct Unterminated: Error { let line: Int }
@@ -93,6 +96,14 @@ struct CSVReader {
                     for r in 0 ..< rows {
                         let f0 = state.rowFieldStart[r]
                         let f1 = r + 1 < rows ? state.rowFieldStart[r + 1] : state.currentFieldStart
+                        // A row that began and ended within one read is checked here.
+                        let b1 = r + 1 < rows ? state.rowByteStart[r + 1] : state.currentByteStart
+                        if f1 - f0 > maxFields {
+                            throw IdxError("\(path):\(state.rowLines[r]): the row starting here has \(f1 - f0) fields, more than \(maxFields); this is not an IMDB-Genres CSV (a header has 5 columns). Give a CSV with one row per film.")
+                        }
+                        if b1 - state.rowByteStart[r] > maxRowBytes {
+                            throw IdxError("\(path):\(state.rowLines[r]): the row starting here is longer than \(maxRowBytes >> 20) MiB; an unterminated quote? Fix the file (close the quote) and run again.")
+                        }
                         let row = CSVRow(bytes: b.baseAddress ?? UnsafePointer(bitPattern: 1)!,
                                          ends: UnsafeBufferPointer(rebasing: e[f0 ..< f1]),
                                          start: state.rowByteStart[r], line: state.rowLines[r])
@@ -147,6 +158,9 @@ struct CSVReader {
                     i = end
                     if parser.entry_pos + state.bytes.count - state.currentByteStart > maxRowBytes {
                         throw IdxError("\(path):\(state.currentLine): the row starting here is longer than \(maxRowBytes >> 20) MiB at line \(line); an unterminated quote? Fix the file (close the quote) and run again.")
+                    }
+                    if state.ends.count - state.currentFieldStart > maxFields {
+                        throw IdxError("\(path):\(state.currentLine): the row starting here has more than \(maxFields) fields; this is not an IMDB-Genres CSV (a header has 5 columns). Give a CSV with one row per film.")
                     }
                 }
             }

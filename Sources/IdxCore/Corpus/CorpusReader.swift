@@ -13,7 +13,7 @@ public struct CorpusReader: Sendable {
             throw IdxError("\(directory): no such corpus folder; create it with `idx ingest CSV --out \(directory)`.")
         }
         let path = directory + "/manifest.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = OutputPath.readSmallFile(path, limit: 256 << 20) else {
             throw IdxError("\(path): missing; \(directory) is not a corpus written by `idx ingest` (run it again).")
         }
         struct Version: Decodable { var format: String?; var formatVersion: Int? }
@@ -29,6 +29,7 @@ public struct CorpusReader: Sendable {
         } catch {
             throw IdxError("\(path): unreadable manifest (\(error)); run `idx ingest` to rebuild \(directory).")
         }
+        try Self.validate(manifest, path: path)
         var first = 0, tokens = 0
         for s in manifest.shards {
             guard s.firstDocument == first else { throw IdxError("\(path): shard \(s.index) does not follow the previous one; rebuild with `idx ingest`.") }
@@ -56,6 +57,10 @@ public struct CorpusReader: Sendable {
 
     /// The bytes of a shard file, checked against the manifest's size and XXH64.
     func verifiedFile(_ name: String, hash: String, bytes: Int) throws -> [UInt8] {
+        let kind = FileKind(lstat: directory + "/" + name)
+        guard kind == .regular || kind == .missing else {
+            throw IdxError("\(directory)/\(name): is \(FileKind.describe(directory + "/" + name)), not a shard idx wrote; run `idx ingest` again.")
+        }
         let data = try SyncedFile.read(directory + "/" + name)
         let h = XXHash64.hex(XXHash64.hash(data))
         if data.count != bytes || h != hash {
@@ -66,12 +71,15 @@ public struct CorpusReader: Sendable {
 
     public func readTokens() throws -> TokenizedCorpus {
         var corpus = TokenizedCorpus()
-        corpus.tokens.reserveCapacity(manifest.tokens)
-        corpus.offsets.reserveCapacity(manifest.documents + 1)
+        corpus.tokens.reserveCapacity(min(manifest.tokens, 1 << 26))  // the manifest is not trusted with the allocation
+        corpus.offsets.reserveCapacity(min(manifest.documents, 1 << 24) + 1)
         for s in manifest.shards {
             let packed = try verifiedFile(s.tokensFile, hash: s.tokensXxh64, bytes: s.tokensBytes)
-            let raw = try Zstd.decompress(packed, name: directory + "/" + s.tokensFile, remedy: "run `idx ingest` again")
+            let raw = try Zstd.decompress(packed, name: directory + "/" + s.tokensFile, remedy: "run `idx ingest` again",
+                                          limit: TokenShard.maxBytes(documents: s.documents, tokens: s.tokens))
+            let first = corpus.tokens.count
             try TokenShard.decode(raw, name: directory + "/" + s.tokensFile, documents: s.documents, tokens: s.tokens, into: &corpus)
+            try Self.checkIds(corpus.tokens[first...], vocabSize: manifest.vocabSize, name: directory + "/" + s.tokensFile)
         }
         return corpus
     }

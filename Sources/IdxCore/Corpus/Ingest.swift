@@ -39,6 +39,11 @@ public enum Ingest {
         /// A case-folded vocabulary (HF's Lowercase normalizer in tokenizer.json): typed queries
         /// are lower-case, synopses are not. Off: the notebook's case-sensitive words.
         public var lowercase = true
+        /// Replace an existing output folder that holds files idx did not write (never one
+        /// holding an input: OutputPath.checkFolder).
+        public var force = false
+        /// Largest input file accepted (nil: any size); the nightly sets `[inbox] max_file_bytes`.
+        public var maxInputBytes: Int?
         /// Test hook: fail after this many token shards were written.
         var failAfterTokenShards: Int?
 
@@ -83,17 +88,11 @@ public enum Ingest {
             throw IdxError("--vocab-size must be more than the \(SpecialToken.names.count) special tokens.")
         }
         let fm = FileManager.default
-        var totalBytes = 0
-        for path in options.inputs {
-            var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
-                throw IdxError("\(path): no such CSV file; check the path.")
-            }
-            let size = (try? fm.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            if size == 0 { throw IdxError("\(path): the file is empty; a CSV with a header and a description column is needed.") }
-            totalBytes += size
-        }
+        let totalBytes = try checkInputs(options.inputs, maxBytes: options.maxInputBytes)
         let out = options.output.hasSuffix("/") && options.output.count > 1 ? String(options.output.dropLast()) : options.output
+        try OutputPath.checkFolder(out, kind: .corpus, inputs: options.inputs + [options.tokenizerPath ?? ""], force: options.force)
+        let lock = try OutputLock.acquire(out, command: "idx ingest")
+        defer { lock.release() }
         let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
         let parentExisted = fm.fileExists(atPath: parent)
         try AtomicFile.createParent(of: out)
@@ -118,19 +117,7 @@ public enum Ingest {
     }
 
     /// Removes staging folders of earlier ingests into `out` that were killed.
-    static func removeStaleStaging(of out: String) {
-        let url = URL(fileURLWithPath: out)
-        let dir = url.deletingLastPathComponent().path
-        let prefix = "." + url.lastPathComponent + ".tmp-"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
-        for name in names where name.hasPrefix(prefix) {
-            let pidText = name.dropFirst(prefix.count).prefix { $0 != "-" }
-            guard let pid = Int32(pidText) else { continue }
-            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
-                try? FileManager.default.removeItem(atPath: dir + "/" + name)
-            }
-        }
-    }
+    static func removeStaleStaging(of out: String) { AtomicFile.removeStaleStaging(of: out) }
 
     /// Column positions of one CSV's header.
     struct Columns {
@@ -155,7 +142,8 @@ public enum Ingest {
         }
         if c.description < 0 {
             throw IdxError("\(file): no \"description\" column; the header (line 1) has \(names.count) column\(names.count == 1 ? "" : "s"): "
-                + names.map { "\"\($0)\"" }.joined(separator: ", ") + ". Give a CSV whose header names a description column.")
+                + names.prefix(12).map { "\"\(IdxError.printable($0, limit: 40))\"" }.joined(separator: ", ") + (names.count > 12 ? ", …" : "")
+                + ". Give a CSV whose header names a description column.")
         }
         return c
     }

@@ -43,27 +43,31 @@ enum TokenShard {
         func bad(_ why: String) -> IdxError { IdxError("\(name): \(why); the corpus is damaged, run `idx ingest` again.") }
         guard b.count >= headerBytes, Array(b[0 ..< 8]) == magic else { throw bad("not a token shard (bad magic)") }
         let width = Int(readLE(b, 8) & 0xFFFF_FFFF)
-        let docs = Int(readLE(b, 16)), toks = Int(readLE(b, 24))
+        let docs = readLE(b, 16), toks = readLE(b, 24)
         guard width == 2 || width == 4 else { throw bad("unknown id width \(width)") }
-        guard docs == documents, toks == tokens else {
+        guard documents >= 0, tokens >= 0, docs == UInt64(documents), toks == UInt64(tokens) else {
             throw bad("holds \(docs) documents / \(toks) tokens, the manifest says \(documents) / \(tokens)")
         }
-        guard b.count == headerBytes + 8 * (docs + 1) + width * toks else { throw bad("wrong size for its counts") }
+        // Counts bounded by the bytes before any arithmetic on them (a lie must not overflow).
+        guard documents < b.count / 8, tokens <= b.count / width,
+              b.count == headerBytes + 8 * (documents + 1) + width * tokens else { throw bad("wrong size for its counts") }
         let base = corpus.tokens.count
         var previous = 0
-        for i in 0 ... docs {
-            let o = Int(readLE(b, headerBytes + 8 * i))
-            if (i == 0 && o != 0) || o < previous || o > toks { throw bad("offsets out of order") }
+        for i in 0 ... documents {
+            let raw = readLE(b, headerBytes + 8 * i)
+            guard raw <= UInt64(tokens) else { throw bad("offset \(raw) of document \(i) is past its \(tokens) tokens") }
+            let o = Int(raw)
+            if (i == 0 && o != 0) || o < previous { throw bad("offsets out of order") }
             previous = o
             if i > 0 { corpus.offsets.append(base + o) }
         }
-        guard previous == toks else { throw bad("offsets do not cover the tokens") }
-        let start = headerBytes + 8 * (docs + 1)
+        guard previous == tokens else { throw bad("offsets do not cover the tokens") }
+        let start = headerBytes + 8 * (documents + 1)
         b.withUnsafeBytes { raw in
             if width == 4 {
-                for k in 0 ..< toks { corpus.tokens.append(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: start + 4 * k, as: Int32.self))) }
+                for k in 0 ..< tokens { corpus.tokens.append(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: start + 4 * k, as: Int32.self))) }
             } else {
-                for k in 0 ..< toks { corpus.tokens.append(Int32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: start + 2 * k, as: UInt16.self)))) }
+                for k in 0 ..< tokens { corpus.tokens.append(Int32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: start + 2 * k, as: UInt16.self)))) }
             }
         }
     }

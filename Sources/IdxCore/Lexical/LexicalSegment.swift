@@ -120,8 +120,12 @@ final class LexicalSegmentReader {
             throw IdxError("\(path): lexical segment version \(version) is newer than this idx understands (\(LexicalFormat.version)); upgrade idx.")
         }
         documentCount = Int(try r.u32()); termCount = Int(try r.u32()); _ = try r.u32()
-        totalLength = Int(try r.u64())
-        let termBytesLength = Int(try r.u64()); postingsLength = Int(try r.u64())
+        // Sizes bounded by the file before any product or sum of them (a lie must not overflow).
+        guard documentCount <= b.count / 4, termCount <= b.count / 16 else {
+            throw damaged("\(documentCount) documents and \(termCount) terms do not fit in \(b.count) bytes")
+        }
+        totalLength = try r.size(atMost: Int(UInt32.max) * documentCount, "total length")
+        let termBytesLength = try r.size(atMost: b.count, "term bytes length"); postingsLength = try r.size(atMost: b.count, "postings length")
         let expected = LexicalFormat.headerBytes + 4 * documentCount + 4 * (termCount + 1) + 4 * termCount
             + 8 * (termCount + 1) + termBytesLength + postingsLength + 8
         guard expected == b.count else { throw damaged("size \(b.count) bytes, its header implies \(expected)") }
@@ -138,11 +142,59 @@ final class LexicalSegmentReader {
         postingOffsets = base + at; at += 8 * (termCount + 1)
         termBytes = (base + at).assumingMemoryBound(to: UInt8.self); at += termBytesLength
         postings = (base + at).assumingMemoryBound(to: UInt8.self)
+        try validate(termBytesLength: termBytesLength, damaged: damaged)
+    }
+
+    /// Checks every offset, count and posting against the file before any query uses them (a
+    /// re-checksummed file may lie): term offsets ascending within the term bytes, terms
+    /// sorted and distinct, posting offsets ascending within the postings, each term's list
+    /// exactly `df` (row, tf) pairs with rows ascending below the document count and tf ≥ 1,
+    /// and the document lengths summing to the total length.
+    private func validate(termBytesLength: Int, damaged: (String) -> IdxError) throws {
+        var sum = 0
+        for d in 0 ..< documentCount { sum += length(d) }
+        guard sum == totalLength else { throw damaged("document lengths sum to \(sum), the header says \(totalLength)") }
+        guard termOffset(0) == 0, postingOffset(0) == 0 else { throw damaged("the first term or posting offset is not 0") }
+        guard termOffset(termCount) == termBytesLength, postingOffset(termCount) == postingsLength else {
+            throw damaged("the last term or posting offset does not end its table")
+        }
+        var previousTerm: UnsafeBufferPointer<UInt8>?
+        for t in 0 ..< termCount {
+            let s = termOffset(t), e = termOffset(t + 1)
+            guard s <= e, e <= termBytesLength else { throw damaged("term \(t) has offsets \(s)..\(e) outside the term bytes") }
+            let term = UnsafeBufferPointer(start: termBytes + s, count: e - s)
+            if let p = previousTerm, !p.lexicographicallyPrecedes(term) { throw damaged("term \(t) is not after term \(t - 1) in byte order") }
+            previousTerm = term
+            let ps = postingOffset(t), pe = postingOffset(t + 1)
+            guard ps <= pe, pe <= postingsLength else { throw damaged("term \(t) has posting offsets \(ps)..\(pe) outside the postings") }
+            let df = documentFrequency(t)
+            guard df >= 1, df <= documentCount else { throw damaged("term \(t) has document frequency \(df) of \(documentCount) documents") }
+            var at = ps, row = -1, pairs = 0
+            func varint() throws -> Int {
+                var v = 0, shift = 0
+                while true {
+                    guard at < pe, shift <= 28 else { throw damaged("term \(t) has a posting that runs past its list") }
+                    let byte = postings[at]; at += 1
+                    v |= Int(byte & 0x7F) << shift
+                    if byte < 0x80 { return v }
+                    shift += 7
+                }
+            }
+            while at < pe {
+                let gap = try varint(), tf = try varint()
+                row = row < 0 ? gap : row + gap
+                guard (pairs == 0 || gap > 0), row < documentCount, tf >= 1 else {
+                    throw damaged("term \(t) has a posting for row \(row) (tf \(tf)) outside 0..<\(documentCount) or out of order")
+                }
+                pairs += 1
+            }
+            guard pairs == df else { throw damaged("term \(t) lists \(pairs) postings, its document frequency is \(df)") }
+        }
     }
 
     @inline(__always) func length(_ row: Int) -> Int { Int(UInt32(littleEndian: lengths.loadUnaligned(fromByteOffset: 4 * row, as: UInt32.self))) }
     @inline(__always) private func termOffset(_ t: Int) -> Int { Int(UInt32(littleEndian: termOffsets.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
-    @inline(__always) private func postingOffset(_ t: Int) -> Int { Int(UInt64(littleEndian: postingOffsets.loadUnaligned(fromByteOffset: 8 * t, as: UInt64.self))) }
+    @inline(__always) private func postingOffset(_ t: Int) -> Int { Int(clamping: UInt64(littleEndian: postingOffsets.loadUnaligned(fromByteOffset: 8 * t, as: UInt64.self))) }
     @inline(__always) func documentFrequency(_ t: Int) -> Int { Int(UInt32(littleEndian: dfs.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self))) }
 
     /// The term's index, by binary search over the sorted term table.

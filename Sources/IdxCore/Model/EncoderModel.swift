@@ -39,12 +39,18 @@ public final class EncoderModel {
         let path = directory + "/model.safetensors"
         // Mapped, not read: the weights are copied once, into the parameter buffer (a search
         // loads the model for every process; reading first doubled the copies).
+        guard FileKind(lstat: path) == .regular || FileKind(lstat: path) == .missing else {
+            throw IdxError("\(path): is \(FileKind.describe(path)), not the model file idx train writes; train one with `idx train --out \(directory)`.")
+        }
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw IdxError("\(path): cannot read the model; train one with `idx train --out \(directory)`.")
         }
         let st = try SafeTensors.parse(data, path: path)
         let cfg = try ModelCheckpoint.config(from: st.metadata, path: path)
         let layout = ParameterLayout(cfg)
+        guard layout.count <= data.count / 4 else {
+            throw IdxError("\(path): its config needs \(layout.count) parameters, more than the file holds; the file is damaged or not idx's: retrain or restore it.")
+        }
         let params = FloatBuffer(layout.count)
         try ModelCheckpoint.copy(from: st, into: params.ptr, layout: layout, path: path)
         guard let tokHash = st.metadata["tokenizer_hash"] else {
@@ -65,7 +71,12 @@ public final class EncoderModel {
     }
 
     public func tokenizer() throws -> WordLevelTokenizer {
-        try WordLevelTokenizer(contentsOfFile: directory + "/tokenizer.json")
+        let t = try WordLevelTokenizer(contentsOfFile: directory + "/tokenizer.json")
+        // Every id the tokenizer gives must have an embedding row.
+        guard t.vocabSize <= config.vocabSize else {
+            throw IdxError("\(directory)/tokenizer.json: \(t.vocabSize) words, but the model embeds only \(config.vocabSize); the model and its tokenizer do not belong together: retrain or restore them.")
+        }
+        return t
     }
 
     /// Mean-pooled final hidden states (over non-padding positions, [BOS]/[EOS] included), no dropout.

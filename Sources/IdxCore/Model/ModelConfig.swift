@@ -16,10 +16,20 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         self.dFF = dFF; self.maxLen = maxLen; self.dropout = dropout
     }
 
+    /// The largest vocabulary a model may have.
+    public static let maxVocabSize = 1 << 24
+
     /// A clear error when the sizes cannot make a model.
     public func validate() throws {
         guard vocabSize > 5, dModel > 0, nHeads > 0, nLayers > 0, dFF > 0, maxLen > 2 else {
             throw IdxError("model config \(self): every size must be positive (vocab > 5, max_len > 2).")
+        }
+        // Caps far above any model idx trains, so that a size read from a file (n_layers 10^6)
+        // is an error before it becomes an allocation or an overflow.
+        let caps: [(String, Int, Int)] = [("vocab_size", vocabSize, Self.maxVocabSize), ("d_model", dModel, 8192), ("n_heads", nHeads, 512),
+                                          ("n_layers", nLayers, 256), ("d_ff", dFF, 65_536), ("max_len", maxLen, 65_536)]
+        for (name, value, cap) in caps where value > cap {
+            throw IdxError("model config: \(name) \(value) is above idx's limit of \(cap); choose a smaller size.")
         }
         guard dModel % nHeads == 0 else {
             throw IdxError("model config: d_model \(dModel) is not divisible by heads \(nHeads); choose --heads that divides --d-model.")

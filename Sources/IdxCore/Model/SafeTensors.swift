@@ -66,8 +66,16 @@ public struct SafeTensors {
                   let shape = e["shape"] as? [Int], let offs = e["data_offsets"] as? [Int], offs.count == 2
             else { throw bad("entry \(name) is malformed") }
             guard dtype == "F32" else { throw bad("tensor \(name) has dtype \(dtype); idx reads F32 only") }
-            let count = shape.reduce(1, *)
-            guard offs[0] >= 0, offs[1] - offs[0] == 4 * count, body + offs[1] <= data.count else {
+            // Overflow-checked: a shape whose product overflows must be an error, not a trap.
+            var count = 1
+            for d in shape {
+                let (p, overflow) = count.multipliedReportingOverflow(by: d)
+                guard d >= 0, !overflow, p <= (data.count - body) / 4 else {
+                    throw bad("tensor \(name) has shape \(shape), more values than the file holds")
+                }
+                count = p
+            }
+            guard offs[0] >= 0, offs[1] >= offs[0], offs[1] <= data.count - body, offs[1] - offs[0] == 4 * count else {
                 throw bad("tensor \(name) lies outside the file or does not match its shape")
             }
             entries.append((name, shape, offs[0], count))

@@ -12,6 +12,12 @@ import Foundation
 public struct Downloader {
     public var attempts: Int
     public var timeout: TimeInterval
+    /// Largest file accepted (`[inbox] max_file_bytes`): a body past it (announced or sent,
+    /// with or without Content-Length) is refused and its partial file removed.
+    public var maxBytes: Int64 = NightlyConfig.defaultMaxFileBytes
+    /// Longest a fetch may take in all, however slowly the bytes trickle in (the idle
+    /// timeout alone never ends a server that sends one byte a second).
+    public var maxSeconds: TimeInterval = 3600
 
     public init(attempts: Int = 4, timeout: TimeInterval = 60) {
         self.attempts = max(1, attempts)
@@ -46,6 +52,7 @@ public struct Downloader {
             try? fm.removeItem(atPath: sizeFile)
         }
         let resumedFrom = Self.fileSize(partial) ?? 0
+        let deadline = Date().addingTimeInterval(maxSeconds)
         var requests = 0
         var lastProblem = ""
 
@@ -55,6 +62,9 @@ public struct Downloader {
             return IdxError("\(url.absoluteString): \(why); the partial download was removed, the next run starts over.")
         }
         func remember(_ total: Int64) throws {
+            if total > maxBytes {
+                throw reject("the server announces \(total) bytes, more than [inbox] max_file_bytes (\(maxBytes))")
+            }
             if let expected, expected != total {
                 throw reject("size mismatch: the server first announced \(expected) bytes, now \(total)")
             }
@@ -71,8 +81,10 @@ public struct Downloader {
             if let expected, have > expected {
                 throw reject("size mismatch: \(have) bytes on disk, more than the \(expected) announced")
             }
-            let transfer = try Transfer.run(url, range: have > 0 ? "\(have)-" : nil, appendingTo: partial,
-                                            timeout: timeout, onResponse: { response in
+            let transfer: Transfer
+            do {
+                transfer = try Transfer.run(url, range: have > 0 ? "\(have)-" : nil, appendingTo: partial,
+                                            timeout: timeout, limit: maxBytes, deadline: deadline, onResponse: { response in
                 switch response.statusCode {
                 case 200:
                     // No range support (or a fresh start): the body is the whole file.
@@ -95,6 +107,9 @@ public struct Downloader {
                     throw IdxError("\(url.absoluteString): the server answered HTTP \(response.statusCode); check the URL in the inbox.")
                 }
             })
+            } catch let e as Transfer.LimitExceeded {
+                throw reject(e.reason)
+            }
             if let error = transfer.error {
                 lastProblem = "the transfer was cut after \(Self.fileSize(partial) ?? 0) bytes (\(error))"
                 continue
@@ -157,6 +172,10 @@ public struct Downloader {
         var error: String?
         /// An error of ours (a rejected response, a failed write): ends the download.
         var fatal: Error?
+        var limit: Int64 = .max
+        var deadline: Date = .distantFuture
+        /// Where the next body byte lands in the file.
+        var position: Int64 = 0
 
         init(path: String, onResponse: @escaping (HTTPResponseHead) throws -> Int64?) {
             self.path = path
@@ -165,9 +184,14 @@ public struct Downloader {
 
         /// `range` is the Range header's value after `bytes=`; `onResponse`
         /// returns where in the file the body goes, or nil to ignore the body.
+        /// The body went past the size limit or the deadline.
+        struct LimitExceeded: Error { let reason: String }
+
         static func run(_ url: URL, range: String?, appendingTo path: String, timeout: TimeInterval,
+                        limit: Int64 = .max, deadline: Date = .distantFuture,
                         onResponse: @escaping (HTTPResponseHead) throws -> Int64?) throws -> Transfer {
             let t = Transfer(path: path, onResponse: onResponse)
+            t.limit = limit; t.deadline = deadline
             let response: idx_curl_response_fn = { context, status, head, length in
                 let t = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
                 let text = head.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: length), as: UTF8.self) } ?? ""
@@ -199,6 +223,7 @@ public struct Downloader {
         private func begin(_ head: HTTPResponseHead) -> Int64 {
             do {
                 guard let writeAt = try onResponse(head) else { return Int64(IDX_CURL_SKIP_BODY) }
+                position = writeAt
                 let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                 handle = fh
                 try fh.truncate(atOffset: UInt64(writeAt))
@@ -212,6 +237,15 @@ public struct Downloader {
 
         private func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
             guard let handle, let base = bytes.baseAddress, bytes.count > 0 else { return true }
+            position += Int64(bytes.count)
+            if position > limit {
+                fatal = LimitExceeded(reason: "the body runs past [inbox] max_file_bytes (\(limit) bytes)")
+                return false
+            }
+            if Date() > deadline {
+                fatal = LimitExceeded(reason: "the download took longer than its time limit")
+                return false
+            }
             do {
                 try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
                                                   count: bytes.count, deallocator: .none))

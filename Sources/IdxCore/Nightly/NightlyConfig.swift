@@ -2,11 +2,19 @@ import Foundation
 
 /// Every setting of `idx nightly`. Each comes from (in order of precedence) a
 /// command-line flag, `idx.toml`, or the default below; `idx.example.toml`
-/// documents every key. Relative paths are relative to the working directory.
+/// documents every key. Relative paths in a config file (and the defaults, when a config file
+/// is read) are relative to the file's folder, so that a scheduler may start idx anywhere;
+/// relative paths given as flags, or with no config file, to the working directory.
 public struct NightlyConfig: Codable, Equatable {
     // [inbox]
     /// Folders (their *.csv files, sorted by name), CSV files, or http(s) URLs of CSV files.
     public var inbox: [String] = ["inbox"]
+    /// Largest inbox file or download accepted; a larger one is quarantined.
+    public var maxFileBytes: Int64 = NightlyConfig.defaultMaxFileBytes
+    public static let defaultMaxFileBytes: Int64 = 1 << 30
+    /// Accept symbolic links among the inbox folders' entries (their targets must be regular
+    /// files); off, a link is quarantined: it may point at /etc/passwd or /dev/zero.
+    public var followSymlinks = false
     // [paths]
     public var corpus = "corpora/nightly"   // one ingested corpus folder per inbox file, under here
     public var model = "models/nightly"     // the published model
@@ -38,12 +46,18 @@ public struct NightlyConfig: Codable, Equatable {
     // [download]
     public var downloadAttempts = 4
     public var downloadTimeout = 60.0
+    /// Longest one download may take in all, in seconds.
+    public var downloadMaxSeconds = 3600.0
 
     public init() {}
 
     /// Every key `idx.toml` accepts: section → key → how to apply it.
     static let keys: [String: [String: (inout NightlyConfig, TOMLValue, String) throws -> Void]] = [
-        "inbox": ["sources": { c, v, at in c.inbox = try strings(v, at) }],
+        "inbox": [
+            "sources": { c, v, at in c.inbox = try strings(v, at) },
+            "max_file_bytes": { c, v, at in c.maxFileBytes = Int64(try int(v, at, min: 1)) },
+            "follow_symlinks": { c, v, at in c.followSymlinks = try bool(v, at) },
+        ],
         "paths": [
             "corpus": { c, v, at in c.corpus = try string(v, at) },
             "model": { c, v, at in c.model = try string(v, at) },
@@ -72,13 +86,26 @@ public struct NightlyConfig: Codable, Equatable {
         "download": [
             "attempts": { c, v, at in c.downloadAttempts = try int(v, at, min: 1) },
             "timeout_seconds": { c, v, at in c.downloadTimeout = try number(v, at) },
+            "max_seconds": { c, v, at in c.downloadMaxSeconds = try number(v, at) },
         ],
     ]
 
     /// Reads `path` over the defaults. Unknown sections and keys are errors (a typo
     /// must not silently fall back to a default).
     public static func load(_ path: String) throws -> NightlyConfig {
-        try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig())
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig()).resolved(against: folder)
+    }
+
+    /// Every relative path (inbox folders and files, not URLs; the paths; the eval files)
+    /// made relative to `folder`.
+    public func resolved(against folder: String) -> NightlyConfig {
+        func r(_ p: String) -> String { p.isEmpty || p.hasPrefix("/") ? p : (folder.hasSuffix("/") ? folder : folder + "/") + p }
+        var c = self
+        c.inbox = inbox.map { let l = $0.lowercased(); return l.hasPrefix("http://") || l.hasPrefix("https://") ? $0 : r($0) }
+        c.corpus = r(corpus); c.model = r(model); c.index = r(index); c.runs = r(runs); c.state = r(state)
+        c.validation = r(validation); c.seedTest = r(seedTest)
+        return c
     }
 
     public static func apply(_ doc: TOMLDocument, to base: NightlyConfig) throws -> NightlyConfig {

@@ -16,6 +16,10 @@ public struct NightlyInbox {
         public var files: [File] = []
         /// Problems that do not stop the run (an unreachable URL): reported, retried next run.
         public var problems: [String] = []
+        /// Entries of inbox folders, and downloads, that are no regular file of an acceptable
+        /// size (a FIFO, a link, a folder named x.csv, a file over max_file_bytes): the job
+        /// quarantines them, the rest of the batch goes on.
+        public var rejected: [(local: String, origin: String, reason: String)] = []
         public var downloads: [Downloader.Result] = []
     }
 
@@ -23,12 +27,31 @@ public struct NightlyInbox {
     /// recursive); a missing folder or file is an error (a typo in the config
     /// must not look like "nothing new"), an unreachable URL is a problem.
     public static func scan(_ sources: [String], downloads: String, downloader: Downloader,
-                            cache: inout [String: NightlyState.CachedHash]) throws -> Scan {
+                            cache: inout [String: NightlyState.CachedHash], maxFileBytes: Int64 = NightlyConfig.defaultMaxFileBytes,
+                            followSymlinks: Bool = false, skipOrigins: Set<String> = []) throws -> Scan {
         var scan = Scan()
         let fm = FileManager.default
         var seenLocal = Set<String>()
-        func add(origin: String, local: String, downloaded: Bool) throws {
+        func add(origin: String, local: String, downloaded: Bool, movable: Bool = true) throws {
             guard seenLocal.insert(local).inserted else { return }
+            func reject(_ why: String) {
+                if movable { scan.rejected.append((local, origin, why)) } else {
+                    scan.problems.append("inbox: \(IdxError.printable(local, limit: 200)) \(why); skipped. Fix [inbox] sources.")
+                }
+            }
+            // Only regular files are read (a FIFO blocks, /dev/zero never ends), and only up
+            // to the size limit; links only when the config allows them.
+            let kind = FileKind(lstat: local)
+            let target = kind == .symbolicLink && (followSymlinks || !movable) ? FileKind(stat: local) : kind
+            guard target == .regular else {
+                reject("is \(FileKind.describe(local))\(kind == .symbolicLink && !followSymlinks ? " ([inbox] follow_symlinks is off)" : ""), not a regular CSV file")
+                return
+            }
+            var st = stat()
+            if stat(local, &st) == 0, Int64(st.st_size) > maxFileBytes {
+                reject("is \(st.st_size) bytes, more than [inbox] max_file_bytes (\(maxFileBytes))")
+                return
+            }
             let (hash, size) = try hashCached(local, cache: &cache)
             scan.files.append(File(origin: origin, local: local, xxh64: hash, size: size, downloaded: downloaded))
         }
@@ -36,8 +59,9 @@ public struct NightlyInbox {
             let lower = source.lowercased()
             if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
                 guard let url = URL(string: source), url.host != nil else {
-                    throw IdxError("inbox: `\(source)` is not a valid URL; fix [inbox] sources in the config.")
+                    throw IdxError("inbox: `\(IdxError.printable(source))` is not a valid URL; fix [inbox] sources in the config.")
                 }
+                if skipOrigins.contains(source) { continue }  // quarantined: fetched again after --retry-quarantined
                 let dest = downloads + "/" + XXHash64.hex(XXHash64.hash(Array(source.utf8))) + "-" + safeName(url.lastPathComponent)
                 do {
                     let r = try downloader.fetch(url, to: dest)
@@ -48,11 +72,11 @@ public struct NightlyInbox {
                 }
                 continue
             }
-            var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: source, isDirectory: &isDir) else {
-                throw IdxError("inbox: \(source) does not exist; create it or fix [inbox] sources in the config (or --inbox).")
+            let sourceKind = FileKind(stat: source)
+            guard sourceKind != .missing else {
+                throw IdxError("inbox: \(IdxError.printable(source, limit: 200)) does not exist; create it or fix [inbox] sources in the config (or --inbox).")
             }
-            if isDir.boolValue {
+            if sourceKind == .directory {
                 let names = try fm.contentsOfDirectory(atPath: source)
                     .filter { $0.lowercased().hasSuffix(".csv") && !$0.hasPrefix(".") }.sorted()
                 for name in names {
@@ -60,7 +84,8 @@ public struct NightlyInbox {
                     try add(origin: path, local: path, downloaded: false)
                 }
             } else {
-                try add(origin: source, local: source, downloaded: false)
+                // A configured path (not an inbox folder's entry) is reported, never moved.
+                try add(origin: source, local: source, downloaded: false, movable: false)
             }
         }
         return scan

@@ -84,6 +84,8 @@ public struct NightlyJob {
         public var config: NightlyConfig
         public var inputs: [Input] = []
         public var problems: [String] = []
+        /// Files of this run moved to quarantine, with the reason.
+        public var quarantined: [NightlyState.QuarantinedFile] = []
         public var counts = Counts()
         public var timings: [String: Double] = [:]
         public var candidate: EvalSummary?
@@ -149,6 +151,7 @@ public struct NightlyJob {
         }
 
         do {
+            try preflight()
             // 1. The inbox: what is new?
             if let pending = state.pending {
                 report.resumed = "run \(pending.run) from after stage \(pending.stage.rawValue)"
@@ -157,11 +160,19 @@ public struct NightlyJob {
                 report.counts.newFiles = pending.newSources.count
             } else {
                 let scan = try timed("inbox") {
-                    try NightlyInbox.scan(config.inbox, downloads: config.state + "/downloads",
-                                          downloader: Downloader(attempts: config.downloadAttempts, timeout: config.downloadTimeout),
-                                          cache: &state.hashCache)
+                    var downloader = Downloader(attempts: config.downloadAttempts, timeout: config.downloadTimeout)
+                    downloader.maxBytes = config.maxFileBytes
+                    downloader.maxSeconds = config.downloadMaxSeconds
+                    return try NightlyInbox.scan(config.inbox, downloads: config.state + "/downloads", downloader: downloader,
+                                                 cache: &state.hashCache, maxFileBytes: config.maxFileBytes,
+                                                 followSymlinks: config.followSymlinks,
+                                                 skipOrigins: Set((state.quarantined ?? []).map(\.origin)))
                 }
                 report.problems = scan.problems
+                for r in scan.rejected {
+                    Self.quarantine(local: r.local, origin: r.origin, reason: r.reason, run: runId, into: quarantineDir,
+                                    state: &state, report: &report, log: log)
+                }
                 // Forget cached hashes of files no longer in the inbox.
                 let present = Set(scan.files.map(\.local))
                 state.hashCache = state.hashCache.filter { present.contains($0.key) }
@@ -169,10 +180,21 @@ public struct NightlyJob {
                 report.counts.downloadedBytes = scan.downloads.reduce(0) { $0 + $1.bytes - $1.resumedFrom }
                 var known = Set(state.sources.map(\.xxh64))
                 var fresh = [NightlyInbox.File]()
+                let configured = Set(config.inbox)
                 for f in scan.files {
                     let status: String
                     if known.contains(f.xxh64) {
                         status = state.sources.contains { $0.xxh64 == f.xxh64 } ? "already ingested" : "duplicate of another inbox file"
+                    } else if let why = Self.cannotIngest(f.local, maxBytes: config.maxFileBytes) {
+                        // Checked before it is journaled: a bad file never enters a run.
+                        if configured.contains(f.local) {
+                            status = "skipped: \(why)"
+                            report.problems.append(why)
+                        } else {
+                            status = "quarantined: \(why)"
+                            Self.quarantine(local: f.local, origin: f.origin, reason: why, run: runId, into: quarantineDir,
+                                            state: &state, report: &report, log: log)
+                        }
                     } else {
                         status = "new"
                         known.insert(f.xxh64)
@@ -184,7 +206,8 @@ public struct NightlyJob {
                 let haveModel = stages.modelHash(config.model) != nil
                 if fresh.isEmpty && !forceTrain && (haveModel || state.sources.isEmpty) {
                     try state.save(statePath)  // keeps the hash cache warm
-                    let what = scan.problems.isEmpty ? "" : "; \(scan.problems.count) inbox problem(s), see the report"
+                    let what = (report.problems.isEmpty ? "" : "; \(report.problems.count) inbox problem(s), see the report")
+                        + (report.quarantined.isEmpty ? "" : "; \(report.quarantined.count) file(s) quarantined (idx nightly --status)")
                     return try finish(.nothingNew, "nothing new in the inbox (\(scan.files.count) file(s), all ingested); nothing to do\(what)")
                 }
                 // Keep a copy of every new file (a hard link when possible) before journaling it,
@@ -213,8 +236,29 @@ public struct NightlyJob {
                                                  tokenizerPath: tokenizer, vocabSize: config.vocabSize)
                     options.showProgress = false
                     options.titlesInText = pending.trainFromScratch ? config.titles : try EncoderModel.load(directory: config.model).titlesInText
-                    let s = try Ingest.run(options) { log("nightly: ingest: " + $0) }
-                    return s.documents
+                    do {
+                        return try Ingest.run(options) { log("nightly: ingest: " + $0) }.documents
+                    } catch let e as IdxError {
+                        // A journaled source that cannot be ingested (a journal of an older idx, or a
+                        // file damaged since): quarantine it and go on with the rest of the batch.
+                        let bad = pending.newSources.compactMap { s in Self.cannotIngest(s.stored, maxBytes: config.maxFileBytes).map { (s, $0) } }
+                        guard !bad.isEmpty else { throw e }
+                        for (s, why) in bad {
+                            Self.quarantine(local: s.stored, origin: s.origin, reason: why, run: pending.run, into: quarantineDir,
+                                            state: &state, report: &report, log: log)
+                        }
+                        let dropped = Set(bad.map(\.0.stored))
+                        state.pending!.newSources.removeAll { dropped.contains($0.stored) }
+                        if state.pending!.newSources.isEmpty {
+                            state.pending = nil
+                            try state.save(statePath)
+                            throw IdxError("every new file of run \(pending.run) was quarantined (idx nightly --status lists them); nothing else to do.")
+                        }
+                        pending = state.pending!
+                        try state.save(statePath)
+                        options.inputs = (state.sources + pending.newSources).map(\.stored)
+                        return try Ingest.run(options) { log("nightly: ingest: " + $0) }.documents
+                    }
                 }
                 state.pending!.documents = docs
                 try journal(.ingested)

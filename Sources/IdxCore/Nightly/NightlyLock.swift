@@ -3,17 +3,22 @@ import Foundation
 import Glibc
 #endif
 
-/// Keeps two nightly runs apart. The lock is an flock(2) on `<state>/nightly.lock`,
+/// The nightly job's lock (`<state>/nightly.lock`).
+public typealias NightlyLock = ProcessLock
+
+/// Keeps two writers apart: two nightly runs (`<state>/nightly.lock`), or two commands
+/// writing one output folder (`OutputLock`). The lock is an flock(2) on a lock file,
 /// which the kernel drops when its holder dies, however it dies; the file also
 /// holds the holder's PID and start time, so a run that finds the lock taken can
 /// say who holds it, and a run that finds a lock file left by a dead process
 /// (PID gone, `kill(pid, 0)` fails, or the PID was reused by a process started
 /// later) says it took that stale lock over.
-public final class NightlyLock {
+public final class ProcessLock {
     public let path: String
-    private var fd: Int32
+    private var fd: Int32 = -1
+    private let removeOnRelease: Bool
     /// The holder recorded in the file when we took it, if that process is dead.
-    public let recoveredFrom: Holder?
+    public private(set) var recoveredFrom: Holder?
 
     public struct Holder: Equatable, CustomStringConvertible {
         public var pid: Int32
@@ -22,25 +27,29 @@ public final class NightlyLock {
         public var description: String { "pid \(pid) (started \(startedAt))" }
     }
 
-    /// Takes the lock or throws naming the live holder.
-    public init(path: String, now: Date = Date()) throws {
+    /// Takes the lock or throws naming the live holder. `holderKind` says what holds such a
+    /// lock, for the message ("idx nightly run", "idx ingest writing corpora/movies").
+    /// The file is opened without following a symbolic link (a link planted at the lock's
+    /// path would have its target truncated) and must be a regular file.
+    /// `removeOnRelease`: unlink the file when released (an output folder's lock beside it
+    /// must not litter its parent); taking such a lock checks that the file it locked is still
+    /// the one at `path`, so a holder that unlinked it in between cannot give two owners.
+    public init(path: String, now: Date = Date(), holderKind: String = "idx nightly run", removeOnRelease: Bool = false) throws {
         self.path = path
+        self.removeOnRelease = removeOnRelease
         try AtomicFile.createParent(of: path)
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw IdxError("\(path): cannot open the lock file: \(String(cString: strerror(errno))).")
-        }
-        let previous = Self.readHolder(fd: fd)
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            close(fd)
-            let who = previous.map { " by \($0)" } ?? ""
-            throw IdxError("another idx nightly run holds \(path)\(who); wait for it to finish (the lock frees itself if that process dies).")
-        }
-        self.fd = fd
-        if let previous, previous.pid != getpid() {
-            recoveredFrom = Self.isAlive(previous) ? nil : previous
-        } else {
-            recoveredFrom = nil
+        var attempts = 0
+        while true {
+            let (fd, previous) = try Self.lockedDescriptor(path, holderKind: holderKind)
+            var held = stat(), there = stat()
+            if !removeOnRelease || (fstat(fd, &held) == 0 && lstat(path, &there) == 0 && held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
+                self.fd = fd
+                recoveredFrom = previous.flatMap { $0.pid != getpid() && !Self.isAlive($0) ? $0 : nil }
+                break
+            }
+            close(fd)  // unlinked by its previous holder after we opened it: lock the new file
+            attempts += 1
+            if attempts > 100 { throw IdxError("\(path): the lock file keeps being replaced; is another idx run looping? Try again.") }
         }
         let me = Holder(pid: getpid(), startTime: Self.startTime(of: getpid()) ?? 0,
                         startedAt: ISO8601DateFormatter().string(from: now))
@@ -50,9 +59,34 @@ public final class NightlyLock {
         _ = fsync(fd)
     }
 
-    /// Empties the file and drops the lock.
+    /// Opens the lock file (never through a link, only a regular file) and takes the flock;
+    /// returns it with the holder the file recorded before.
+    private static func lockedDescriptor(_ path: String, holderKind: String) throws -> (Int32, Holder?) {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
+        guard fd >= 0 else {
+            if errno == ELOOP {
+                throw IdxError("\(path): the lock file is a symbolic link; idx never follows one there. Remove the link (rm \(path)) and run again.")
+            }
+            throw IdxError("\(path): cannot open the lock file: \(String(cString: strerror(errno))).")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw IdxError("\(path): the lock file is not a regular file (\(FileKind.describe(path))); remove it and run again.")
+        }
+        let previous = Self.readHolder(fd: fd)
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            let who = previous.map { " (\($0))" } ?? ""
+            throw IdxError("another \(holderKind)\(who) holds \(path); wait for it to finish (the lock frees itself if that process dies).")
+        }
+        return (fd, previous)
+    }
+
+    /// Empties the file (or removes it) and drops the lock.
     public func release() {
         guard fd >= 0 else { return }
+        if removeOnRelease { unlink(path) }
         _ = ftruncate(fd, 0)
         flock(fd, LOCK_UN)
         close(fd)

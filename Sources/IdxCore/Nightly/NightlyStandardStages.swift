@@ -45,6 +45,7 @@ extension NightlyStages {
                 let version = try keepVersion(of: r.model, hash: model.modelHash, published: r.publishedModel)
                 let corpus = try CorpusReader(directory: r.corpus)
                 let tokens = try corpus.readTokens()
+                try model.checkVocabulary(tokens, source: r.corpus)
                 let meta = try corpus.readMetadata()
                 var range = 0 ..< tokens.count
                 var append = false
@@ -205,6 +206,9 @@ extension NightlyStages {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: idx)
         p.arguments = args
+        // The child dies with this process: a nightly killed mid-training must not leave an
+        // `idx train` running on (and locking) the candidate model the next run retrains.
+        p.environment = ProcessInfo.processInfo.environment.merging([ChildProcess.parentVariable: String(getpid())]) { $1 }
         // At a terminal the child draws its own progress (rate, ETA) on our stderr;
         // otherwise (cron, tests) its last lines are passed on after it ends.
         let interactive = idx_isatty(2) == 1

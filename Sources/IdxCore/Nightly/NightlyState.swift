@@ -14,6 +14,9 @@ public struct NightlyState: Codable, Equatable {
     public var published: Published?
     /// The run in progress (nil between runs). A run that finds one finishes it first.
     public var pending: PendingRun?
+    /// Inbox files that could not be ingested, moved to `<state>/quarantine/` (nil in journals
+    /// written before quarantine existed). `idx nightly --retry-quarantined` takes them back.
+    public var quarantined: [QuarantinedFile]?
 
     public init() {}
 
@@ -23,6 +26,13 @@ public struct NightlyState: Codable, Equatable {
         public var xxh64: String
         public var size: Int64
         public var run: String         // the run that ingested it
+    }
+
+    public struct QuarantinedFile: Codable, Equatable {
+        public var origin: String      // inbox path or URL as configured
+        public var stored: String      // where it lies now, under <state>/quarantine/
+        public var reason: String
+        public var run: String
     }
 
     public struct CachedHash: Codable, Equatable {

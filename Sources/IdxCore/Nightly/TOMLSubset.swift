@@ -49,8 +49,11 @@ public struct TOMLDocument {
     public let source: String
 
     public init(contentsOfFile path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw IdxError("\(path): cannot read the config file; check the path (or pass --config).")
+        // A regular file of at most 1 MiB: a config path that is a FIFO or /dev/zero must not hang.
+        guard let data = OutputPath.readSmallFile(path, limit: 1 << 20) else {
+            let kind = FileKind(stat: path)
+            let why = kind == .missing ? "it does not exist" : kind == .regular ? "it is larger than 1 MiB or unreadable" : "it is \(FileKind.describe(path)), not a regular file"
+            throw IdxError("\(path): cannot read the config file: \(why); check the path (or pass --config).")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw IdxError("\(path): the config file is not UTF-8 text.")

@@ -34,6 +34,9 @@ public enum ProjectionInput {
         }
         if let sample {
             guard sample > 0 else { throw IdxError("--sample must be positive, got \(sample)") }
+            guard sample <= rows.count else {
+                throw IdxError("--sample \(sample) is more than the \(rows.count) rows selected; give at most \(rows.count) (or leave --sample out for all).")
+            }
             if sample < rows.count {
                 var rng = ProjectionRNG(seed: seed)
                 // Partial Fisher-Yates: the first `sample` slots are a uniform draw.

@@ -50,6 +50,15 @@ struct ByteReader {
         return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt64.self))
     }
     mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
+    /// A u64 size or offset that must be at most `limit` (so that arithmetic on it cannot
+    /// overflow): a larger one is a format error, not a trap in `Int(_:)`.
+    mutating func size(atMost limit: Int, _ field: String) throws -> Int {
+        let v = try u64()
+        guard v <= UInt64(max(0, limit)) else {
+            throw IdxError("\(source): \(field) \(v) is larger than the file allows (\(limit)); the file is corrupted: rebuild it with idx index.")
+        }
+        return Int(v)
+    }
     mutating func f32() throws -> Float { Float(bitPattern: try u32()) }
     mutating func string() throws -> String {
         let n = Int(try u32())
@@ -70,7 +79,9 @@ final class MappedFile {
 
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // O_NONBLOCK and the regular-file check: a FIFO or device put in an index folder must
+        // be an error, not a blocked open or an endless map.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             throw IdxError("\(path): cannot open (\(String(cString: strerror(errno)))); the index is incomplete: rebuild it with idx index.")
         }
@@ -78,6 +89,9 @@ final class MappedFile {
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw IdxError("\(path): cannot stat (\(String(cString: strerror(errno)))).")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw IdxError("\(path): is \(FileKind(mode: st.st_mode).name), not a file idx wrote; the index is damaged: rebuild it with idx index.")
         }
         length = Int(st.st_size)
         if length == 0 {

@@ -61,14 +61,19 @@ enum IndexLayout {
 
     /// Reads the live manifest; refuses formats newer than this binary.
     static func readCurrent(_ dir: String) throws -> (generation: String, manifest: IndexManifest) {
-        guard let cur = FileManager.default.contents(atPath: currentFile(dir)) else { throw missing(dir) }
+        // Read bounded and only as regular files: CURRENT or a manifest may be a link to /dev/zero.
+        let currentKind = FileKind(lstat: currentFile(dir))
+        if currentKind == .missing { throw missing(dir) }
+        guard currentKind == .regular, let cur = OutputPath.readSmallFile(currentFile(dir), limit: 4096) else {
+            throw IdxError("\(currentFile(dir)): is \(FileKind.describe(currentFile(dir))) \(currentKind == .regular ? "longer than 4 KiB" : "instead of a regular file"); the index is corrupted: rebuild it with idx index.")
+        }
         let generation = String(decoding: cur, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard generation.hasPrefix("gen-"), !generation.contains("/") else {
-            throw IdxError("\(currentFile(dir)): does not name a generation (\"\(generation)\"); the index is corrupted: rebuild it with idx index.")
+        guard generation.hasPrefix("gen-"), generation.dropFirst(4).allSatisfy({ $0.isASCII && $0.isNumber }), generation.count > 4 else {
+            throw IdxError("\(currentFile(dir)): does not name a generation (\"\(IdxError.printable(generation))\"); the index is corrupted: rebuild it with idx index.")
         }
         let path = manifestPath(dir, generation: generation)
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw IdxError("\(path): missing, though CURRENT names it; the index is corrupted: rebuild it with idx index.")
+        guard FileKind(lstat: path) == .regular, let data = OutputPath.readSmallFile(path, limit: 256 << 20) else {
+            throw IdxError("\(path): missing or not a regular file, though CURRENT names it; the index is corrupted: rebuild it with idx index.")
         }
         struct Probe: Decodable { var format: String?; var formatVersion: Int? }
         guard let probe = try? JSONDecoder().decode(Probe.self, from: data), probe.format == IndexManifest.format,
@@ -78,10 +83,13 @@ enum IndexLayout {
         if version > IndexManifest.version {
             throw IdxError("\(path): index format version \(version) is newer than this idx understands (\(IndexManifest.version)); upgrade idx, or rebuild the index with this idx (idx index --out \(dir)).")
         }
+        let manifest: IndexManifest
         do {
-            return (generation, try JSONDecoder().decode(IndexManifest.self, from: data))
+            manifest = try JSONDecoder().decode(IndexManifest.self, from: data)
         } catch {
             throw IdxError("\(path): manifest fields are invalid (\(error)); rebuild the index with idx index.")
         }
+        try manifest.validate(path: path)
+        return (generation, manifest)
     }
 }

@@ -298,20 +298,21 @@ final class SegmentReader {
         if version != SegmentFormat.version {
             throw IdxError("\(path): segment format version \(version) is not supported (this idx reads \(SegmentFormat.version)); rebuild the index with idx index.")
         }
-        let dimension = Int(try r.u32()), count = Int(try r.u64())
+        let dimension = Int(try r.u32()), count = try r.size(atMost: all.count, "document count")
         self.dimension = dimension; self.count = count
         let vectorsPerChunk = Int(try r.u32())
         let metadataPerChunk = Int(try r.u32())
         self.metadataPerChunk = metadataPerChunk
         let sectionCount = Int(try r.u32())
         _ = try r.u32()
-        guard dimension > 0, vectorsPerChunk > 0, metadataPerChunk > 0, sectionCount < 64 else {
+        guard dimension > 0, dimension <= IndexManifest.maxDimension, vectorsPerChunk > 0, metadataPerChunk > 0, sectionCount < 64,
+              count <= all.count / dimension else {
             throw IdxError("\(path): header fields are invalid; the segment is corrupted: rebuild the index with idx index.")
         }
         var sections: [SegmentFormat.Section: (offset: Int, length: Int, hash: UInt64)] = [:]
         for _ in 0 ..< sectionCount {
             let kind = try r.u32(); _ = try r.u32()
-            let offset = Int(try r.u64()), length = Int(try r.u64()), hash = try r.u64()
+            let offset = try r.size(atMost: all.count, "section offset"), length = try r.size(atMost: all.count, "section length"), hash = try r.u64()
             if let k = SegmentFormat.Section(rawValue: kind) { sections[k] = (offset, length, hash) }
         }
         let headerEnd = r.position
@@ -372,8 +373,12 @@ final class SegmentReader {
             let base = d.baseAddress! - all.baseAddress!
             var chunks: [Chunk] = []
             while tr.position < tr.base.count {
-                let c = Chunk(offset: Int(try tr.u64()), length: Int(try tr.u64()), rawLength: Int(try tr.u64()), hash: try tr.u64())
-                guard c.offset >= 0, c.length >= 0, c.offset + c.length <= d.count else {
+                // Raw lengths are bounded too: a vector chunk decodes to at most a chunk of rows,
+                // a metadata chunk to at most 64 MiB (128 records of synopses).
+                let c = Chunk(offset: try tr.size(atMost: d.count, "chunk offset"), length: try tr.size(atMost: d.count, "chunk length"),
+                              rawLength: try tr.size(atMost: data == .vectorData ? vectorsPerChunk * dimension : 64 << 20, "chunk size"),
+                              hash: try tr.u64())
+                guard c.offset + c.length <= d.count else {
                     throw IdxError("\(path): a chunk of \(data) runs past its section; the segment is corrupted.")
                 }
                 chunks.append(c)
