@@ -50,6 +50,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/IdxServe",
+            swiftSettings: [.unsafeFlags(["-enable-testing"])],
             // The page's files are compiled into the binary: a request path only ever
             // selects one of them, never reaches the file system.
             resources: [
