@@ -50,13 +50,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/IdxServe",
-            swiftSettings: [.unsafeFlags(["-enable-testing"])],
             // The page's files are compiled into the binary: a request path only ever
             // selects one of them, never reaches the file system.
             resources: [
                 .embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/map.js"),
                 .embedInCode("Web/api.js"), .embedInCode("Web/style.css"),
-            ]
+            ],
+            swiftSettings: [.unsafeFlags(["-enable-testing"])]
         ),
         .executableTarget(
             name: "idx",
