@@ -13,6 +13,14 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+/** A coloured dot (its colour set through the CSSOM: the page's CSP allows no inline style). */
+function swatch(colour) {
+  const span = document.createElement("span");
+  span.className = "swatch";
+  span.style.background = colour;
+  return span;
+}
+
 function escapeText(text) {
   const span = document.createElement("span");
   span.textContent = text ?? "";
@@ -62,8 +70,9 @@ function hitItem(hit, onClick) {
   const row = rowOf(hit);
   const colour = row >= 0 ? genreColour(state.data.genre[row]) : "#999";
   const year = hit.year == null ? "" : ` (${hit.year})`;
-  li.innerHTML = `<span class="swatch" style="background:${colour}"></span><b>${escapeText(hit.title)}</b>${escapeText(year)}`
+  li.innerHTML = `<b>${escapeText(hit.title)}</b>${escapeText(year)}`
     + `<div class="meta">${escapeText(hit.genre)} · score ${hit.score.toFixed(3)}</div>`;
+  li.prepend(swatch(colour));
   li.addEventListener("mouseenter", () => { map.hovered = row; map.redrawMarks(); });
   li.addEventListener("mouseleave", () => { map.hovered = -1; map.redrawMarks(); });
   li.addEventListener("click", () => onClick(row));
@@ -128,8 +137,8 @@ function buildLegend() {
     .sort((a, b) => b.count - a.count);
   $("legend").replaceChildren(...items.map(({ name, g, count }) => {
     const li = document.createElement("li");
-    li.innerHTML = `<span class="swatch" style="background:${genreColour(g)}"></span>${escapeText(name || "(none)")} `
-      + `<span class="count">${count.toLocaleString("en")}</span>`;
+    li.innerHTML = `${escapeText(name || "(none)")} <span class="count">${count.toLocaleString("en")}</span>`;
+    li.prepend(swatch(genreColour(g)));
     li.dataset.genre = name;
     li.addEventListener("click", () => {
       if (map.hidden.has(g)) map.hidden.delete(g); else map.hidden.add(g);

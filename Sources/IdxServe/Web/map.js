@@ -132,7 +132,8 @@ export class MapView {
     const hidden = this.hidden.size ? new Uint8Array(this.colours.length).map((_, g) => this.hidden.has(g) ? 1 : 0) : null;
     // Dots shrink as the map gets denser, and grow back when zoomed in.
     const density = n / (width * height);
-    const size = Math.max(1, Math.min(4, Math.round((density > 0.2 ? 1 : density > 0.02 ? 2 : 3) * (this.ratio || 1))));
+    const base = density > 0.2 ? 1 : density > 0.05 ? 2 : density > 0.01 ? 3 : density > 0.002 ? 4 : 6;
+    const size = Math.max(1, Math.min(8, Math.round(base * (this.ratio || 1))));
     const half = size >> 1;
     const { cx, cy, scale } = this.view;
     const ox = width / 2 - cx * scale, oy = height / 2 + cy * scale;
