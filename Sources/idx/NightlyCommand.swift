@@ -35,6 +35,7 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[gate] min_seed_ratio") var minSeedRatio: Double?
     @Option(help: "[download] attempts") var downloadAttempts: Int?
     @Option(help: "[download] timeout_seconds") var downloadTimeout: Double?
+    @Option(help: "[map] projection: none, pca or tsne") var mapProjection: String?
     @Flag(help: "Train, index and evaluate even when the inbox holds nothing new (e.g. after a failed gate).") var retrain = false
 
     func resolvedConfig() throws -> NightlyConfig {
@@ -63,6 +64,7 @@ struct NightlyCommand: ParsableCommand {
         if let minSeedRatio { c.minSeedRatio = minSeedRatio }
         if let downloadAttempts { c.downloadAttempts = max(1, downloadAttempts) }
         if let downloadTimeout { c.downloadTimeout = downloadTimeout }
+        if let mapProjection { c.mapProjection = try NightlyConfig.projection(mapProjection, "--map-projection") }
         return c
     }
 

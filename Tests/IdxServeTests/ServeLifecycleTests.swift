@@ -178,3 +178,31 @@ final class ServeLifecycleTests: XCTestCase {
         XCTAssertTrue(text.contains("idx serve: stopped"), text)
     }
 }
+
+/// `idx nightly`'s [map] projection setting, and the projection it attaches.
+final class NightlyMapSettingTests: XCTestCase {
+    func testMapProjectionSettingIsAnEnumAndComputesTheAttachedMap() throws {
+        let dir = NSTemporaryDirectory() + "idx-serve-nightly-map-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "[map]\nprojection = \"tsne\"\n".write(toFile: dir + "/idx.toml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try NightlyConfig.load(dir + "/idx.toml").mapProjection, .tsne)
+        XCTAssertNil(NightlyConfig().mapProjection, "no projection by default: nightly runs stay as fast as before")
+        try "[map]\nprojection = \"umap\"\n".write(toFile: dir + "/idx.toml", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try NightlyConfig.load(dir + "/idx.toml")) {
+            XCTAssertTrue("\($0)".contains("\"none\", \"pca\" or \"tsne\""), "\($0)")
+        }
+
+        try SampleIndex.makeIndex(at: dir + "/index")
+        let reader = try VectorIndexReader(directory: dir + "/index")
+        for method in ProjectionMethod.allCases {
+            let p = try AttachedProjection.compute(method, of: reader)
+            XCTAssertEqual(p.method, method)
+            XCTAssertEqual(p.count, reader.count)
+            XCTAssertTrue(p.coordinates.allSatisfy(\.isFinite))
+            // Not collapsed: the points spread over the plane.
+            let xs = stride(from: 0, to: p.coordinates.count, by: 2).map { p.coordinates[$0] }
+            XCTAssertGreaterThan(xs.max()! - xs.min()!, 0)
+        }
+    }
+}

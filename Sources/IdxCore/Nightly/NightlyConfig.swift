@@ -38,6 +38,9 @@ public struct NightlyConfig: Codable, Equatable {
     // [download]
     public var downloadAttempts = 4
     public var downloadTimeout = 60.0
+    /// The map idx serve draws: after publishing, project the new generation and attach it
+    /// (`idx project --attach`); nil: none attached (idx serve then computes a PCA at load).
+    public var mapProjection: ProjectionMethod? = nil
 
     public init() {}
 
@@ -73,10 +76,20 @@ public struct NightlyConfig: Codable, Equatable {
             "attempts": { c, v, at in c.downloadAttempts = try int(v, at, min: 1) },
             "timeout_seconds": { c, v, at in c.downloadTimeout = try number(v, at) },
         ],
+        "map": ["projection": { c, v, at in c.mapProjection = try projection(string(v, at), at) }],
     ]
 
     /// Reads `path` over the defaults. Unknown sections and keys are errors (a typo
     /// must not silently fall back to a default).
+    /// "none", "pca" or "tsne" ([map] projection, --map-projection).
+    public static func projection(_ s: String, _ at: String) throws -> ProjectionMethod? {
+        if s == "none" { return nil }
+        guard let m = ProjectionMethod(rawValue: s) else {
+            throw IdxError("\(at) must be \"none\", \"pca\" or \"tsne\", not \"\(s)\".")
+        }
+        return m
+    }
+
     public static func load(_ path: String) throws -> NightlyConfig {
         try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig())
     }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The projection methods idx computes (idx project --method, the nightly refresh, idx serve).
-public enum ProjectionMethod: String, CaseIterable, Sendable {
+public enum ProjectionMethod: String, CaseIterable, Codable, Sendable {
     case pca, tsne
 }
 
@@ -90,6 +90,19 @@ public struct AttachedProjection: Equatable, Sendable {
             var coords = [Float](repeating: 0, count: 2 * n)
             coords.withUnsafeMutableBytes { dst in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[32 ..< 32 + 8 * n])) }
             return AttachedProjection(method: method, coordinates: coords)
+        }
+    }
+
+    /// The projection of every document of the index, with the method's defaults (t-SNE:
+    /// perplexity 30, 1000 iterations, PCA initialisation, Barnes-Hut past 1000 points).
+    public static func compute(_ method: ProjectionMethod, of reader: VectorIndexReader) throws -> AttachedProjection {
+        switch method {
+        case .pca: return try pca(of: reader)
+        case .tsne:
+            var options = TSNEOptions()
+            options.perplexity = min(30, Double(max(1, reader.count - 1)) / 3)
+            let result = try TSNE.run(reader.dequantizedVectors(), n: reader.count, d: reader.dimension, options: options) { _, _ in }
+            return AttachedProjection(method: .tsne, coordinates: result.embedding)
         }
     }
 
