@@ -81,8 +81,13 @@ try:
     check("the hits are highlighted on the map", sorted(highlighted) == sorted(hit_ids), f"{len(highlighted)} highlighted")
     driver.save_screenshot(f"{out}/map-search.png")
 
-    # Hover the first hit's dot: its card.
-    row = driver.execute_script("return window.idxMap.highlighted[0]")
+    # Hover the best hit whose dot is not under the legend: its card.
+    row = driver.execute_script("""
+        const m = window.idxMap, r = m.canvas.getBoundingClientRect();
+        return m.highlighted.find(i => {
+            const [x, y] = m.toScreen(i);
+            return document.elementFromPoint(r.left + x / m.ratio, r.top + y / m.ratio) === m.canvas;
+        }) ?? m.highlighted[0];""")
     sx, sy, w, h = driver.execute_script("""
         const m = window.idxMap, [x, y] = m.toScreen(arguments[0]), c = m.canvas;
         return [x / m.ratio, y / m.ratio, c.clientWidth, c.clientHeight];""", row)

@@ -124,15 +124,19 @@ export class MapView {
     const t0 = performance.now();
     const { width, height } = this.canvas;
     const { x, y, genre, count: n } = this.data;
-    const image = this.context.createImageData(width, height);
-    const pixels = new Uint32Array(image.data.buffer);
+    // One frame buffer, reused while the canvas keeps its size (no allocation per frame).
+    if (!this.image || this.image.width !== width || this.image.height !== height) {
+      this.image = this.context.createImageData(width, height);
+      this.pixels = new Uint32Array(this.image.data.buffer);
+    }
+    const image = this.image, pixels = this.pixels;
     const pack = ([r, g, b]) => (255 << 24) | (b << 16) | (g << 8) | r; // little-endian RGBA
     pixels.fill(pack(BACKGROUND));
     const packed = this.colours.map(pack);
     const hidden = this.hidden.size ? new Uint8Array(this.colours.length).map((_, g) => this.hidden.has(g) ? 1 : 0) : null;
     // Dots shrink as the map gets denser, and grow back when zoomed in.
     const density = n / (width * height);
-    const base = density > 0.2 ? 1 : density > 0.05 ? 2 : density > 0.01 ? 3 : density > 0.002 ? 4 : 6;
+    const base = density > 0.2 ? 1 : density > 0.03 ? 2 : density > 0.01 ? 3 : density > 0.002 ? 4 : 6;
     const size = Math.max(1, Math.min(8, Math.round(base * (this.ratio || 1))));
     const half = size >> 1;
     const { cx, cy, scale } = this.view;
@@ -142,21 +146,27 @@ export class MapView {
     for (let k = 0; k < limit; k++) {
       const i = this.order[k];
       if (hidden && hidden[genre[i]]) continue;
-      const px = Math.round(x[i] * scale + ox) - half, py = Math.round(oy - y[i] * scale) - half;
+      const px = Math.floor(x[i] * scale + ox + 0.5) - half, py = Math.floor(oy - y[i] * scale + 0.5) - half;
       if (px + size <= 0 || py + size <= 0 || px >= width || py >= height) continue;
       visible++;
       const colour = packed[genre[i]];
-      for (let dy = 0; dy < size; dy++) {
-        const row = py + dy;
-        if (row < 0 || row >= height) continue;
-        for (let dx = 0; dx < size; dx++) {
-          const col = px + dx;
-          if (col >= 0 && col < width) pixels[row * width + col] = colour;
+      if (px >= 0 && py >= 0 && px + size <= width && py + size <= height) {
+        // The common case, wholly inside: no bounds test per pixel.
+        for (let dy = 0, at = py * width + px; dy < size; dy++, at += width) {
+          for (let dx = 0; dx < size; dx++) pixels[at + dx] = colour;
+        }
+      } else {
+        for (let dy = 0; dy < size; dy++) {
+          const row = py + dy;
+          if (row < 0 || row >= height) continue;
+          for (let dx = 0; dx < size; dx++) {
+            const col = px + dx;
+            if (col >= 0 && col < width) pixels[row * width + col] = colour;
+          }
         }
       }
       drawn++;
     }
-    this.image = image;
     this.redrawMarks();
     this.stats = { points: n, drawn, visible, frameMs: performance.now() - t0, full: limit === n };
     this.canvas.dataset.points = String(n);
