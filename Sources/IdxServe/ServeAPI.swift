@@ -12,7 +12,8 @@ struct ServeAPI: Sendable {
 
     // MARK: search
 
-    /// GET /search?q=…&k=…&genre=…: a JSON array of the hits, best first.
+    /// GET /search?q=…&k=…&genre=…[&lexical_weight=…&feedback_docs=…]: a JSON array of the hits,
+    /// best first (the last two as `idx search --lexical-weight`, `--feedback-docs`).
     func search(_ request: Request) throws -> Response {
         let params = FormQuery.parse(request.uri.query)
         guard let q = params["q"], !q.trimmingCharacters(in: .whitespaces).isEmpty else {
@@ -20,7 +21,8 @@ struct ServeAPI: Sendable {
         }
         try checkLength(q, field: "q")
         let served = holder.current
-        let settings = try settings(k: params["k"], genre: params["genre"], served: served)
+        var settings = try settings(k: params["k"], genre: params["genre"], served: served)
+        try tune(&settings, lexicalWeight: params["lexical_weight"], feedbackDocs: params["feedback_docs"])
         let hits: [SearchHit]
         do { hits = try served.engine.search(q, settings) } catch let e as IdxError {
             throw APIError(.badRequest, field: "q", e.message)
@@ -58,8 +60,11 @@ struct ServeAPI: Sendable {
         }
         let k = try optionalField(object, "k", as: Int.self, example: "10")
         let genre = try optionalField(object, "genre", as: String.self, example: "\"Sci-Fi\"")
+        let lexicalWeight = try optionalField(object, "lexical_weight", as: Double.self, example: "0.4")
+        let feedbackDocs = try optionalField(object, "feedback_docs", as: Int.self, example: "5")
         let served = holder.current
-        let settings = try settings(k: k.map(String.init), genre: genre, served: served)
+        var settings = try settings(k: k.map(String.init), genre: genre, served: served)
+        try tune(&settings, lexicalWeight: lexicalWeight.map { String($0) }, feedbackDocs: feedbackDocs.map(String.init))
         var results: [[String: Any]] = []
         for (text, result) in zip(texts, served.engine.search(texts, settings)) {
             switch result {
@@ -141,6 +146,24 @@ struct ServeAPI: Sendable {
         return s
     }
 
+    /// The hybrid's BM25 share and the second pass's documents, as idx search takes them.
+    func tune(_ s: inout SearchSettings, lexicalWeight: String?, feedbackDocs: String?) throws {
+        if let text = lexicalWeight {
+            guard let w = Float(text), (0 ... 1).contains(w) else {
+                throw APIError(.badRequest, field: "lexical_weight",
+                               "lexical_weight \(SearchEngine.quoted(text)): give a BM25 share from 0 (cosine only) to 1 (BM25 only).")
+            }
+            s.lexicalWeight = w
+        }
+        if let text = feedbackDocs {
+            guard let n = Int(text), (0 ... limits.maxK).contains(n) else {
+                throw APIError(.badRequest, field: "feedback_docs",
+                               "feedback_docs \(SearchEngine.quoted(text)): give 0 (one pass) to \(limits.maxK) documents for the second pass.")
+            }
+            s.feedback.documents = n
+        }
+    }
+
     func parseK(_ text: String?) throws -> Int {
         guard let text else { return 10 }
         guard let k = Int(text), (1 ... limits.maxK).contains(k) else {
@@ -163,6 +186,7 @@ struct ServeAPI: Sendable {
             return (i as! T)
         }
         if T.self == String.self, let s = value as? String { return (s as! T) }
+        if T.self == Double.self, let n = value as? NSNumber, !(value is Bool) { return (n.doubleValue as! T) }
         throw APIError(.badRequest, field: name, "\"\(name)\" has the wrong type; give e.g. \"\(name)\": \(example).")
     }
 

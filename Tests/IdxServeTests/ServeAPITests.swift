@@ -21,6 +21,8 @@ final class ServeAPITests: XCTestCase {
             ("a detective investigates a murder in the city", ["-k", "7"], "&k=7"),
             ("love", ["-k", "3", "--genre", "romance"], "&k=3&genre=romance"),
             ("robots + aliens & spaceships", ["-k", "20"], "&k=20"),
+            ("alien robot", ["--lexical-weight", "0", "--feedback-docs", "0"], "&lexical_weight=0&feedback_docs=0"),
+            ("a haunted house", ["--lexical-weight", "0.9", "--feedback-docs", "3", "-k", "4"], "&lexical_weight=0.9&feedback_docs=3&k=4"),
         ]
         for c in cases {
             let cli = try IdxBinary.run(["search", "--index", dir + "/index", "--json"] + c.args + [c.q])
@@ -126,6 +128,8 @@ final class ServeAPITests: XCTestCase {
         try await expect("/search?q=alien&genre=Westerns", status: 400, field: "genre", saying: "Sci-Fi")
         try await expect("/search?q=" + String(repeating: "a", count: 1001), status: 400, field: "q", saying: "at most 1000")
         try await expect("/search?q=%21%21%21", status: 400, field: "q", saying: "query \"!!!\": ")
+        try await expect("/search?q=alien&lexical_weight=1.5", status: 400, field: "lexical_weight", saying: "from 0 (cosine only)")
+        try await expect("/search?q=alien&feedback_docs=-1", status: 400, field: "feedback_docs", saying: "give 0 (one pass)")
         try await expect("/documents/999999", status: 404, field: "id", saying: "no document with id 999999")
         try await expect("/documents/abc", status: 400, field: "id", saying: "not a whole number")
         try await expect("/neighbours/38?k=1000", status: 400, field: "k", saying: "from 1 to 100")
