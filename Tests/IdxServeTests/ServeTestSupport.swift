@@ -135,6 +135,7 @@ enum HTTP {
     static let session: URLSession = {
         let c = URLSessionConfiguration.ephemeral
         c.timeoutIntervalForRequest = 30
+        c.connectionProxyDictionary = [:] // loopback only: never through an HTTP_PROXY of the environment
         return URLSession(configuration: c)
     }()
 
