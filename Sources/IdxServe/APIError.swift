@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import IdxCore
 
 /// A refused request: its HTTP status, the field at fault and a message saying what to do.
 /// Sent as `{"error": {"status": 400, "field": "k", "message": "..."}}`.
@@ -23,15 +24,18 @@ public struct APIError: Error, HTTPResponseError {
     }
 }
 
-/// JSON bodies, serialized as `idx search --json` serializes its lines (sorted keys,
-/// slashes unescaped), so the API's bytes match the command's.
+/// JSON bodies, in the bytes `idx search --json` prints its lines with (CompactJSON writes what
+/// JSONSerialization's sorted-keys, unescaped-slashes output is, several times faster).
 enum JSONResponse {
-    static let options: JSONSerialization.WritingOptions = [.sortedKeys, .withoutEscapingSlashes]
-
     static func make(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: options)) ?? Data("{}".utf8)
+        guard let bytes = try? CompactJSON.data(object) else {
+            // Only a NaN or infinite score could get here; say so rather than send half an answer.
+            let error = #"{"error":{"message":"internal error: the answer holds a number JSON cannot represent","status":500}}"#
+            return Response(status: .internalServerError, headers: [.contentType: "application/json; charset=utf-8"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: error)))
+        }
         return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }
 
