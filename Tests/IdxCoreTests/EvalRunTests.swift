@@ -55,14 +55,14 @@ final class EvalRunTests: XCTestCase {
         cosine.lexicalWeight = 0
         cosine.feedback.documents = 0
         let loo = try EvalRun.run(cosine)
-        XCTAssertTrue(loo.knn.leaveOneOut)
+        XCTAssertTrue(loo.knn!.leaveOneOut)
         let reader = try VectorIndexReader(directory: index)
-        XCTAssertEqual(loo.knn.queries, reader.count)
+        XCTAssertEqual(loo.knn!.queries, reader.count)
         let labels = (0 ..< reader.count).map { reader.metadata($0).genre }
         let expected = try EvalMetrics.knnPrecision(queries: reader.dequantizedVectors(), queryLabels: labels,
                                                     base: reader.dequantizedVectors(), baseLabels: labels,
                                                     dim: reader.dimension, k: 10, leaveOneOut: true)
-        XCTAssertEqual(loo.knn.precision, expected.precision, accuracy: 1e-12)
+        XCTAssertEqual(loo.knn!.precision, expected.precision, accuracy: 1e-12)
         XCTAssertEqual(loo.seed.intraPairs, 90)
         XCTAssertEqual(loo.seed.interPairs, 100)
         XCTAssertGreaterThan(loo.mlm?.maskedTokens ?? 0, 0)
@@ -90,13 +90,13 @@ final class EvalRunTests: XCTestCase {
                     for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
                 }, feedback: feedback).precision
         }
-        XCTAssertEqual(hybrid.knn.precision, try expectedHybrid(.standard), accuracy: 1e-12)
+        XCTAssertEqual(hybrid.knn!.precision, try expectedHybrid(.standard), accuracy: 1e-12)
         var onePass = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
         onePass.feedback.documents = 0
         let single = try EvalRun.run(onePass)
         XCTAssertNil(single.feedback)
-        XCTAssertEqual(single.knn.precision, try expectedHybrid(nil), accuracy: 1e-12)
-        XCTAssertNotEqual(single.knn.precision, loo.knn.precision) // the BM25 part does change the neighbours
+        XCTAssertEqual(single.knn!.precision, try expectedHybrid(nil), accuracy: 1e-12)
+        XCTAssertNotEqual(single.knn!.precision, loo.knn!.precision) // the BM25 part does change the neighbours
         XCTAssertTrue(EvalRun.table(hybrid).contains("BM25") && EvalRun.table(hybrid).contains("second pass"))
         XCTAssertFalse(EvalRun.table(single).contains("second pass"))
 
@@ -116,11 +116,11 @@ final class EvalRunTests: XCTestCase {
         rows.insert("Tiny Two - 2002,Drama,Drama,5.0,\"Also short, really\"", at: 7)
         try (rows.joined(separator: "\n") + "\n").write(toFile: dir + "/validation.csv", atomically: true, encoding: .utf8)
         let held = try EvalRun.run(EvalRun.Options(index: index, validation: dir + "/validation.csv", seedTest: seedTest))
-        XCTAssertFalse(held.knn.leaveOneOut)
-        XCTAssertEqual(held.validationDropped, 2 + (50 - held.knn.queries))
-        XCTAssertEqual(held.knn.queries, held.validationDocuments)
-        XCTAssertLessThanOrEqual(held.knn.queries, 50)
-        XCTAssertGreaterThan(held.knn.queries, 40)
+        XCTAssertFalse(held.knn!.leaveOneOut)
+        XCTAssertEqual(held.validationDropped, 2 + (50 - held.knn!.queries))
+        XCTAssertEqual(held.knn!.queries, held.validationDocuments)
+        XCTAssertLessThanOrEqual(held.knn!.queries, 50)
+        XCTAssertGreaterThan(held.knn!.queries, 40)
         XCTAssertEqual(held.seed, loo.seed)
         XCTAssertTrue(EvalRun.table(held).contains("validation documents"))
         // The same masks every time: the loss is a pure function of model and documents.

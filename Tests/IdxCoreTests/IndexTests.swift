@@ -172,7 +172,7 @@ final class IndexTests: XCTestCase {
         var eval = EvalRun.Options(index: tmp + "/titled-index", validation: tmp + "/twins.csv",
                                    seedTest: IngestTestSupport.repoRoot.path + "/corpora/seed-test.tsv")
         eval.k = 1; eval.lexicalWeight = 0; eval.feedback.documents = 0
-        XCTAssertEqual(try EvalRun.run(eval).knn.precision, 1)
+        XCTAssertEqual(try EvalRun.run(eval).knn?.precision, 1)
         var bad = try TrainCommand.parse(["--corpus", corpus, "--out", tmp + "/bad", "--steps", "2", "--mask-probability", "1.5"])
         XCTAssertThrowsError(try bad.run())
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad/model.safetensors"))
