@@ -66,6 +66,16 @@ public struct IdxServer: Sendable {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        try await application(onServerRunning: onServerRunning).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        do {
+            try await application(onServerRunning: onServerRunning).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        } catch let e as IOError {
+            let address = "\(configuration.host):\(configuration.port)"
+            switch e.errnoCode {
+            case EADDRINUSE: throw IdxError("cannot listen on \(address): the port is in use; pick another --port (0: any free one).")
+            case EACCES: throw IdxError("cannot listen on \(address): permission denied; ports below 1024 need privileges, pick a higher --port.")
+            case EADDRNOTAVAIL: throw IdxError("cannot listen on \(address): no interface of this machine has that address; check --host.")
+            default: throw IdxError("cannot listen on \(address): \(e).")
+            }
+        }
     }
 }

@@ -179,6 +179,22 @@ final class ServeAPITests: XCTestCase {
         try await server.stop()
     }
 
+    func testAPortInUseIsRefusedWithAMessage() async throws {
+        let first = try await RunningServer(ServeConfiguration(index: dir + "/index"))
+        var configuration = ServeConfiguration(index: dir + "/index")
+        configuration.port = first.port
+        let second = try IdxServer(configuration: configuration)
+        do {
+            try await second.run()
+            XCTFail("a second server on port \(first.port) started")
+        } catch let e as IdxError {
+            XCTAssertTrue(e.message.contains("the port is in use; pick another --port"), e.message)
+        }
+        let (status, _) = try await first.request("/healthz")
+        XCTAssertEqual(status, 200, "the first server is unharmed")
+        try await first.stop()
+    }
+
     func testTokenFileIsReadAndAnEmptyOneRefused() throws {
         let path = dir + "/token"
         try "  abc123\n".write(toFile: path, atomically: true, encoding: .utf8)
