@@ -7,9 +7,16 @@ let package = Package(
         .executable(name: "idx", targets: ["idx"]),
         .executable(name: "idx-fuzz", targets: ["idx-fuzz"]),
         .library(name: "IdxCore", targets: ["IdxCore"]),
+        .library(name: "IdxServe", targets: ["IdxServe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // idx serve (IdxServe only: the core does not depend on them).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // C libraries from Debian, wrapped as system-library targets.
@@ -32,13 +39,38 @@ let package = Package(
             // it does not slow the hot loops.
             swiftSettings: [.unsafeFlags(["-enable-testing"])]
         ),
+        // idx serve: the JSON API and the map page on Hummingbird (docs/serve.md).
+        .target(
+            name: "IdxServe",
+            dependencies: [
+                "IdxCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/IdxServe",
+            // The page's files are compiled into the binary: a request path only ever
+            // selects one of them, never reaches the file system.
+            resources: [
+                .embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/map.js"),
+                .embedInCode("Web/api.js"), .embedInCode("Web/style.css"),
+            ],
+            swiftSettings: [.unsafeFlags(["-enable-testing"])]
+        ),
         .executableTarget(
             name: "idx",
-            dependencies: ["IdxCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["IdxCore", "IdxServe", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/idx"
         ),
         // libFuzzer entry points of every reader (scripts/fuzz); built plainly, a replayer.
         .executableTarget(name: "idx-fuzz", dependencies: ["IdxCore"], path: "Sources/idx-fuzz"),
+        .testTarget(
+            name: "IdxServeTests",
+            dependencies: ["IdxServe", "IdxCore", "idx"],
+            path: "Tests/IdxServeTests"
+        ),
         .testTarget(
             name: "IdxCoreTests",
             dependencies: ["IdxCore", "idx"],

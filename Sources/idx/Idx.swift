@@ -2,7 +2,7 @@ import ArgumentParser
 import IdxCore
 
 @main
-struct Idx: ParsableCommand {
+struct Idx: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "idx",
         abstract: "Turn corpora of movie synopses into a searchable, plottable embedding index.",
@@ -14,6 +14,7 @@ struct Idx: ParsableCommand {
             EvalCommand.self, NightlyCommand.self,
             MPICheckCommand.self,
             ProjectCommand.self,
+            ServeCommand.self,
         ]
     )
 }

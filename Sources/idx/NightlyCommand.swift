@@ -38,6 +38,7 @@ struct NightlyCommand: ParsableCommand {
     @Option(help: "[inbox] max_file_bytes: largest inbox file or download accepted.") var maxFileBytes: Int64?
     @Flag(help: "[inbox] follow_symlinks: accept symbolic links among inbox folders' entries.") var followSymlinks = false
     @Option(help: "[download] max_seconds: longest one download may take in all.") var downloadMaxSeconds: Double?
+    @Option(help: "[map] projection: none, pca or tsne") var mapProjection: String?
     @Flag(help: "Train, index and evaluate even when the inbox holds nothing new (e.g. after a failed gate).") var retrain = false
     @Flag(help: "Print what is published, any interrupted run and the quarantined inbox files, then exit.") var status = false
     @Flag(help: "Move the quarantined inbox files back to where they came from (downloads are fetched again), then exit.") var retryQuarantined = false
@@ -71,6 +72,7 @@ struct NightlyCommand: ParsableCommand {
         if let maxFileBytes { guard maxFileBytes >= 1 else { throw IdxError("--max-file-bytes must be at least 1.") }; c.maxFileBytes = maxFileBytes }
         if followSymlinks { c.followSymlinks = true }
         if let downloadMaxSeconds { c.downloadMaxSeconds = downloadMaxSeconds }
+        if let mapProjection { c.mapProjection = try NightlyConfig.projection(mapProjection, "--map-projection") }
         return c
     }
 

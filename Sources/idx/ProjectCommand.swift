@@ -27,7 +27,8 @@ struct ProjectCommand: ParsableCommand {
     @Option(help: "Barnes-Hut accuracy θ (0 = exact repulsion).") var theta: Double = 0.5
     @Option(help: "Project a random sample of this many rows (after --genre).") var sample: Int?
     @Option(parsing: .upToNextOption, help: "Keep only rows of these genres.") var genre: [String] = []
-    @Option(help: "Output CSV (id,title,year,genre,x,y; text,label,x,y with --texts).") var out: String
+    @Option(help: "Output CSV (id,title,year,genre,x,y; text,label,x,y with --texts).") var out: String?
+    @Flag(help: "Store the projection inside the index's current generation (the map idx serve draws).") var attach = false
     @Option(help: "Also write an SVG scatter plot coloured by genre.") var svg: String?
     @Option(help: ArgumentHelp("Developer (scripts/bench-project): after the timed first PCA, fit it this many more times and print the warm times.", visibility: .hidden)) var warmRepeats: Int = 0
 
@@ -55,10 +56,16 @@ struct ProjectCommand: ParsableCommand {
         var corpusTokens: TokenizedCorpus? = nil
         var ids: [String]? = nil
         let inputs = [corpus, texts, vectors].compactMap { $0 }.count
+        var attachTo: VectorIndexReader? = nil
+        if attach && (inputs > 0 || sample != nil || !genre.isEmpty) {
+            throw IdxError("--attach stores one point per document of the index: give --index alone, without --texts, --corpus, --vectors, --sample or --genre")
+        }
+        if out == nil && !attach { throw IdxError("give --out FILE.csv for the points (or --attach to store them in the index)") }
         if inputs > 1 { throw IdxError("give one of --texts, --corpus or --vectors") }
         if inputs == 0 || (texts == nil && index != nil) {
             let dir = index ?? "indexes/movies"
             let reader = try VectorIndexReader(directory: dir)
+            if attach { attachTo = reader }
             count = reader.count; dim = reader.dimension
             if count == 0 { throw IdxError("\(dir) holds no vectors; build it with idx index") }
             all = reader.dequantizedVectors()
@@ -223,8 +230,13 @@ struct ProjectCommand: ParsableCommand {
                                        CSVExport.number(coords[2 * r]), CSVExport.number(coords[2 * r + 1])])
             }
         }
-        try AtomicFile.createParent(of: out)
-        try AtomicFile.write(Data(csv.utf8), to: out)
+        if let out {
+            try AtomicFile.createParent(of: out)
+            try AtomicFile.write(Data(csv.utf8), to: out)
+        }
+        if let attachTo {
+            try AttachedProjection(method: method == .pca ? .pca : .tsne, coordinates: coords).attach(to: attachTo)
+        }
         if let svg {
             let plot = ScatterPlot(x: (0 ..< n).map { coords[2 * $0] }, y: (0 ..< n).map { coords[2 * $0 + 1] },
                                    groups: rows.map { genres[$0].isEmpty ? "(no label)" : genres[$0] },
@@ -233,6 +245,7 @@ struct ProjectCommand: ParsableCommand {
             try AtomicFile.createParent(of: svg)
             try AtomicFile.write(Data(plot.svg().utf8), to: svg)
         }
-        Progress("project", unit: "points").finish(String(format: "project: %d points, %@ in %.3f s -> %@%@", n, method.rawValue, seconds, out, svg.map { " + " + $0 } ?? ""))
+        Progress("project", unit: "points").finish(String(format: "project: %d points, %@ in %.3f s -> %@%@", n, method.rawValue, seconds,
+                                                                   [out, attachTo.map { AttachedProjection.path(of: $0) }].compactMap { $0 }.joined(separator: " + "), svg.map { " + " + $0 } ?? ""))
     }
 }

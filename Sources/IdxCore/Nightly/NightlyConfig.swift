@@ -48,6 +48,9 @@ public struct NightlyConfig: Codable, Equatable {
     public var downloadTimeout = 60.0
     /// Longest one download may take in all, in seconds.
     public var downloadMaxSeconds = 3600.0
+    /// The map idx serve draws: after publishing, project the new generation and attach it
+    /// (`idx project --attach`); nil: none attached (idx serve then computes a PCA at load).
+    public var mapProjection: ProjectionMethod? = nil
 
     public init() {}
 
@@ -88,10 +91,20 @@ public struct NightlyConfig: Codable, Equatable {
             "timeout_seconds": { c, v, at in c.downloadTimeout = try number(v, at) },
             "max_seconds": { c, v, at in c.downloadMaxSeconds = try number(v, at) },
         ],
+        "map": ["projection": { c, v, at in c.mapProjection = try projection(string(v, at), at) }],
     ]
 
     /// Reads `path` over the defaults. Unknown sections and keys are errors (a typo
     /// must not silently fall back to a default).
+    /// "none", "pca" or "tsne" ([map] projection, --map-projection).
+    public static func projection(_ s: String, _ at: String) throws -> ProjectionMethod? {
+        if s == "none" { return nil }
+        guard let m = ProjectionMethod(rawValue: s) else {
+            throw IdxError("\(at) must be \"none\", \"pca\" or \"tsne\", not \"\(s)\".")
+        }
+        return m
+    }
+
     public static func load(_ path: String) throws -> NightlyConfig {
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
         return try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig()).resolved(against: folder)

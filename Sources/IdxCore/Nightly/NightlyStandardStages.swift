@@ -85,6 +85,17 @@ extension NightlyStages {
                 }
                 try? FileManager.default.removeItem(atPath: cfgState + "/index")
                 collectModelVersions(index: config.index, model: config.model)
+                if let method = config.mapProjection {
+                    // The served map follows the new generation. A failure here leaves the publish
+                    // standing (idx serve then draws a PCA computed at load) and is logged.
+                    do {
+                        let reader = try VectorIndexReader(directory: config.index)
+                        try AttachedProjection.compute(method, of: reader).attach(to: reader)
+                        log("nightly: map: \(method.rawValue) attached to \(reader.generation)")
+                    } catch {
+                        log("nightly: map: the \(method.rawValue) projection failed (\(error)); idx serve will draw a PCA")
+                    }
+                }
             },
             discard: { r in
                 let cfgState = URL(fileURLWithPath: r.model).deletingLastPathComponent().path

@@ -1,0 +1,46 @@
+import Foundation
+
+/// Row-level reads that serve a document at a time (idx serve's documents, neighbours and
+/// map), beside the whole-index reads of VectorIndexReader.
+extension VectorIndexReader {
+    /// The folder of the generation this reader opened (`indexes/<name>/gen-NNNNNN`).
+    public var generationDirectory: String { directory + "/" + generation }
+
+    /// The decoded unit vector of document `i` (what the scan scores), in the index's space.
+    public func decodedVector(_ i: Int) -> [Float] {
+        let (s, r) = locate(i)
+        var out = [Float](repeating: 0, count: dimension)
+        out.withUnsafeMutableBufferPointer { segments[s].decode(r, into: $0.baseAddress!) }
+        return out
+    }
+
+    /// Every genre of the index (in order of first appearance over the segments) and each
+    /// document's position in that list: read from the segments' genre sections, without
+    /// decoding any metadata.
+    public func genreTable() -> (names: [String], genreOfDocument: [UInt16]) {
+        var names: [String] = []
+        var position: [String: UInt16] = [:]
+        var out = [UInt16](repeating: 0, count: count)
+        for (k, s) in segments.enumerated() {
+            let local = s.genreNames.map { name -> UInt16 in
+                if let p = position[name] { return p }
+                let p = UInt16(names.count)
+                names.append(name)
+                position[name] = p
+                return p
+            }
+            let start = segmentStarts[k]
+            for r in 0 ..< s.count { out[start + r] = local[Int(s.genreIds[r])] }
+        }
+        return (names, out)
+    }
+
+    /// The stored id of every document, in index order (decodes, and so verifies, every
+    /// metadata chunk).
+    public func documentIds() throws -> [Int64] {
+        var ids: [Int64] = []
+        ids.reserveCapacity(count)
+        for i in 0 ..< count { ids.append(try documentId(i)) }
+        return ids
+    }
+}

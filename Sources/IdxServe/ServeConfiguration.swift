@@ -1,0 +1,47 @@
+import Foundation
+import IdxCore
+
+/// The bounds a request must stay within; anything past them is refused with a 4xx JSON
+/// error naming the field, before any search work is done.
+public struct ServeLimits: Sendable, Equatable {
+    /// Largest request body (POST /search), in bytes.
+    public var maxBodyBytes = 64 * 1024
+    /// Longest query text, in characters.
+    public var maxQueryCharacters = 1_000
+    /// Largest k of /search and /neighbours.
+    public var maxK = 100
+    /// Most queries in one POST /search.
+    public var maxBatch = 64
+    public init() {}
+}
+
+/// Everything `idx serve` is told: what to serve, where, and how strictly.
+public struct ServeConfiguration: Sendable {
+    /// The index folder (indexes/<name>); its CURRENT generation is served and followed.
+    public var index: String
+    /// Address to bind: loopback unless told otherwise.
+    public var host = "127.0.0.1"
+    /// TCP port (0: any free port, reported by the start-up line).
+    public var port = 8080
+    /// When set, every API route but /healthz needs `Authorization: Bearer <token>`.
+    public var token: String?
+    public var limits = ServeLimits()
+    /// How often CURRENT (and the attached projection) is checked for a new generation.
+    public var reloadInterval: Duration = .milliseconds(250)
+    /// Scan threads per query: 1 by default, since concurrent requests already use the cores.
+    public var searchThreads = 1
+
+    public init(index: String) { self.index = index }
+
+    /// Reads a bearer token from a file (trailing whitespace dropped); refuses an empty one.
+    public static func readToken(file path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw IdxError("--token-file \(path): cannot read it; give a readable file holding the token.")
+        }
+        let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty, !token.contains(where: { $0.isWhitespace }) else {
+            throw IdxError("--token-file \(path): holds no token (empty, or whitespace inside it); write one token on one line.")
+        }
+        return token
+    }
+}

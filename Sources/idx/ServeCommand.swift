@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import IdxCore
+import IdxServe
+import Logging
+
+/// `idx serve`: arguments in, IdxServer (Sources/IdxServe) does the rest.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the index: a JSON search API and a map of the corpus to explore in a browser.",
+        discussion: """
+        Routes: / (the map page), GET /search?q=...&k=...&genre=..., POST /search {"queries": [...]}, \
+        GET /documents/{id}, GET /neighbours/{id}?k=..., GET /map, GET /healthz, GET /metrics. \
+        Searches answer exactly what idx search --json prints. When a new generation is published \
+        (CURRENT changes), the server switches to it without a restart. The map is the projection \
+        attached with idx project --attach, else a PCA computed when the generation is loaded. \
+        SIGTERM or SIGINT stops it gracefully. See docs/serve.md.
+        """
+    )
+
+    @Option(help: "Index folder.") var index: String = "indexes/movies"
+    @Option(help: "Address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface).") var host: String = "127.0.0.1"
+    @Option(help: "TCP port (0: any free port).") var port: Int = 8080
+    @Option(help: "A file holding a bearer token: the API then needs Authorization: Bearer <token>.") var tokenFile: String?
+    @Option(help: "Largest request body, in bytes.") var maxBodyBytes: Int = ServeLimits().maxBodyBytes
+    @Option(help: "Longest query, in characters.") var maxQueryCharacters: Int = ServeLimits().maxQueryCharacters
+    @Option(help: "Largest k a request may ask for.") var maxK: Int = ServeLimits().maxK
+    @Option(help: "Most queries in one POST /search.") var maxBatch: Int = ServeLimits().maxBatch
+    @Option(help: "Scan threads per query (0: all cores; 1 suits concurrent clients).") var threads: Int = 1
+    @Option(help: "Seconds between checks of CURRENT for a new generation.") var reloadSeconds: Double = 0.25
+
+    func run() async throws {
+        do {
+            var c = ServeConfiguration(index: index)
+            c.host = host
+            c.port = port
+            guard (0 ... 65535).contains(port) else { throw IdxError("--port \(port): give a TCP port from 0 to 65535.") }
+            c.token = try tokenFile.map { try ServeConfiguration.readToken(file: $0) }
+            for (name, value) in [("--max-body-bytes", maxBodyBytes), ("--max-query-characters", maxQueryCharacters),
+                                  ("--max-k", maxK), ("--max-batch", maxBatch)] where value < 1 {
+                throw IdxError("\(name) \(value): give a positive number.")
+            }
+            guard maxK <= SearchEngine.maxResults else { throw IdxError("--max-k \(maxK): at most \(SearchEngine.maxResults).") }
+            guard threads >= 0 else { throw IdxError("--threads \(threads): give 0 (all cores) or more.") }
+            guard reloadSeconds > 0 else { throw IdxError("--reload-seconds \(reloadSeconds): give a positive interval.") }
+            c.limits.maxBodyBytes = maxBodyBytes
+            c.limits.maxQueryCharacters = maxQueryCharacters
+            c.limits.maxK = maxK
+            c.limits.maxBatch = maxBatch
+            c.searchThreads = threads
+            c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
+            // A query is a few tokens; OpenBLAS's idle workers would spin on the cores requests need.
+            BLASRuntime.useOneThread()
+            var logger = Logger(label: "idx.serve")
+            logger.logLevel = .info
+            let server = try IdxServer(configuration: c, logger: logger)
+            let served = server.holder.current
+            let host = self.host, index = c.index
+            try await server.run { port in
+                print("idx serve: \(served.reader.count) documents of \(index) (\(served.generation), map: \(served.map.method.rawValue), \(served.map.source.rawValue)) on http://\(host):\(port)/")
+                fflush(stdout)
+            }
+            print("idx serve: stopped")
+        } catch let e as IdxError {
+            FileHandle.standardError.write(Data("idx serve: \(e.message)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}
