@@ -114,7 +114,7 @@ public struct IndexCommand: ParsableCommand {
                     }
                     metadata = (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }
                     provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
-                                                 modelDirectory: URL(fileURLWithPath: model).standardizedFileURL.path,
+                                                 modelDirectory: ModelPath.recorded(model, index: out),
                                                  maxTokens: maxTokens ?? m.trainedMaxTokens, source: file)
                 } else {
                     metadata = (0 ..< n).map {
@@ -203,9 +203,8 @@ public struct IndexCommand: ParsableCommand {
         let secs = progress.elapsed
         progress.finish(String(format: "index: %@embedded %d documents in %.2fs (%.0f docs/s)",
                                comm.size > 1 ? "rank \(comm.rank) " : "", n, secs, Double(n) / max(secs, 1e-9)))
-        let absolute = URL(fileURLWithPath: self.model).standardizedFileURL.path
         return (out, metadata, IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
-                                               modelDirectory: absolute, maxTokens: maxTokens, source: corpus), d)
+                                               modelDirectory: ModelPath.recorded(self.model, index: self.out), maxTokens: maxTokens, source: corpus), d)
     }
 }
 

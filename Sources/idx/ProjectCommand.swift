@@ -102,7 +102,7 @@ struct ProjectCommand: ParsableCommand {
             if index != nil || model == nil { reader = try VectorIndexReader(directory: index ?? "indexes/movies") }
             let modelDir: String
             if let model { modelDir = model } else {
-                let m = reader!.manifest.modelDirectory
+                let m = reader!.modelDirectory
                 if m.isEmpty { throw IdxError("\(reader!.directory) records no model (built from raw vectors); give --model models/<name>") }
                 modelDir = m
             }

@@ -90,6 +90,70 @@ final class IndexTests: XCTestCase {
         XCTAssertNotNil(try VectorIndexReader(directory: tmp + "/std").manifest.standardization)
     }
 
+    /// The manifest records the model relative to the index: a project folder (model, corpus,
+    /// index) moved elsewhere still answers the same; an old manifest's absolute path still reads.
+    func testMovedIndexFolderStillAnswers() throws {
+        let (corpus, model) = try makeCorpusAndModel()
+        let project = tmp + "/project"
+        try FileManager.default.createDirectory(atPath: project + "/models", withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: model, toPath: project + "/models/m")
+        let cwd = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(project)
+        defer { FileManager.default.changeCurrentDirectoryPath(cwd) }
+        var index = try IndexCommand.parse(["--model", "models/m", "--corpus", corpus, "--out", "indexes/i"])
+        try index.run()
+        FileManager.default.changeCurrentDirectoryPath(cwd)
+        let before = try SearchEngine(index: project + "/indexes/i").search("an alien robot", SearchSettings(k: 5))
+        XCTAssertEqual(try VectorIndexReader(directory: project + "/indexes/i").manifest.modelDirectory, "../../models/m")
+
+        let moved = tmp + "/elsewhere/project"
+        try FileManager.default.createDirectory(atPath: tmp + "/elsewhere", withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: project, toPath: moved)
+        let engine = try SearchEngine(index: moved + "/indexes/i")
+        XCTAssertEqual(engine.reader.modelDirectory, moved + "/models/m")
+        let after = try engine.search("an alien robot", SearchSettings(k: 5))
+        XCTAssertEqual(after.map(\.index), before.map(\.index))
+        XCTAssertEqual(after.map(\.score), before.map(\.score))
+
+        // A manifest written before relative paths holds an absolute one: still read as such.
+        let manifestPath = moved + "/indexes/i/" + engine.reader.generation + "/manifest.json"
+        let text = try String(contentsOfFile: manifestPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"..\\/..\\/models\\/m\"", with: "\"\(moved.replacingOccurrences(of: "/", with: "\\/"))\\/models\\/m\"")
+            .write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        let old = try SearchEngine(index: moved + "/indexes/i")
+        XCTAssertEqual(old.reader.manifest.modelDirectory, moved + "/models/m")
+        XCTAssertEqual(try old.search("an alien robot", SearchSettings(k: 5)).map(\.index), before.map(\.index))
+    }
+
+    /// Two `idx index` on one folder at once: one publishes, the other is refused naming the
+    /// holder (or, when they do not overlap, both publish in turn); either way CURRENT names one
+    /// complete generation and every segment a kept generation lists is on disk.
+    func testTwoConcurrentIndexCommandsLeaveOneCompleteGeneration() throws {
+        let (corpus, model) = try makeCorpusAndModel()
+        let out = tmp + "/index"
+        let group = DispatchGroup()
+        let lock = NSLock()
+        var outcomes: [Bool] = []
+        for _ in 0 ..< 2 {
+            DispatchQueue.global().async(group: group) {
+                var ok = true
+                do { var c = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out]); try c.run() } catch { ok = false }
+                lock.lock(); outcomes.append(ok); lock.unlock()
+            }
+        }
+        group.wait()
+        XCTAssertTrue(outcomes.contains(true), "\(outcomes)")
+        let reader = try VectorIndexReader(directory: out)
+        XCTAssertEqual(reader.generation, IndexLayout.generationName(outcomes.filter { $0 }.count))
+        XCTAssertEqual(reader.count, try CorpusReader(directory: corpus).readTokens().count)
+        for f in reader.manifest.segments.flatMap(\.files) {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + f), f)
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out + "/segments").filter { $0.hasPrefix(".") }, [],
+                       "no pending marker or temporary file is left")
+        XCTAssertFalse(try SearchEngine(index: out).search("an alien robot", SearchSettings(k: 3)).isEmpty)
+    }
+
     /// `idx index` embeds at the length the model was trained on (recorded in model.safetensors),
     /// unless --max-tokens says otherwise; a model written before the length was recorded is read as 32.
     func testIndexEmbedsAtTheModelsTrainingLength() throws {

@@ -62,7 +62,7 @@ final class StoreTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
-        VectorIndexWriter.beforeSwitch = nil
+        IndexCommit.beforeSwitch = nil
         try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: dir).deletingLastPathComponent().path)
     }
 
@@ -157,7 +157,7 @@ final class StoreTests: XCTestCase {
         _ = try VectorIndexWriter.write(directory: dir, embeddings: a, dimension: d, metadata: Synthetic.metadata(count: 100, tag: "old"),
                                         provenance: Synthetic.provenance, append: false, standardize: false)
         struct Crash: Error {}
-        VectorIndexWriter.beforeSwitch = { throw Crash() }
+        IndexCommit.beforeSwitch = { throw Crash() }
         XCTAssertThrowsError(try VectorIndexWriter.write(directory: dir, embeddings: a, dimension: d,
                                                          metadata: Synthetic.metadata(count: 100, tag: "new"),
                                                          provenance: Synthetic.provenance, append: true, standardize: false))
@@ -166,7 +166,7 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(r.count, 100)
         XCTAssertEqual(r.metadata(0).title, "old 0 ☃")
         // The next publish succeeds over the crash's leftovers.
-        VectorIndexWriter.beforeSwitch = nil
+        IndexCommit.beforeSwitch = nil
         _ = try VectorIndexWriter.write(directory: dir, embeddings: a, dimension: d, metadata: Synthetic.metadata(count: 100, tag: "new"),
                                         provenance: Synthetic.provenance, append: true, standardize: false)
         r = try VectorIndexReader(directory: dir)

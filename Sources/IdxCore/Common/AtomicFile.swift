@@ -32,6 +32,22 @@ public enum AtomicFile {
         }
     }
 
+    /// fsync(2) of a folder: makes its entries (a rename into it) survive a power failure.
+    public static func syncFolder(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw IdxError("\(path): cannot open the folder to sync it: \(String(cString: strerror(errno))).") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw IdxError("\(path): cannot sync the folder: \(String(cString: strerror(errno))).") }
+    }
+
+    /// fsync(2) of a file already written.
+    public static func syncFile(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IdxError("\(path): cannot open the file to sync it: \(String(cString: strerror(errno))).") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw IdxError("\(path): cannot sync the file: \(String(cString: strerror(errno))).") }
+    }
+
     /// `rename(2)`: atomic replacement of a file (or an empty folder).
     public static func rename(_ from: String, to: String) throws {
         if Foundation.rename(from, to) != 0 {

@@ -87,7 +87,7 @@ public enum OutputKind: String, Sendable {
         case .model:
             return ["model.safetensors", "optimizer.safetensors", "tokenizer.json", "train-log.csv", "state.json"].contains(name)
         case .index:
-            return name == "CURRENT" || name == "segments" || Self.matches(name, prefix: "gen-", suffix: "")
+            return name == "CURRENT" || name == "LOCK" || name == "segments" || Self.matches(name, prefix: "gen-", suffix: "")
         }
     }
 

@@ -83,7 +83,7 @@ public enum EvalRun {
     public static func run(_ o: Options) throws -> Report {
         let t0 = DispatchTime.now().uptimeNanoseconds
         let reader = try VectorIndexReader(directory: o.index)
-        let modelDir = o.model ?? reader.manifest.modelDirectory
+        let modelDir = o.model ?? reader.modelDirectory
         guard !modelDir.isEmpty else {
             throw IdxError("\(o.index): the index does not record its model; pass --model models/<name>.")
         }

@@ -34,13 +34,15 @@ public final class ProcessLock {
     /// `removeOnRelease`: unlink the file when released (an output folder's lock beside it
     /// must not litter its parent); taking such a lock checks that the file it locked is still
     /// the one at `path`, so a holder that unlinked it in between cannot give two owners.
-    public init(path: String, now: Date = Date(), holderKind: String = "idx nightly run", removeOnRelease: Bool = false) throws {
+    /// `wait`: block until the holder releases it instead of throwing (for locks held briefly).
+    public init(path: String, now: Date = Date(), holderKind: String = "idx nightly run", removeOnRelease: Bool = false,
+                wait: Bool = false) throws {
         self.path = path
         self.removeOnRelease = removeOnRelease
         try AtomicFile.createParent(of: path)
         var attempts = 0
         while true {
-            let (fd, previous) = try Self.lockedDescriptor(path, holderKind: holderKind)
+            let (fd, previous) = try Self.lockedDescriptor(path, holderKind: holderKind, wait: wait)
             var held = stat(), there = stat()
             if !removeOnRelease || (fstat(fd, &held) == 0 && lstat(path, &there) == 0 && held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
                 self.fd = fd
@@ -61,7 +63,7 @@ public final class ProcessLock {
 
     /// Opens the lock file (never through a link, only a regular file) and takes the flock;
     /// returns it with the holder the file recorded before.
-    private static func lockedDescriptor(_ path: String, holderKind: String) throws -> (Int32, Holder?) {
+    private static func lockedDescriptor(_ path: String, holderKind: String, wait: Bool) throws -> (Int32, Holder?) {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else {
             if errno == ELOOP {
@@ -75,7 +77,7 @@ public final class ProcessLock {
             throw IdxError("\(path): the lock file is not a regular file (\(FileKind.describe(path))); remove it and run again.")
         }
         let previous = Self.readHolder(fd: fd)
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        if flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
             close(fd)
             let who = previous.map { " (\($0))" } ?? ""
             throw IdxError("another \(holderKind)\(who) holds \(path); wait for it to finish (the lock frees itself if that process dies).")

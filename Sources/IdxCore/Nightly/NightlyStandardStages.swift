@@ -4,7 +4,7 @@ import Foundation
 /// The real stages of `idx nightly`: `idx train` as a child process (so
 /// `--procs N` goes through the same launcher as by hand), the store's writer
 /// for the candidate index, `idx eval`'s code for the gate, and a publish that
-/// moves the candidate generation into the served index with one CURRENT switch.
+/// moves the candidate generation into the served index through `IndexCommit.adopt`.
 ///
 /// Layout besides the configured paths:
 ///     <state>/candidate/model        the candidate model (a training checkpoint)
@@ -58,7 +58,8 @@ extension NightlyStages {
                 if range.isEmpty { return append ? "segment (no new documents)" : "generation" }
                 let vectors = model.embed(tokens, range: range, maxTokens: model.trainedMaxTokens, batchSize: 64)
                 let provenance = IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
-                                                 modelDirectory: version, maxTokens: model.trainedMaxTokens, source: r.corpus)
+                                                 modelDirectory: ModelPath.recorded(version, index: out),
+                                                 maxTokens: model.trainedMaxTokens, source: r.corpus)
                 _ = try VectorIndexWriter.write(directory: out, embeddings: vectors, dimension: model.config.dModel,
                                                 metadata: Array(meta[range]), ids: range.map { Int64($0) },
                                                 provenance: provenance, append: append, standardize: false)
@@ -76,7 +77,7 @@ extension NightlyStages {
             },
             publish: { model, r, config in
                 let cfgState = URL(fileURLWithPath: model).deletingLastPathComponent().path
-                try adoptGeneration(from: cfgState + "/index", into: config.index)
+                try IndexCommit.adopt(from: cfgState + "/index", into: config.index)
                 // The model folder humans and the next run continue from (atomic exchange).
                 if FileManager.default.fileExists(atPath: model) {
                     let staged = AtomicFile.temporarySibling(of: config.model)
@@ -109,9 +110,12 @@ extension NightlyStages {
         )
     }
 
-    /// The immutable copy `<published model>.versions/<hash>/` of a model, made once.
+    /// The immutable copy `<published model>.versions/<hash>/` of a model, made once (its path
+    /// relative when `published` is, so that the index records it relative).
     static func keepVersion(of model: String, hash: String, published: String) throws -> String {
-        let dir = URL(fileURLWithPath: published).standardizedFileURL.path + ".versions/" + hash
+        var base = published
+        while base.count > 1 && base.hasSuffix("/") { base.removeLast() }
+        let dir = base + ".versions/" + hash
         if FileManager.default.fileExists(atPath: dir + "/model.safetensors") { return dir }
         let staged = AtomicFile.temporarySibling(of: dir)
         try copyDirectory(model, to: staged)
@@ -130,54 +134,12 @@ extension NightlyStages {
         for e in (try? fm.contentsOfDirectory(atPath: index)) ?? [] where e.hasPrefix("gen-") {
             if let data = fm.contents(atPath: IndexLayout.manifestPath(index, generation: e)),
                let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
-                used.insert(URL(fileURLWithPath: m.modelDirectory).standardizedFileURL.path)
+                used.insert(URL(fileURLWithPath: ModelPath.resolve(m.modelDirectory, index: index)).standardizedFileURL.path)
             }
         }
         for n in names where !n.hasPrefix(".") && !used.contains(versions + "/" + n) {
             try? fm.removeItem(atPath: versions + "/" + n)
         }
-    }
-
-    /// Makes the candidate index's live generation the served one of `published`: its
-    /// segments are linked in (segments are immutable), its manifest becomes generation
-    /// N+1, then CURRENT is replaced by rename. Repeating it after a crash is harmless: a
-    /// generation already live with the same segments and model is left alone.
-    static func adoptGeneration(from candidate: String, into published: String) throws {
-        let fm = FileManager.default
-        guard fm.fileExists(atPath: IndexLayout.currentFile(candidate)) else {
-            // A killed run already moved it (and removed the candidate): nothing left to do.
-            if fm.fileExists(atPath: IndexLayout.currentFile(published)) { return }
-            throw IdxError("\(candidate): the candidate index is missing; run idx nightly again to rebuild it.")
-        }
-        var (_, manifest) = try IndexLayout.readCurrent(candidate)
-        var previous: IndexManifest?
-        if fm.fileExists(atPath: IndexLayout.currentFile(published)) {
-            previous = try IndexLayout.readCurrent(published).manifest
-            if let p = previous, p.segments == manifest.segments, p.modelHash == manifest.modelHash { return }
-        }
-        try fm.createDirectory(atPath: published + "/segments", withIntermediateDirectories: true)
-        for file in manifest.segments.flatMap(\.files) {
-            let target = published + "/" + file
-            if fm.fileExists(atPath: target) { continue }
-            if link(candidate + "/" + file, target) != 0 {
-                let tmp = AtomicFile.temporarySibling(of: target)
-                try fm.copyItem(atPath: candidate + "/" + file, toPath: tmp)
-                try AtomicFile.rename(tmp, to: target)
-            }
-        }
-        let n = (previous?.generation ?? 0) + 1
-        manifest.generation = n
-        let generation = IndexLayout.generationName(n)
-        let staged = AtomicFile.temporarySibling(of: published + "/" + generation)
-        try fm.createDirectory(atPath: staged, withIntermediateDirectories: true)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try enc.encode(manifest), to: staged + "/manifest.json")
-        if fm.fileExists(atPath: published + "/" + generation) { try fm.removeItem(atPath: published + "/" + generation) }
-        try AtomicFile.rename(staged, to: published + "/" + generation)
-        // The switch `idx search` sees.
-        try AtomicFile.write(Data((generation + "\n").utf8), to: IndexLayout.currentFile(published))
-        VectorIndexWriter.collectGarbage(published, keep: [n, n - 1])
     }
 
     /// A copy of an index folder whose segments are hard links (they are immutable).

@@ -59,7 +59,7 @@ public final class SearchEngine: @unchecked Sendable {
     public init(index: String, verifyMetadata: Bool = false) throws {
         reader = try VectorIndexReader(directory: index, verifyMetadata: verifyMetadata)
         searcher = VectorSearcher(reader)
-        let dir = reader.manifest.modelDirectory
+        let dir = reader.modelDirectory
         if dir.isEmpty {
             model = nil
             tokenizer = nil

@@ -5,7 +5,8 @@ import Foundation
 /// generation listing the N segments in rank order, and only after every rank reported
 /// its segment complete (written, fsynced, renamed and read back). A rank that fails or
 /// dies before that leaves CURRENT untouched: the previous generation keeps serving, and
-/// the orphaned segments are removed by the next successful publish.
+/// the orphaned segments are removed by the next successful commit. Rank 0 begins and
+/// commits the generation through `IndexCommit`, the one commit path.
 ///
 /// With `--standardize` the statistics are global: the ranks sum Σx, Σx² and the row
 /// count (one Allreduce), so every segment is normalised in the same space.
@@ -21,9 +22,15 @@ public enum DistributedIndexWriter {
                              provenance: IndexProvenance, append: Bool, standardize: Bool,
                              lexicalWeight: Float? = HybridScoring.defaultLexicalWeight) throws -> VectorIndexWriter.Result {
         precondition(embeddings.count == metadata.count * d)
-        let plan = try agree(comm, "planning the generation") {
-            try VectorIndexWriter.plan(directory: dir, dimension: d, provenance: provenance, append: append, lexicalWeight: lexicalWeight)
+        // Rank 0 begins the generation (IndexCommit: under the index's writer lock) and tells
+        // the others its plan, so every rank writes segments of the same generation.
+        let commit = try agree(comm, "planning the generation") { () throws -> IndexCommit? in
+            comm.isRoot ? try IndexCommit.begin(directory: dir, dimension: d, provenance: provenance, append: append,
+                                                lexicalWeight: lexicalWeight) : nil
         }
+        var planBytes = [UInt8](comm.isRoot ? try JSONEncoder().encode(commit!.plan) : Data())
+        try comm.broadcast(bytes: &planBytes, root: 0)
+        let plan = try JSONDecoder().decode(VectorIndexWriter.Plan.self, from: Data(planBytes))
         var standardization = plan.inherited
         if !append && standardize {
             var sums = VectorIndexWriter.partialSums(embeddings, dimension: d)
@@ -52,13 +59,13 @@ public enum DistributedIndexWriter {
         // out of the manifest (and so removed by the garbage collection after the publish).
         let published = entries.contains { $0.count > 0 } ? entries.filter { $0.count > 0 } : entries
         let manifest = try agree(comm, "publishing") { () throws -> IndexManifest? in
-            comm.isRoot ? try VectorIndexWriter.publish(directory: dir, plan: plan, segments: published, dimension: d,
-                                                        provenance: provenance, standardization: standardization) : nil
+            comm.isRoot ? try commit!.commit(segments: published, dimension: d, provenance: provenance,
+                                             standardization: standardization) : nil
         }
         var manifestBytes = [UInt8](comm.isRoot ? try JSONEncoder().encode(manifest!) : Data())
         try comm.broadcast(bytes: &manifestBytes, root: 0)
         let final = try JSONDecoder().decode(IndexManifest.self, from: Data(manifestBytes))
-        return .init(generation: IndexLayout.generationName(plan.generation), manifest: final,
+        return .init(generation: IndexLayout.generationName(final.generation), manifest: final,
                      segmentPath: dir + "/" + mine.entry.file, segmentBytes: entries.reduce(0) { $0 + $1.bytes },
                      vectorBytes: vectorBytes)
     }

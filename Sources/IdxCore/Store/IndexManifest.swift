@@ -39,7 +39,9 @@ public struct IndexManifest: Codable, Equatable {
     public var count: Int
     public var modelHash: String
     public var tokenizerHash: String
-    public var modelDirectory: String    // absolute path of the model the vectors came from ("" if none)
+    /// The model the vectors came from, relative to the index folder (absolute when it was given
+    /// so, and in manifests written before relative paths); "" if none. See `ModelPath`.
+    public var modelDirectory: String
     public var maxTokens: Int
     public var standardization: Standardization?
     public var segments: [SegmentEntry]

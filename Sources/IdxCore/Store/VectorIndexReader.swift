@@ -5,6 +5,9 @@ public struct VectorIndexReader {
     public let directory: String
     public let generation: String
     public let manifest: IndexManifest
+    /// The model folder the index was built with ("" for raw vectors), resolved from the
+    /// manifest's path relative to this folder (`ModelPath`).
+    public var modelDirectory: String { ModelPath.resolve(manifest.modelDirectory, index: directory) }
     let segments: [SegmentReader]
     /// Global index of each segment's first row, plus the total at the end.
     let segmentStarts: [Int]

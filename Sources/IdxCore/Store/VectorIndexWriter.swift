@@ -13,20 +13,15 @@ public struct IndexProvenance {
     }
 }
 
-/// Builds and publishes generations of an index folder:
+/// Builds generations of an index folder:
 ///
 ///     indexes/<name>/CURRENT                  "gen-000003"  (replaced by rename)
 ///     indexes/<name>/gen-000003/manifest.json lists the live segments
 ///     indexes/<name>/segments/seg-….idxseg    immutable, shared between generations
 ///
-/// A segment is written (temp + fsync + rename), then the new generation's
-/// folder, then CURRENT is replaced by rename: a reader or a crash sees the
-/// old generation or the new one, never a mix.
+/// Segments are written here; a generation is begun and published by `IndexCommit`, the
+/// one commit path of an index folder.
 public enum VectorIndexWriter {
-    /// Test hook: called after the new generation is fully written and before
-    /// CURRENT is switched; throwing here simulates a crash at the worst moment.
-    nonisolated(unsafe) static var beforeSwitch: (() throws -> Void)?
-
     /// Applies `--standardize` statistics (if any) and L2-normalises each row in place.
     public static func prepare(_ vectors: inout [Float], dimension d: Int, standardization: IndexManifest.Standardization?) {
         let n = vectors.count / d
@@ -88,23 +83,25 @@ public enum VectorIndexWriter {
                              provenance: IndexProvenance, append: Bool, standardize: Bool,
                              lexicalWeight: Float? = HybridScoring.defaultLexicalWeight) throws -> Result {
         precondition(embeddings.count == metadata.count * d, "embeddings do not match the metadata count")
-        let plan = try plan(directory: dir, dimension: d, provenance: provenance, append: append, lexicalWeight: lexicalWeight)
+        let commit = try IndexCommit.begin(directory: dir, dimension: d, provenance: provenance, append: append,
+                                           lexicalWeight: lexicalWeight)
+        let plan = commit.plan
         var standardization = plan.inherited
         if !append && standardize { standardization = statistics(embeddings, dimension: d) }
         let segment = try writeSegment(directory: dir, generation: plan.generation, embeddings: embeddings, dimension: d,
                                        metadata: metadata, ids: ids ?? (0 ..< metadata.count).map { Int64($0) },
                                        standardization: standardization, source: provenance.source,
                                        lexical: plan.lexicalWeight != nil)
-        let manifest = try publish(directory: dir, plan: plan, segments: [segment.entry], dimension: d,
-                                   provenance: provenance, standardization: standardization)
-        return Result(generation: IndexLayout.generationName(plan.generation), manifest: manifest,
+        let manifest = try commit.commit(segments: [segment.entry], dimension: d, provenance: provenance,
+                                         standardization: standardization)
+        return Result(generation: IndexLayout.generationName(manifest.generation), manifest: manifest,
                       segmentPath: dir + "/" + segment.entry.file, segmentBytes: segment.entry.bytes,
                       vectorBytes: segment.vectorBytes)
     }
 
     /// What a new generation builds on: its number, the live manifest, the standardisation
     /// an append inherits. Checks `--append`'s preconditions.
-    public struct Plan {
+    public struct Plan: Codable {
         public var generation: Int
         public var previous: IndexManifest?
         public var append: Bool
@@ -141,7 +138,8 @@ public enum VectorIndexWriter {
 
     /// Normalises (after `standardization`), quantizes and writes one immutable segment
     /// (temp + fsync + rename), reads it back, and returns its manifest entry. Nothing is
-    /// published: an unreferenced segment is removed by the next successful publish.
+    /// published: an unreferenced segment is removed by the next successful commit (unless its
+    /// generation is still in progress).
     public static func writeSegment(directory dir: String, generation: Int, embeddings: [Float], dimension d: Int,
                                     metadata: [DocumentMetadata], ids: [Int64],
                                     standardization: IndexManifest.Standardization?,
@@ -162,60 +160,10 @@ public enum VectorIndexWriter {
         return (entry, opened.vectorBytesOnDisk)
     }
 
-    /// Publishes generation `plan.generation` holding `segments` (after the live ones when
-    /// appending): the generation folder is staged and renamed whole, then CURRENT is
-    /// replaced by rename. Every segment must already be complete on disk.
-    public static func publish(directory dir: String, plan: Plan, segments new: [IndexManifest.SegmentEntry], dimension d: Int,
-                               provenance: IndexProvenance,
-                               standardization: IndexManifest.Standardization?) throws -> IndexManifest {
-        let fm = FileManager.default
-        let generationNumber = plan.generation
-        let generation = IndexLayout.generationName(generationNumber)
-        let segments = (plan.append ? plan.previous?.segments ?? [] : []) + new
-        let manifest = IndexManifest(
-            format: IndexManifest.format, formatVersion: IndexManifest.version, generation: generationNumber,
-            dimension: d, count: segments.reduce(0) { $0 + $1.count },
-            modelHash: provenance.modelHash, tokenizerHash: provenance.tokenizerHash,
-            modelDirectory: provenance.modelDirectory, maxTokens: provenance.maxTokens,
-            standardization: standardization, segments: segments,
-            created: ISO8601DateFormatter().string(from: Date()),
-            lexicalWeight: plan.lexicalWeight)
-
-        // The generation folder is staged under a temporary name, then renamed whole.
-        let staged = AtomicFile.temporarySibling(of: dir + "/" + generation)
-        try fm.createDirectory(atPath: staged, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(manifest), to: staged + "/manifest.json")
-        if fm.fileExists(atPath: dir + "/" + generation) { try fm.removeItem(atPath: dir + "/" + generation) } // left by a crash
-        try AtomicFile.rename(staged, to: dir + "/" + generation)
-        try beforeSwitch?()
-        try AtomicFile.write(Data((generation + "\n").utf8), to: IndexLayout.currentFile(dir))
-
-        collectGarbage(dir, keep: [generationNumber, generationNumber - 1])
-        return manifest
-    }
-
-    /// Removes generations older than the previous one and the segments no kept
-    /// generation references (the previous generation stays for readers that opened it).
-    static func collectGarbage(_ dir: String, keep: [Int]) {
-        let fm = FileManager.default
-        guard let entries = try? fm.contentsOfDirectory(atPath: dir) else { return }
-        var referenced = Set<String>()
-        for e in entries where e.hasPrefix("gen-") {
-            guard let n = Int(e.dropFirst(4)) else { continue }
-            if keep.contains(n),
-               let data = fm.contents(atPath: IndexLayout.manifestPath(dir, generation: e)),
-               let m = try? JSONDecoder().decode(IndexManifest.self, from: data) {
-                for s in m.segments { referenced.formUnion(s.files) }
-            } else if !keep.contains(n) {
-                try? fm.removeItem(atPath: dir + "/" + e)
-            }
-        }
-        if let segs = try? fm.contentsOfDirectory(atPath: dir + "/segments") {
-            for s in segs where (s.hasSuffix(".idxseg") || s.hasSuffix(".idxlex")) && !referenced.contains("segments/" + s) {
-                try? fm.removeItem(atPath: dir + "/segments/" + s)
-            }
-        }
+    /// The generation number a segment file name carries (`seg-000003-….idxseg` or `.idxlex`).
+    static func segmentGeneration(_ name: String) -> Int? {
+        let parts = name.split(separator: "-")
+        guard parts.count >= 3, parts[0] == "seg" else { return nil }
+        return Int(parts[1])
     }
 }
