@@ -6,8 +6,8 @@ extension VectorSearcher.Fusion: ExpressibleByArgument {}
 /// The second search pass (RelevanceFeedback), shared by idx search and idx eval so that
 /// eval measures what search answers.
 struct FeedbackOptions: ParsableArguments {
-    @Option(help: "How the dense and BM25 sides combine: blend ((1 - w) * cosine + w * BM25 / best BM25) or rrf (reciprocal-rank fusion of each side's best 1,000).")
-    var fusion = VectorSearcher.Fusion.blend
+    @Option(help: "How the dense and BM25 sides combine: blend ((1 - w) * cosine + w * BM25 / best BM25) or rrf (reciprocal-rank fusion of each side's best 1,000, weighted by the BM25 share).")
+    var fusion = VectorSearcher.Fusion.standard
 
     @Option(help: "Relevance feedback: the first pass's best documents the second pass moves the query toward (0: one pass).")
     var feedbackDocs = RelevanceFeedback.standard.documents

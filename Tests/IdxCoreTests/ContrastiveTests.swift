@@ -144,7 +144,7 @@ final class ContrastiveTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(spans.count, 3) // the span moves
-        XCTAssertEqual(ContrastiveOptions().pairs, .halves)
+        XCTAssertEqual(ContrastiveOptions().pairs, .span)
     }
 
     /// MLM steps 1-3, contrastive 4-6; killed after step 4 and resumed: bit for bit the same.

@@ -71,13 +71,15 @@ final class EvalRunTests: XCTestCase {
 
         // Hybrid (the index's default weight) with idx search's second pass: the blend
         // recomputed from the BM25 scorer, feedback from the same neighbours.
-        let hybrid = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        var blended = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
+        blended.fusion = .blend
+        let hybrid = try EvalRun.run(blended)
         XCTAssertEqual(hybrid.feedback, .standard)
         let w = try XCTUnwrap(reader.manifest.lexicalWeight)
         XCTAssertEqual(hybrid.lexicalWeight, w)
         let scorer = try XCTUnwrap(reader.lexical)
         let texts = (0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }
-        func expectedHybrid(_ feedback: RelevanceFeedback?) throws -> Double {
+        func expectedHybrid(_ feedback: RelevanceFeedback?, fusion: VectorSearcher.Fusion = .blend) throws -> Double {
             try EvalMetrics.knnPrecision(
                 queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
                 dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, feedbackDocuments, row in
@@ -87,11 +89,28 @@ final class EvalRunTests: XCTestCase {
                                                 weight: feedback.lexicalWeight, terms: feedback.lexicalTerms)
                     }
                     let bm25 = HybridScoring.normalizedBM25(scorer, query: query)
-                    for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
+                    guard fusion == .reciprocalRank else {
+                        for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
+                        return
+                    }
+                    // Reciprocal-rank fusion by its definition: each side's ranks (ties: lower index first).
+                    let n = bm25.count
+                    let denseOrder = (0 ..< n).sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+                    let lexicalOrder = (0 ..< n).filter { bm25[$0] > 0 }.sorted { bm25[$0] != bm25[$1] ? bm25[$0] > bm25[$1] : $0 < $1 }
+                    var fused = [Float](repeating: 0, count: n)
+                    for (r, j) in denseOrder.prefix(1000).enumerated() { fused[j] += (1 - w) / (60 + Float(r + 1)) }
+                    for (r, j) in lexicalOrder.prefix(1000).enumerated() { fused[j] += w / (60 + Float(r + 1)) }
+                    for j in 0 ..< n { row[j] = fused[j] }
                 }, feedback: feedback).precision
         }
         XCTAssertEqual(hybrid.knn!.precision, try expectedHybrid(.standard), accuracy: 1e-12)
-        var onePass = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
+        // The default: reciprocal-rank fusion, in the kNN scores as in idx search.
+        let fusedRun = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        XCTAssertEqual(fusedRun.fusion, .reciprocalRank)
+        XCTAssertEqual(fusedRun.knn!.precision, try expectedHybrid(.standard, fusion: .reciprocalRank), accuracy: 1e-12)
+        XCTAssertNotEqual(fusedRun.knn!.precision, hybrid.knn!.precision)
+        XCTAssertTrue(EvalRun.table(fusedRun).contains("reciprocal-rank fusion"))
+        var onePass = blended
         onePass.feedback.documents = 0
         let single = try EvalRun.run(onePass)
         XCTAssertNil(single.feedback)

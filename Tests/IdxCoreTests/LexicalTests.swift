@@ -272,15 +272,17 @@ final class LexicalTests: XCTestCase {
         XCTAssertEqual(blended.precision, 1)
     }
 
-    /// Short typed queries lean on BM25 (the contrastive model places two-word queries among
-    /// the emptiest synopses); documents as queries keep the index's share; 0 stays cosine only.
-    func testShortQueriesTakeALargerBM25Share() {
+    /// Blended, short typed queries lean on BM25 (a halves-trained model places two-word queries
+    /// among the emptiest synopses); documents as queries keep the index's share; 0 stays cosine
+    /// only; reciprocal-rank fusion always keeps the index's share.
+    func testShortQueriesTakeALargerBM25ShareWhenBlended() {
         let w = HybridScoring.defaultLexicalWeight
         XCTAssertLessThan(w, HybridScoring.shortQueryLexicalWeight)
-        XCTAssertEqual(HybridScoring.weight(w, queryTokens: 2), HybridScoring.shortQueryLexicalWeight)
-        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens), HybridScoring.shortQueryLexicalWeight)
-        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens + 1), w)
-        XCTAssertEqual(HybridScoring.weight(0, queryTokens: 2), 0)
-        XCTAssertEqual(HybridScoring.weight(0.9, queryTokens: 2), 0.9)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: 2, fusion: .blend), HybridScoring.shortQueryLexicalWeight)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens, fusion: .blend), HybridScoring.shortQueryLexicalWeight)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: HybridScoring.shortQueryTokens + 1, fusion: .blend), w)
+        XCTAssertEqual(HybridScoring.weight(0, queryTokens: 2, fusion: .blend), 0)
+        XCTAssertEqual(HybridScoring.weight(0.9, queryTokens: 2, fusion: .blend), 0.9)
+        XCTAssertEqual(HybridScoring.weight(w, queryTokens: 2, fusion: .reciprocalRank), w)
     }
 }

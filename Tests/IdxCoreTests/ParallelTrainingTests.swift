@@ -47,12 +47,12 @@ final class ParallelTrainingTests: XCTestCase {
         XCTAssertEqual(r2.status, 0, r2.stderr)
         XCTAssertTrue(r2.stderr.contains("× 2 ranks"), r2.stderr)
 
-        // The default recipe ends contrastive (its last eighth, 3 of 20 steps): those steps
+        // The default recipe ends contrastive (its last seventh, 3 of 20 steps): those steps
         // gather every rank's embeddings for one InfoNCE loss, and must match one rank too.
         struct State: Decodable { var options: TrainOptions }
         let state = try JSONDecoder().decode(State.self, from: Data(contentsOf: URL(fileURLWithPath: two + "/state.json")))
         XCTAssertEqual(state.options.contrastive?.steps, 3)
-        XCTAssertEqual(state.options.contrastive?.pairs, .halves)
+        XCTAssertEqual(state.options.contrastive?.pairs, .span)
         let l1 = try Self.losses(one), l2 = try Self.losses(two)
         XCTAssertEqual(Set(l1.keys), Set(1 ... 20))
         XCTAssertEqual(Set(l2.keys), Set(1 ... 20), "rank 0 alone writes the log, one row a step")

@@ -16,8 +16,8 @@ public enum EvalRun {
         public var lexicalWeight: Float?
         /// The second pass of idx search (RelevanceFeedback); documents 0 turns it off.
         public var feedback = RelevanceFeedback.standard
-        /// How the typed queries' dense and BM25 sides combine.
-        public var fusion = VectorSearcher.Fusion.blend
+        /// How the dense and BM25 sides combine, in the typed queries and the kNN scores.
+        public var fusion = VectorSearcher.Fusion.standard
         /// Typed queries (query<TAB>genre) to measure through the search path (TypedQueries).
         public var queries: String?
         /// The measures to leave out (the typed queries alone take seconds; kNN and the MLM loss more).
@@ -52,6 +52,8 @@ public enum EvalRun {
         public var lexicalWeight: Float?
         /// The relevance feedback the kNN scores used (nil: one pass).
         public var feedback: RelevanceFeedback?
+        /// How the kNN and typed-query scores combined their two sides (nil: reports before it, blend).
+        public var fusion: VectorSearcher.Fusion?
         public var seconds: Double
 
         public var summary: EvalSummary {
@@ -116,6 +118,12 @@ public enum EvalRun {
         let feedback = o.feedback.isActive ? o.feedback : nil
         let lexicalBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, reader.count))
         defer { lexicalBuffer.deallocate() }
+        /// The indices of the `count` highest of `n` scores, best first (ties: lower index first).
+        func bestRows(_ scores: UnsafePointer<Float>, _ n: Int, _ count: Int, positiveOnly: Bool = false) -> [Int] {
+            var top = TopK(capacity: count)
+            for j in 0 ..< n where (!positiveOnly || scores[j] > 0) && scores[j] > top.threshold { top.push(scores[j], j) }
+            return zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.map(\.1)
+        }
         /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`
         /// and which the model reads as `tokenCounts` tokens, as the search does it.
         func blend(_ texts: [String], tokenCounts: [Int]) -> ((Int, [Int]?, UnsafeMutablePointer<Float>) -> Void)? {
@@ -137,7 +145,15 @@ public enum EvalRun {
                     scoredQuery = -1
                 }
                 // As idx search: an explicit --lexical-weight as given, the index's adapted to short queries.
-                let w = o.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: tokenCounts[qi])
+                let w = o.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: tokenCounts[qi], fusion: o.fusion)
+                if o.fusion == .reciprocalRank && w > 0 && w < 1 {
+                    let depth = min(n, VectorSearcher.reciprocalRankDepth)
+                    let fused = VectorSearcher.reciprocalRankScores(dense: bestRows(row, n, depth), lexical: bestRows(lexicalBuffer, n, depth, positiveOnly: true),
+                                                                    lexicalWeight: w)
+                    for j in 0 ..< n { row[j] = 0 }
+                    for (j, x) in fused { row[j] = x }
+                    return
+                }
                 let scale = best > 0 ? w / best : 0
                 for j in 0 ..< n { row[j] = (1 - w) * row[j] + scale * lexicalBuffer[j] }
             }
@@ -194,7 +210,7 @@ public enum EvalRun {
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,
                       indexedDocuments: reader.count, validation: o.validation, validationDocuments: validationDocs,
                       validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn, typedQueries: typed,
-                      lexicalWeight: scorer == nil ? 0 : weight, feedback: feedback, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                      lexicalWeight: scorer == nil ? 0 : weight, feedback: feedback, fusion: o.fusion, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
     /// Raw embeddings mapped into the index's space (its standardisation, unit length).
@@ -218,8 +234,10 @@ public enum EvalRun {
         let how = r.knn?.leaveOneOut == true
             ? "leave-one-out over the \(r.indexedDocuments) indexed documents (no --validation)"
             : "\(r.knn?.queries ?? 0) validation documents vs \(r.indexedDocuments) indexed" + (r.validationDropped.map { ", \($0) dropped by cleaning" } ?? "")
-        let scoring = (r.lexicalWeight ?? 0) > 0
-            ? String(format: "hybrid: %.2f cosine + %.2f BM25", 1 - r.lexicalWeight!, r.lexicalWeight!) : "cosine"
+        let w = r.lexicalWeight ?? 0
+        let scoring = w <= 0 ? "cosine" : w >= 1 ? "BM25"
+            : r.fusion == .reciprocalRank ? String(format: "reciprocal-rank fusion: %.2f cosine rank + %.2f BM25 rank", 1 - w, w)
+            : String(format: "hybrid: %.2f cosine + %.2f BM25", 1 - w, w)
         let passes = r.feedback.map { f in
             String(format: ", second pass moved toward the first's best %d (weight %g", f.documents, f.weight)
                 + (f.isLexical && (r.lexicalWeight ?? 0) > 0 ? String(format: "; BM25 + their best %d terms at %g)", f.lexicalTerms, f.lexicalWeight) : ")")

@@ -5,23 +5,24 @@ import Foundation
 /// the tokens, the notebook's 2,000 a fifth) and the dense side generalises past exact words; dividing by the
 /// query's best BM25 puts both on a 0…1 scale whatever the query's length.
 public enum HybridScoring {
-    /// Chosen on IMDB-Genres (scripts/bench-quality prints the sweep): for the default model
-    /// (8,000 words, whole documents, ending with contrastive steps) genre kNN@10 peaks at 0.4
-    /// (0.5 for the MLM-only models before it: the better the embeddings, the smaller BM25's share).
-    public static let defaultLexicalWeight: Float = 0.4
+    /// Chosen on IMDB-Genres typed queries with reciprocal-rank fusion (docs/search-quality.md):
+    /// for the default model an even share ranked best, 0.4 and 0.6 below it, and genre kNN@10
+    /// kept its level.
+    public static let defaultLexicalWeight: Float = 0.5
 
-    /// Queries the model reads as at most this many tokens ("alien robot", "samurai revenge")
-    /// score with at least `shortQueryLexicalWeight` when the index's share is used. The default
-    /// model's contrastive steps trained it on halves of synopses; a two-word query's embedding
-    /// lands among the shortest, emptiest ones ("The plot is undisclosed."), while BM25 still
-    /// finds its words. Documents used as queries (idx eval) are longer and keep the index's share.
+    /// Under blending, queries the model reads as at most this many tokens ("alien robot")
+    /// score with at least `shortQueryLexicalWeight` when the index's share is used: a model
+    /// trained on halves of synopses (`--contrastive-pairs halves`) puts a two-word query's
+    /// embedding among the shortest, emptiest documents ("The plot is undisclosed."), and a
+    /// blended cosine then outweighs BM25. Reciprocal-rank fusion compares ranks, not scores,
+    /// and keeps the index's share.
     public static let shortQueryTokens = 6
     public static let shortQueryLexicalWeight: Float = 0.7
 
     /// The BM25 share for a query of `queryTokens` model tokens under the index's share `w`
     /// (0 stays 0: an index written for cosine alone).
-    public static func weight(_ w: Float, queryTokens: Int) -> Float {
-        w > 0 && queryTokens <= shortQueryTokens ? max(w, shortQueryLexicalWeight) : w
+    public static func weight(_ w: Float, queryTokens: Int, fusion: VectorSearcher.Fusion) -> Float {
+        fusion == .blend && w > 0 && queryTokens <= shortQueryTokens ? max(w, shortQueryLexicalWeight) : w
     }
 
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum

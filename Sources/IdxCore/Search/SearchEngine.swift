@@ -13,7 +13,7 @@ public struct SearchSettings: Equatable, Sendable {
     /// The second pass (RelevanceFeedback); `documents` 0 turns it off.
     public var feedback = RelevanceFeedback.standard
     /// How the dense and BM25 sides combine.
-    public var fusion = VectorSearcher.Fusion.blend
+    public var fusion = VectorSearcher.Fusion.standard
     /// Scan threads (0: all cores).
     public var threads = 0
     /// Candidates re-ranked exactly (nil: max(8k, 100)).
@@ -87,7 +87,7 @@ public final class SearchEngine: @unchecked Sendable {
         let weight = settings.lexicalWeight ?? indexLexicalWeight
         var lexical: LexicalScores?
         if weight > 0, let scorer = reader.lexical {
-            let share = settings.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count)
+            let share = settings.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count, fusion: settings.fusion)
             lexical = HybridScoring.lexicalScores(scorer, terms: LexicalAnalyzer.terms(cleaned), weight: share,
                                                   feedback: settings.feedback) {
                 LexicalAnalyzer.documentText(self.reader.metadata($0))

@@ -138,10 +138,25 @@ public struct VectorSearcher {
         /// Reciprocal-rank fusion (Cormack et al. 2009): (1 − w) / (60 + dense rank) + w / (60 + BM25 rank),
         /// over each side's best `reciprocalRankDepth`; scores' scales no longer matter, only orders.
         case reciprocalRank = "rrf"
+
+        /// idx's default: on typed queries the two sides' scores are on scales that blending
+        /// cannot line up (a short query's best cosine and its best BM25 mean different things), ranks are
+        /// (docs/search-quality.md).
+        public static let standard = Fusion.reciprocalRank
     }
 
     /// Each side's candidates in reciprocal-rank fusion, and its rank constant.
-    static let reciprocalRankDepth = 1000, reciprocalRankConstant: Float = 60
+    public static let reciprocalRankDepth = 1000, reciprocalRankConstant: Float = 60
+
+    /// Reciprocal-rank fusion of two rankings (best first): each document's
+    /// (1 − w) / (60 + dense rank) + w / (60 + lexical rank), ranks from 1, a side it is absent from adding 0.
+    public static func reciprocalRankScores(dense: [Int], lexical: [Int], lexicalWeight w: Float) -> [Int: Float] {
+        let c = reciprocalRankConstant
+        var fused: [Int: Float] = [:]
+        for (r, i) in dense.enumerated() { fused[i, default: 0] += (1 - w) / (c + Float(r + 1)) }
+        for (r, i) in lexical.enumerated() { fused[i, default: 0] += w / (c + Float(r + 1)) }
+        return fused
+    }
 
     /// One pass of reciprocal-rank fusion; hits carry the fused score, their cosine and normalised BM25.
     func reciprocalRankFusion(_ query: [Float], k: Int, genre: String?, threads: Int, rerank: Int?,
@@ -156,11 +171,9 @@ public struct VectorSearcher {
         var top = TopK(capacity: depth)
         for (i, x) in lexical.scores.enumerated() where x > 0 && x > top.threshold && allowed(i) { top.push(x, i) }
         let bm25 = zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
-        let w = lexical.weight, c = Self.reciprocalRankConstant
-        var fused: [Int: Float] = [:]
+        let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: bm25.map(\.1), lexicalWeight: lexical.weight)
         var cosine: [Int: Float] = [:]
-        for (r, h) in dense.enumerated() { fused[h.index, default: 0] += (1 - w) / (c + Float(r + 1)); cosine[h.index] = h.dense }
-        for (r, (_, i)) in bm25.enumerated() { fused[i, default: 0] += w / (c + Float(r + 1)) }
+        for h in dense { cosine[h.index] = h.dense }
         var v = [Float](repeating: 0, count: reader.dimension)
         let hits = fused.map { (i, score) -> SearchHit in
             let cos = cosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
