@@ -32,7 +32,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print JSON instead of the table.") var json = false
 
     func run() throws {
-        do {
+        try reportingErrors {
             guard k >= 1 else { throw IdxError("--k must be at least 1.") }
             if let w = lexicalWeight, !(0 ... 1).contains(w) {
                 throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")
@@ -54,9 +54,6 @@ struct EvalCommand: ParsableCommand {
             } else {
                 print(EvalRun.table(r), terminator: "")
             }
-        } catch let e as IdxError {
-            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
-            throw ExitCode.failure
         }
     }
 }

@@ -46,7 +46,7 @@ struct IngestCommand: ParsableCommand {
     var verify: String?
 
     func run() throws {
-        do {
+        try reportingErrors {
             if let dir = verify {
                 print(try CorpusReader(directory: dir).verify())
                 return
@@ -62,9 +62,6 @@ struct IngestCommand: ParsableCommand {
             options.force = force
             let summary = try Ingest.run(options) { FileHandle.standardError.write(Data(("warning: " + $0 + "\n").utf8)) }
             FileHandle.standardError.write(Data((summary.line + "\n").utf8))
-        } catch let e as IdxError {
-            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
-            throw ExitCode.failure
         }
     }
 }

@@ -77,7 +77,7 @@ struct NightlyCommand: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try reportingErrors {
             let c = try resolvedConfig()
             let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -92,9 +92,6 @@ struct NightlyCommand: ParsableCommand {
             print("\(report.decision.rawValue): \(report.message)")
             print("report: \(report.reportPath)")
             if report.decision == .rejected { throw ExitCode(2) }
-        } catch let e as IdxError {
-            FileHandle.standardError.write(Data(("error: " + e.message + "\n").utf8))
-            throw ExitCode.failure
         }
     }
 }

@@ -31,7 +31,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds between checks of CURRENT for a new generation.") var reloadSeconds: Double = 0.25
 
     func run() async throws {
-        do {
+        try await reportingErrors(prefix: "idx serve: ") {
             var c = ServeConfiguration(index: index)
             c.host = host
             c.port = port
@@ -62,9 +62,6 @@ struct ServeCommand: AsyncParsableCommand {
                 fflush(stdout)
             }
             print("idx serve: stopped")
-        } catch let e as IdxError {
-            FileHandle.standardError.write(Data("idx serve: \(e.message)\n".utf8))
-            throw ExitCode.failure
         }
     }
 }

@@ -16,6 +16,9 @@ extension NightlyStages {
         func candidateIndex(_ config: NightlyConfig) -> String { config.state + "/candidate/index" }
         return NightlyStages(
             train: { r in
+                // A child process, not TrainingRun in process: `--procs N` must start N ranks of
+                // the idx binary through mpirun (the same launcher as by hand), and a child is what
+                // a killed nightly can end with it (ChildProcess), freeing the candidate's lock.
                 let fm = FileManager.default
                 var args = ["train", "--corpus", r.corpus, "--out", r.output, "--seed", String(r.seed)]
                 var total = r.steps
@@ -56,7 +59,7 @@ extension NightlyStages {
                     append = true
                 }
                 if range.isEmpty { return append ? "segment (no new documents)" : "generation" }
-                let vectors = model.embed(tokens, range: range, maxTokens: model.trainedMaxTokens, batchSize: 64)
+                let (vectors, _) = CorpusEmbedder(batchSize: 64).embed(model, tokens, range: range)
                 let provenance = IndexProvenance(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash,
                                                  modelDirectory: ModelPath.recorded(version, index: out),
                                                  maxTokens: model.trainedMaxTokens, source: r.corpus)

@@ -153,6 +153,22 @@ public final class SearchEngine: @unchecked Sendable {
         return o
     }
 
+    /// One hit as `idx search --json` prints it: the JSON object on one line.
+    public static func jsonLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> String {
+        let data = try JSONSerialization.data(withJSONObject: try jsonObject(hit, reader: reader, rank: rank, query: query),
+                                              options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// One hit as `idx search` prints it for a reader: rank, score, title (year), [genre], the
+    /// description cut to 90 characters.
+    public static func textLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int) throws -> String {
+        let m = try reader.documentMetadata(hit.index)
+        let year = m.year.map { " (\($0))" } ?? ""
+        let desc = m.description.count > 90 ? String(m.description.prefix(87)) + "..." : m.description
+        return String(format: "%2d  %.4f  ", rank, hit.score) + "\(m.title)\(year)  [\(m.genre)]  \(desc)"
+    }
+
     /// `text` for a message: control bytes escaped, at most 80 characters.
     public static func quoted(_ text: String) -> String {
         IdxError.printable(text, limit: 80)
