@@ -162,7 +162,9 @@ public struct VectorSearcher {
     func reciprocalRankFusion(_ query: [Float], k: Int, genre: String?, threads: Int, rerank: Int?,
                               lexical: LexicalScores) throws -> [SearchHit] {
         let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
-        let dense = try scanAndRerank(query, k: depth, genre: genre, threads: threads, rerank: rerank, lexical: nil)
+        // The int8 scan's best `depth` re-ranked exactly, no more: a rank near the bottom adds
+        // about 1/1060 whichever it is, so a wider exact re-rank would buy nothing.
+        let dense = try scanAndRerank(query, k: depth, genre: genre, threads: threads, rerank: rerank ?? depth, lexical: nil)
         var allowed: (Int) -> Bool = { _ in true }
         if let genre {
             let ids = reader.segments.map { Set($0.genreIds(holding: genre)) }
@@ -172,10 +174,12 @@ public struct VectorSearcher {
         for (i, x) in lexical.scores.enumerated() where x > 0 && x > top.threshold && allowed(i) { top.push(x, i) }
         let bm25 = zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: bm25.map(\.1), lexicalWeight: lexical.weight)
+        let best = fused.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(k)
+        // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var cosine: [Int: Float] = [:]
         for h in dense { cosine[h.index] = h.dense }
         var v = [Float](repeating: 0, count: reader.dimension)
-        let hits = fused.map { (i, score) -> SearchHit in
+        return best.map { (i, score) -> SearchHit in
             let cos = cosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 let (s, r) = reader.locate(i)
                 reader.segments[s].decode(r, into: p.baseAddress!)
@@ -183,7 +187,6 @@ public struct VectorSearcher {
             }
             return SearchHit(index: i, score: score, dense: cos, lexical: lexical.scores[i])
         }
-        return Array(hits.sorted { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }.prefix(k))
     }
 
     /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
