@@ -42,7 +42,7 @@ final class PCATests: XCTestCase {
     }
 
     func testSignConventionAndErrors() throws {
-        var rng = ProjectionRNG(seed: 1)
+        var rng = SplitMix64(state: 1)
         let n = 50, d = 4
         let x = (0 ..< n * d).map { _ in Float(rng.normal()) }
         let pca = try PCA.fit(x, rows: n, dim: d, components: 2)

@@ -42,7 +42,7 @@ final class ProjectionTests: XCTestCase {
             XCTAssertTrue((e as? IdxError)?.message.contains("line 1") ?? false)
         }
         var x: [Float] = [3, 4, 0, 0]
-        LabelledTexts.normaliseRows(&x, dim: 2)
+        UnitVectors.normalizeRows(&x, dimension: 2)
         XCTAssertEqual(x, [0.6, 0.8, 0, 0])
         XCTAssertEqual(LabelledTexts.shortLabel("one two three four five"), "one two three four…")
     }

@@ -18,7 +18,7 @@ final class SVGTests: XCTestCase {
         var groups = [String]()
         for g in 0 ..< 14 { for _ in 0 ..< (20 - g) { groups.append("Genre <\(g)> & co") } }
         let n = groups.count
-        var rng = ProjectionRNG(seed: 1)
+        var rng = SplitMix64(state: 1)
         let x = (0 ..< n).map { _ in Float(rng.normal()) }, y = (0 ..< n).map { _ in Float(rng.normal()) }
         let plot = ScatterPlot(x: x, y: y, groups: groups, title: "PCA \"test\"",
                                xLabel: "PC1 (12.3% of variance)", yLabel: "PC2 (4.5% of variance)",

@@ -3,7 +3,7 @@ import XCTest
 
 final class TSNETests: XCTestCase {
     func randomMatrix(_ n: Int, _ d: Int, seed: UInt64, scale: Double = 1) -> [Float] {
-        var rng = ProjectionRNG(seed: seed)
+        var rng = SplitMix64(state: seed)
         return (0 ..< n * d).map { _ in Float(scale * rng.normal()) }
     }
 
@@ -64,7 +64,7 @@ final class TSNETests: XCTestCase {
         let n = 9, d = 4
         let x = randomMatrix(n, d, seed: 5)
         let p = Affinities.denseJoint(x, n: n, d: d, perplexity: 3)
-        var rng = ProjectionRNG(seed: 9)
+        var rng = SplitMix64(state: 9)
         let y = (0 ..< 2 * n).map { _ in rng.normal() }
         var grad = [Double](repeating: 0, count: 2 * n)
         TSNE.exactGradient(p: p, y: y, n: n, exaggeration: 1, grad: &grad, computeKL: false)
@@ -83,7 +83,7 @@ final class TSNETests: XCTestCase {
         let x = randomMatrix(n, d, seed: 21)
         let dense = Affinities.denseJoint(x, n: n, d: d, perplexity: 8)
         let sparse = Affinities.csr(fromDense: dense, n: n)
-        var rng = ProjectionRNG(seed: 2)
+        var rng = SplitMix64(state: 2)
         var y = (0 ..< 2 * n).map { _ in 3 * rng.normal() }
         y[2 * 7] = y[2 * 3]; y[2 * 7 + 1] = y[2 * 3 + 1]   // a duplicate point
         var exact = [Double](repeating: 0, count: 2 * n), bh = exact, bh5 = exact

@@ -29,7 +29,7 @@ public enum MLMLoss {
             for d in start ..< end {
                 let original = wrapDocument(corpus.document(d), maxTokens: cut)
                 var input = original
-                var g = SplitMix64(state: SplitMix64.derive([seed, UInt64(d), 2]))
+                var g = SplitMix64(state: SplitMix64.derive([seed, UInt64(d)], .masking))
                 let base = b.rowCount
                 for p in 0 ..< original.count {
                     let t = original[p]

@@ -93,7 +93,7 @@ struct ParameterLayout {
 /// SplitMix64: the counter-based generator behind every random choice in training
 /// (sampling, masking, dropout, init). Streams are derived from (seed, step, slot, …),
 /// so a step's randomness is a pure function of its coordinates, never of history.
-public struct SplitMix64 {
+public struct SplitMix64: RandomNumberGenerator {
     public var state: UInt64
     public init(state: UInt64) { self.state = state }
     @inline(__always) public mutating func next() -> UInt64 {
@@ -107,10 +107,37 @@ public struct SplitMix64 {
     @inline(__always) public mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
     /// Uniform in [0, 1) with 24 bits (dropout).
     @inline(__always) public mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
-    /// Derives a stream seed from coordinates (seed, step, slot, purpose, …).
+    /// Standard normal (Box-Muller), for t-SNE's random initialisation.
+    public mutating func normal() -> Double {
+        let u1 = (Double(next() >> 11) + 1) / 9007199254740993.0
+        let u2 = Double(next() >> 11) / 9007199254740992.0
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+    /// Derives a stream seed from coordinates (seed, step, slot, …).
     public static func derive(_ parts: [UInt64]) -> UInt64 {
         var h: UInt64 = 0x243F_6A88_85A3_08D3
         for p in parts { var g = SplitMix64(state: h ^ p); h = g.next() }
         return h
     }
+    /// Derives the stream of `purpose` at coordinates `parts`.
+    public static func derive(_ parts: [UInt64], _ purpose: RandomStream) -> UInt64 { derive(parts + [purpose.rawValue]) }
+}
+
+/// What a random stream is for: the last coordinate `SplitMix64.derive` mixes in, one value a
+/// purpose, so that no two uses of the same (seed, step, slot) share numbers. The values are
+/// part of every trained model (changing one changes the run): never renumber them.
+public enum RandomStream: UInt64 {
+    case documentChoice = 1       // which document fills a batch slot
+    case masking = 2              // MLM masks (training, and eval's MLM loss)
+    case dropout = 3              // a training document's dropout seed
+    case contrastiveView = 10     // view v's crop and BM25 neighbour: 10 + v
+    case contrastiveSecondView = 11
+    case contrastiveDropout = 13  // a contrastive view's dropout seed
+    case halvesSplit = 20         // where a document splits into its two halves
+    case spanSplit = 21           // the span of an inverse-cloze pair
+    case keywords = 22            // the words of a keywords view
+    case initialization = 0x1417  // the model's initial weights
+
+    /// The stream of contrastive view `view` (0 or 1).
+    public static func contrastiveView(_ view: Int) -> RandomStream { view == 0 ? .contrastiveView : .contrastiveSecondView }
 }

@@ -104,7 +104,7 @@ final class EncoderNetwork {
     /// for weights and biases, out_proj bias 0; LayerNorm 1/0. Like nn.TransformerEncoder
     /// (which deep-copies one layer), every layer starts from the same weights.
     func initialize(seed: UInt64) {
-        var g = SplitMix64(state: SplitMix64.derive([seed, 0x1417]))
+        var g = SplitMix64(state: SplitMix64.derive([seed], .initialization))
         let p = params.ptr, c = cfg.dModel, f = cfg.dFF, v = cfg.vocabSize
         func normal(_ o: Int, _ n: Int) {
             var i = 0

@@ -10,25 +10,6 @@ public struct CSRMatrix {
     public var vals: [Double]
 }
 
-/// A seedable generator (the SplitMix64 recurrence), so a seed gives the same numbers on every machine.
-public struct ProjectionRNG: RandomNumberGenerator {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Standard normal (Box-Muller).
-    public mutating func normal() -> Double {
-        let u1 = (Double(next() >> 11) + 1) / 9007199254740993.0
-        let u2 = Double(next() >> 11) / 9007199254740992.0
-        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
-    }
-}
-
 public enum Affinities {
     /// Exact k nearest neighbours (squared euclidean) of every row of x (n × d),
     /// self excluded, by blocked sgemm: |a-b|² = |a|² + |b|² - 2 a·b.

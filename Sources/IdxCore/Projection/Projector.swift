@@ -108,7 +108,7 @@ public struct Projector {
                     for c in 0 ..< dim { all[i * dim + c] = q[c] }
                 }
             } else {
-                LabelledTexts.normaliseRows(&all, dim: dim)
+                UnitVectors.normalizeRows(&all, dimension: dim)
             }
             count = input.texts.count
             genres = input.labels
@@ -152,7 +152,7 @@ public struct Projector {
                 start = end
                 progress.update(Double(start))
             }
-            LabelledTexts.normaliseRows(&x, dim: dim)
+            UnitVectors.normalizeRows(&x, dimension: dim)
             progress.finish(String(format: "embed: %d documents in %.1f s", n, progress.elapsed))
         } else {
             x = rows.count == count ? all : ProjectionInput.gather(all, dim: dim, rows: rows)

@@ -38,7 +38,7 @@ public enum ProjectionInput {
                 throw IdxError("--sample \(sample) is more than the \(rows.count) rows selected; give at most \(rows.count) (or leave --sample out for all).")
             }
             if sample < rows.count {
-                var rng = ProjectionRNG(seed: seed)
+                var rng = SplitMix64(state: seed)
                 // Partial Fisher-Yates: the first `sample` slots are a uniform draw.
                 for i in 0 ..< sample {
                     let j = i + Int(rng.next() % UInt64(rows.count - i))

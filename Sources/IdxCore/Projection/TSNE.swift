@@ -103,7 +103,7 @@ public enum TSNE {
         var y = [Double](repeating: 0, count: 2 * n)
         switch o.initialization {
         case .random:
-            var rng = ProjectionRNG(seed: o.seed)
+            var rng = SplitMix64(state: o.seed)
             for e in 0 ..< 2 * n { y[e] = 1e-4 * rng.normal() }
         case .pca:
             let k = min(2, d)

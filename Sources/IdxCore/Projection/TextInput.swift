@@ -26,17 +26,6 @@ public struct LabelledTexts {
         return out
     }
 
-    /// Scales each row of x (n × d) to unit length (as the index stores its vectors).
-    public static func normaliseRows(_ x: inout [Float], dim d: Int) {
-        let n = x.count / d
-        for i in 0 ..< n {
-            var s: Float = 0
-            for c in 0 ..< d { s += x[i * d + c] * x[i * d + c] }
-            let inv = s > 0 ? 1 / s.squareRoot() : 0
-            for c in 0 ..< d { x[i * d + c] *= inv }
-        }
-    }
-
     /// The first few words of a text, for point annotations.
     public static func shortLabel(_ text: String, words: Int = 4) -> String {
         let w = text.split(separator: " ")

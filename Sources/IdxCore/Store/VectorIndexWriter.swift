@@ -31,10 +31,7 @@ public enum VectorIndexWriter {
                 if let s = standardization {
                     for j in 0 ..< d { row[j] = (row[j] - s.mean[j]) / s.std[j] }
                 }
-                var norm2: Float = 0
-                for j in 0 ..< d { norm2 += row[j] * row[j] }
-                let inv = norm2 > 0 ? 1 / norm2.squareRoot() : 0
-                for j in 0 ..< d { row[j] *= inv }
+                UnitVectors.normalize(row, dimension: d)
             }
         }
     }

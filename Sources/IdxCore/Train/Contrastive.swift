@@ -145,27 +145,27 @@ extension Trainer {
     /// [BOS] … [EOS] and cut like a training document. A pure function of (seed, step, slot, view).
     func contrastiveView(step: Int, slot: Int, view: Int) -> [Int32] {
         var doc = document(step: step, slot: slot)
-        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 10 + UInt64(view)]))
+        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .contrastiveView(view)))
         let o = contrastive
         if view == 1, o.pairs == .bm25, let near = lexicalNeighbours?[doc], !near.isEmpty {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
         let ids = Array(corpus.document(doc))
         if o.pairs == .keywords && ids.count >= 3 {
-            let (words, dropFromContext) = keywordView(ids, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 22]))
+            let (words, dropFromContext) = keywordView(ids, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .keywords))
             let part = view == 0 ? ids.filter { words.contains($0) }.reduce(into: [Int32]()) { if !$0.contains($1) { $0.append($1) } }
                 : dropFromContext ? ids.filter { !words.contains($0) } : ids
             return wrapDocument((part.isEmpty ? ids : part)[...], maxTokens: options.maxLen)
         }
         let spanPair = o.pairs == .span || (o.pairs == .mixed && slot % 2 == 1)
         if spanPair && ids.count >= 3 {
-            let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 21])
+            let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .spanSplit)
             let (start, end, keepInContext) = Self.spanSplit(count: ids.count, seed: pairSeed)
             let part = view == 0 ? Array(ids[start ..< end]) : keepInContext ? ids : Array(ids[..<start] + ids[end...])
             return wrapDocument(part[...], maxTokens: options.maxLen)
         }
         if (o.pairs == .halves || o.pairs == .mixed) && ids.count >= 2 {
-            let (start, end) = Self.halvesSplit(count: ids.count, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 20]))
+            let (start, end) = Self.halvesSplit(count: ids.count, seed: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .halvesSplit))
             let part = view == 0 ? Array(ids[start ..< end]) : Array(ids[..<start] + ids[end...])
             return wrapDocument(part[...], maxTokens: options.maxLen)
         }
@@ -261,7 +261,7 @@ extension Trainer {
             var batch = PackedBatch()
             for d in part {
                 batch.append(document: contrastiveView(step: s, slot: docs[d].slot, view: docs[d].view))
-                batch.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(s), UInt64(d), 13]))
+                batch.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(s), UInt64(d)], .contrastiveDropout))
             }
             return batch
         }

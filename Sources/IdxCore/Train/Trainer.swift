@@ -129,7 +129,7 @@ public final class Trainer {
     }
 
     func document(step: Int, slot: Int) -> Int {
-        Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 1]) % UInt64(corpus.count))
+        Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .documentChoice) % UInt64(corpus.count))
     }
 
     /// The masked batch of the given slots of `step`, packed (no padding).
@@ -143,7 +143,7 @@ public final class Trainer {
                 b.targets.append(t)
             }
             b.append(document: input)
-            b.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 3]))
+            b.dropoutSeeds.append(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .dropout))
         }
         return b
     }
@@ -154,7 +154,7 @@ public final class Trainer {
     @inline(__always)
     func maskDocument(_ input: inout [Int32], step: Int, slot: Int, _ selected: (Int, Int32) -> Void) {
         let v = UInt64(config.vocabSize - 5)
-        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot), 2]))
+        var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .masking))
         for p in 0 ..< input.count {
             let t = input[p]
             if t == SpecialToken.pad || t == SpecialToken.bos || t == SpecialToken.eos { continue }
