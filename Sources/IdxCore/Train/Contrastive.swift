@@ -12,8 +12,8 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     /// Documents per step (2 × views in the packed batch).
     public var batchSize = 64
     public var lr: Float = 1e-4
-    /// 0.05 against 0.2: typed-query precision@10 of the embeddings alone rose with the sharper
-    /// softmax (docs/search-quality.md).
+    /// 0.05: a span has one true context among the batch's, and a sharp softmax weighs the
+    /// closest wrong ones most (the inverse-cloze runs of docs/search-quality.md all used it).
     public var temperature: Float = 0.05
     /// Shortest crop, as a share of the document's words.
     public var minCrop = 0.5
