@@ -132,7 +132,7 @@ final class ServeLifecycleTests: XCTestCase {
         // A file copied into another generation is refused (bound to its manifest).
         try AttachedProjection(method: .pca, coordinates: coords).attach(to: reader)
         let (corpus, model) = try SampleIndex.corpusAndModel()
-        var again = try idx.IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", index])
+        let again = try idx.IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", index])
         try again.run()
         let next = try VectorIndexReader(directory: index)
         XCTAssertEqual(try AttachedProjection.read(for: next), nil, "a new generation starts without a projection")

@@ -47,7 +47,7 @@ enum SampleIndex {
     /// A fresh index of the sample at `path` (one generation).
     static func makeIndex(at path: String) throws {
         let (corpus, model) = try corpusAndModel()
-        var index = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", path])
+        let index = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", path])
         try index.run()
     }
 }
