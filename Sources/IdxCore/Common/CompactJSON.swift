@@ -90,6 +90,7 @@ public enum CompactJSON {
     }
 
     private static let lock = NSLock()
+    // Unsafe is sound here: every access holds `lock`.
     nonisolated(unsafe) private static var keyOrders: [String: [String]] = [:]
 
     /// The keys in Foundation's `.sortedKeys` order (numeric, case-insensitive, forced ordering,

@@ -14,6 +14,7 @@ import Foundation
 /// another core, when the CPU lacks AVX-512 (F, DQ, BW, VL) or when the library is not a
 /// DYNAMIC_ARCH build. Call it before any BLAS work starts on other threads.
 public enum BLASRuntime {
+    // Unsafe is sound here: set once, by the main thread, before any BLAS work starts elsewhere.
     nonisolated(unsafe) private static var done = false
 
     /// The core OpenBLAS uses ("Haswell", "SkylakeX", …).

@@ -208,7 +208,8 @@ final class EncoderNetwork {
         }
     }
 
-    /// Worker threads a Trainer uses (set by ComputeSetup.configure from --threads).
+    /// Worker threads a Trainer uses (set by ComputeSetup.configure from --threads). Unsafe is
+    /// sound here: written once at start-up, before any worker exists, read-only after.
     nonisolated(unsafe) static var computeThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     // MARK: loss + backward

@@ -163,6 +163,7 @@ struct SharedTrainingMemory {
 /// With IDX_PROFILE_STEPS set, each rank prints at the last step where its step time went:
 /// count, forward + backward, the gradient sum (Reduce_scatter or the shared window, with the
 /// wait for the slowest rank) and tallies, update + parameter exchange (ms a step, mean).
+/// Unsafe is sound here: only a rank's training thread touches the tallies.
 enum StepProfile {
     nonisolated(unsafe) static var totals = [UInt64](repeating: 0, count: 4)
     nonisolated(unsafe) static var steps = 0

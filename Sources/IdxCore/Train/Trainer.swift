@@ -218,6 +218,8 @@ public final class Trainer {
                           tokens: batches.reduce(0) { $0 + $1.rowCount })
     }
 
+    // Whether OpenBLAS was set to one thread (the workers parallelise instead). Unsafe is sound
+    // here: only the training thread reads and writes it, between parallel sections.
     nonisolated(unsafe) static var blasSingleThreaded = false
 
     /// Sums workers 1..<w's gradients into net's (worker 0's), split over the threads by parameter range.
