@@ -122,7 +122,7 @@ public enum EvalRun {
         func bestRows(_ scores: UnsafePointer<Float>, _ n: Int, _ count: Int, positiveOnly: Bool = false) -> [Int] {
             var top = TopK(capacity: count)
             for j in 0 ..< n where (!positiveOnly || scores[j] > 0) && scores[j] > top.threshold { top.push(scores[j], j) }
-            return zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.map(\.1)
+            return top.ranked()
         }
         /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`
         /// and which the model reads as `tokenCounts` tokens, as the search does it.

@@ -23,6 +23,11 @@ struct TopK {
     /// The score a newcomer must beat.
     var threshold: Float { scores.count < capacity ? -.infinity : scores[0] }
 
+    /// The kept indices, best first (ties: lower index first).
+    func ranked() -> [Int] {
+        zip(scores, ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.map(\.1)
+    }
+
     mutating func push(_ score: Float, _ id: Int) {
         if scores.count < capacity {
             scores.append(score); ids.append(id)
@@ -172,8 +177,7 @@ public struct VectorSearcher {
         }
         var top = TopK(capacity: depth)
         for (i, x) in lexical.scores.enumerated() where x > 0 && x > top.threshold && allowed(i) { top.push(x, i) }
-        let bm25 = zip(top.scores, top.ids).sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
-        let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: bm25.map(\.1), lexicalWeight: lexical.weight)
+        let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
         let best = fused.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(k)
         // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var cosine: [Int: Float] = [:]
