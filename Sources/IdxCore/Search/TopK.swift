@@ -1,31 +1,36 @@
-/// A bounded heap of the best `capacity` (score, index) pairs, best meaning a higher score,
-/// then a lower index: the kept set does not depend on the order of the pushes.
+/// The best `capacity` (score, index) pairs of those pushed, best meaning a higher score, then a
+/// lower index: the kept set does not depend on the order of the pushes.
 ///
-/// Each pair is one UInt64 rank key (`rankKey`) whose ascending order is that ranking, so the
-/// heap compares integers and `ranked()` sorts integers: a search keeps up to 1,000 pairs a
-/// side twice a query, and comparing (Float, Int) tuples through closures cost more than the scan.
+/// Each pair is one UInt64 rank key (`rankKey`) whose ascending order is that ranking, and the
+/// keys gather unsorted in a buffer of twice the capacity; when it fills, a quickselect keeps
+/// the best half and raises `threshold` (FAISS's reservoir). A search keeps 1,000 pairs a side
+/// twice a query: a heap's sift on every newcomer cost more than the scan itself.
 struct TopK {
-    /// A max-heap of rank keys: the root is the worst pair kept.
+    /// Unsorted rank keys: every pair that can still be among the best `capacity`.
     private var keys: [UInt64] = []
     let capacity: Int
-    /// The score a newcomer must beat (a newcomer that only ties it comes later in index order).
+    /// Keys from here on can no longer be kept (the worst kept at the last compaction).
+    private var cut = UInt64.max
+    /// The score a newcomer must reach to be kept (callers test `>` when they push in index order).
     private(set) var threshold: Float = -.infinity
 
     init(capacity: Int) {
-        self.capacity = capacity
-        keys.reserveCapacity(capacity)
+        self.capacity = max(0, capacity)
+        keys.reserveCapacity(2 * self.capacity)
     }
 
-    var count: Int { keys.count }
-    /// The kept scores and indices, in heap order.
-    var scores: [Float] { keys.map(Self.score) }
-    var ids: [Int] { keys.map(Self.index) }
+    var count: Int { min(keys.count, capacity) }
+    /// The kept scores and indices, best first.
+    var scores: [Float] { best().map(Self.score) }
+    var ids: [Int] { best().map(Self.index) }
 
     /// The kept indices, best first (ties: lower index first).
-    func ranked() -> [Int] { keys.sorted().map(Self.index) }
+    func ranked() -> [Int] { best().map(Self.index) }
 
     /// The kept (index, score) pairs, best first.
-    func rankedPairs() -> [(index: Int, score: Float)] { keys.sorted().map { (Self.index($0), Self.score($0)) } }
+    func rankedPairs() -> [(index: Int, score: Float)] { best().map { (Self.index($0), Self.score($0)) } }
+
+    private func best() -> ArraySlice<UInt64> { keys.sorted().prefix(capacity) }
 
     /// (score descending, index ascending) as one ascending integer: the score's bits mapped
     /// to an order-preserving unsigned integer, inverted, above a 32-bit index.
@@ -43,32 +48,35 @@ struct TopK {
 
     mutating func push(_ score: Float, _ index: Int) {
         let key = Self.rankKey(score, index)
-        let n = keys.count
-        if n < capacity {
-            keys.append(key)
-            keys.withUnsafeMutableBufferPointer { h in
-                var i = n
-                while i > 0 {
-                    let p = (i - 1) / 2
-                    if h[p] >= h[i] { break }
-                    h.swapAt(p, i); i = p
+        guard key < cut, capacity > 0 else { return }
+        keys.append(key)
+        if keys.count == 2 * capacity { compact() }
+    }
+
+    /// Keeps the best `capacity` keys (quickselect) and moves the cut to the worst of them.
+    private mutating func compact() {
+        let k = capacity
+        keys.withUnsafeMutableBufferPointer { a in
+            var lo = 0, hi = a.count - 1
+            while lo < hi {
+                // Median of three as the pivot; Hoare's partition.
+                let mid = lo + (hi - lo) / 2
+                if a[mid] < a[lo] { a.swapAt(mid, lo) }
+                if a[hi] < a[lo] { a.swapAt(hi, lo) }
+                if a[hi] < a[mid] { a.swapAt(hi, mid) }
+                let pivot = a[mid]
+                var i = lo, j = hi
+                while i <= j {
+                    while a[i] < pivot { i += 1 }
+                    while a[j] > pivot { j -= 1 }
+                    if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
                 }
+                // a[lo...j] ≤ pivot ≤ a[i...hi]: continue in the side holding position k - 1.
+                if k - 1 <= j { hi = j } else if k - 1 >= i { lo = i } else { break }
             }
-            if n + 1 == capacity { threshold = Self.score(keys[0]) }
-        } else if capacity > 0, key < keys[0] {
-            keys.withUnsafeMutableBufferPointer { h in
-                h[0] = key
-                var i = 0
-                while true {
-                    let l = 2 * i + 1, r = l + 1
-                    var m = i
-                    if l < n && h[l] > h[m] { m = l }
-                    if r < n && h[r] > h[m] { m = r }
-                    if m == i { break }
-                    h.swapAt(m, i); i = m
-                }
-            }
-            threshold = Self.score(keys[0])
         }
+        keys.removeLast(keys.count - k)
+        cut = keys.max()!
+        threshold = Self.score(cut)
     }
 }

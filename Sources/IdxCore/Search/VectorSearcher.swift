@@ -141,7 +141,7 @@ public struct VectorSearcher {
         }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
         var best = TopK(capacity: k)
-        for (i, score) in fused where score > best.threshold { best.push(score, i) }
+        for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
         // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var v = [Float](repeating: 0, count: reader.dimension)
         return best.rankedPairs().map { i, score -> SearchHit in
