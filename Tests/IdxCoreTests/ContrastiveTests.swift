@@ -120,6 +120,31 @@ final class ContrastiveTests: XCTestCase {
         XCTAssertTrue((1 ... pairs / 4).contains(kept), "context kept the span \(kept) of \(pairs) times")
     }
 
+    /// span-neighbours: even slots as `span`; an odd slot's two views come from one of the BM25
+    /// neighbours of the document before it (the batch's hard negatives).
+    func testSpanNeighboursPutALookAlikeInEveryOddSlot() throws {
+        let t = try TinyTraining.trainer(contrastiveOptions(pairs: .spanNeighbours))
+        let span = try TinyTraining.trainer(contrastiveOptions(pairs: .span))
+        let n = t.corpus.count
+        t.lexicalNeighbours = (0 ..< n).map { [Int32(($0 + 1) % n), Int32(($0 + 2) % n)] }
+        var odd = 0
+        for step in 1 ... 50 {
+            for slot in 0 ..< 4 {
+                let views = (0 ..< 2).map { t.contrastiveView(step: step, slot: slot, view: $0) }
+                if slot % 2 == 0 {
+                    XCTAssertEqual(views, (0 ..< 2).map { span.contrastiveView(step: step, slot: slot, view: $0) })
+                    continue
+                }
+                let before = t.document(step: step, slot: slot - 1)
+                let candidates = [(before + 1) % n, (before + 2) % n].map { Array(t.corpus.document($0)) }
+                let words = views.map { Array($0.dropFirst().filter { $0 != SpecialToken.eos }) }
+                XCTAssertTrue(candidates.contains { doc in words.allSatisfy { $0.allSatisfy(doc.contains) } }, "step \(step) slot \(slot)")
+                odd += 1
+            }
+        }
+        XCTAssertEqual(odd, 100)
+    }
+
     func testHalvesAreDisjointAndMakeTheWholeDocument() throws {
         let t = try TinyTraining.trainer(contrastiveOptions())
         var spans = Set<Int>()

@@ -136,6 +136,7 @@ public enum RandomStream: UInt64 {
     case halvesSplit = 20         // where a document splits into its two halves
     case spanSplit = 21           // the span of an inverse-cloze pair
     case keywords = 22            // the words of a keywords view
+    case lookAlike = 23           // which BM25 neighbour fills a span-neighbours slot
     case initialization = 0x1417  // the model's initial weights
 
     /// The stream of contrastive view `view` (0 or 1).

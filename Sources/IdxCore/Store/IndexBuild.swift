@@ -130,7 +130,8 @@ public enum IndexBuild {
 
     /// `--from-vectors`: rows a model produced (`--dump-vectors`, possibly repeated) are indexed
     /// with that model recorded, so text queries work, and the corpus's metadata, cycled when the
-    /// file repeats the corpus; without a model, placeholder metadata and no model.
+    /// file repeats the corpus, each copy's titles marked ("(copy 2)"…) so that every row stays a
+    /// film of its own (search keeps one hit a film); without a model, placeholder metadata and no model.
     static func readVectorFile(_ file: String, _ o: Options) throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
         let (embeddings, d) = try RawVectors.read(file, dimension: o.dimension)
         let n = embeddings.count / d
@@ -153,7 +154,12 @@ public enum IndexBuild {
         let provenance = IndexProvenance(modelHash: m.modelHash, tokenizerHash: m.tokenizerHash,
                                          modelDirectory: ModelPath.recorded(o.model, index: o.out),
                                          maxTokens: o.maxTokens ?? m.trainedMaxTokens, source: file)
-        return (embeddings, (0 ..< n).map { corpusMeta[$0 % corpusMeta.count] }, provenance, d)
+        let metadata = (0 ..< n).map { i -> DocumentMetadata in
+            var m = corpusMeta[i % corpusMeta.count]
+            if i >= corpusMeta.count { m.title += " (copy \(i / corpusMeta.count + 1))" }
+            return m
+        }
+        return (embeddings, metadata, provenance, d)
     }
 }
 

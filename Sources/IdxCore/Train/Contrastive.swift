@@ -40,6 +40,10 @@ public enum ContrastivePairs: String, Codable, CaseIterable, Sendable {
     /// document (the span left in it one time in ten). A typed query is a handful of words,
     /// often not the synopsis's own: this trains the query ↔ document shape search answers.
     case span
+    /// `span` pairs whose batch is half look-alikes: every second document is one of the
+    /// previous document's BM25 `neighbours`, so that each span meets a near miss among its
+    /// negatives (hard negatives mined by BM25; the trainer needs `lexicalNeighbours`).
+    case spanNeighbours = "span-neighbours"
     /// Half of each batch `span` pairs, the other half `halves`.
     case mixed
     /// A few of the document's rarest words (2-6 of its 12 highest-idf distinct tokens, in
@@ -147,6 +151,10 @@ extension Trainer {
         var doc = document(step: step, slot: slot)
         var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .contrastiveView(view)))
         let o = contrastive
+        if o.pairs == .spanNeighbours, slot % 2 == 1, let near = lexicalNeighbours?[document(step: step, slot: slot - 1)], !near.isEmpty {
+            // Both views of this slot come from the same look-alike: the choice depends on the slot, not the view.
+            doc = Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
+        }
         if view == 1, o.pairs == .bm25, let near = lexicalNeighbours?[doc], !near.isEmpty {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
@@ -157,7 +165,7 @@ extension Trainer {
                 : dropFromContext ? ids.filter { !words.contains($0) } : ids
             return wrapDocument((part.isEmpty ? ids : part)[...], maxTokens: options.maxLen)
         }
-        let spanPair = o.pairs == .span || (o.pairs == .mixed && slot % 2 == 1)
+        let spanPair = o.pairs == .span || o.pairs == .spanNeighbours || (o.pairs == .mixed && slot % 2 == 1)
         if spanPair && ids.count >= 3 {
             let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .spanSplit)
             let (start, end, keepInContext) = Self.spanSplit(count: ids.count, seed: pairSeed)

@@ -70,7 +70,7 @@ public struct TrainingRun {
         let (trainer, startLog, elapsedBefore) = try resume ? resumed(reader, tokens, say: say) : started(reader, tokenizer, tokens, threads: nThreads, comm: comm, say: say)
         var log = startLog
         trainer.corpusTitlesInText = reader.titlesInText
-        if let c = trainer.options.contrastive, c.steps > 0, c.pairs == .bm25 {
+        if let c = trainer.options.contrastive, c.steps > 0, c.pairs == .bm25 || c.pairs == .spanNeighbours {
             let t0 = DispatchTime.now().uptimeNanoseconds
             trainer.lexicalNeighbours = try LexicalNeighbours.compute(descriptions: try reader.readMetadata().map(\.description),
                                                                       count: c.neighbours, threads: nThreads)
