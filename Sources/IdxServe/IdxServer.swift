@@ -1,9 +1,9 @@
 import Foundation
 import Hummingbird
-import IdxCore
 import Logging
 import NIOCore
 import ServiceLifecycle
+import IdxBase
 
 /// `idx serve`: the index's current generation behind a JSON API and the map page, on
 /// Hummingbird (SwiftNIO), with swift-service-lifecycle running the HTTP server and the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxNightly
 
 struct NightlyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxModel
+import IdxStore
+import IdxSearch
 
 public struct SearchCommand: ParsableCommand {
     public init() {}

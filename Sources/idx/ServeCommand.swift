@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
-import IdxCore
 import IdxServe
 import Logging
+import IdxBase
+import IdxModel
+import IdxSearch
+import IdxProjection
 
 /// `idx serve`: arguments in, IdxServer (Sources/IdxServe) does the rest.
 struct ServeCommand: AsyncParsableCommand {

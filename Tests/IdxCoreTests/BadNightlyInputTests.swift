@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
+@testable import IdxCorpus
+@testable import IdxNightly
 
 /// Bad input, category "nightly": a bad inbox file is quarantined and the run goes on; a bad
 /// setting fails before the first stage; nothing hangs; the lock never follows a link.

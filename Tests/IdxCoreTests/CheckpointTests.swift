@@ -1,5 +1,7 @@
-@testable import IdxCore
 import XCTest
+@testable import IdxBase
+@testable import IdxModel
+@testable import IdxTrain
 
 final class CheckpointTests: XCTestCase {
     var dir = ""

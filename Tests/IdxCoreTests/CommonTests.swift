@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
 
 final class CommonTests: XCTestCase {
     func testXXHash64KnownVectors() {

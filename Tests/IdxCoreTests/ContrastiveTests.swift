@@ -1,5 +1,7 @@
-@testable import IdxCore
 import XCTest
+@testable import IdxCorpus
+@testable import IdxModel
+@testable import IdxTrain
 
 /// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
 /// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.

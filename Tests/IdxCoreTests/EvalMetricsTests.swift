@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxCore
+@testable import IdxEval
 
 final class EvalMetricsTests: XCTestCase {
     func testClusterSeparationOnHandMadeVectors() throws {

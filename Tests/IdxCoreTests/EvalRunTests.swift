@@ -1,6 +1,12 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxCorpus
+@testable import IdxLexical
+@testable import IdxModel
+@testable import IdxTrain
+@testable import IdxStore
+@testable import IdxSearch
+@testable import IdxEval
 
 /// `idx eval` end to end on a tiny corpus and a tiny model trained a few steps
 /// in-process: the figures must equal the metrics recomputed by hand from the

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxStore
 
 /// The one commit path of an index folder (IndexCommit): concurrent writers lose no
 /// segment, garbage collection spares a generation in progress, and the manifest's

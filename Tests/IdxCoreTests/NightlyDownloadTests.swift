@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
+@testable import IdxNightly
 #if canImport(Glibc)
 import Glibc
 #endif

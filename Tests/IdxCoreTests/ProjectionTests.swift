@@ -1,5 +1,6 @@
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
+@testable import IdxProjection
 
 final class ProjectionTests: XCTestCase {
     func testSelectionByGenreAndSample() throws {

@@ -1,5 +1,6 @@
 import XCTest
-@testable import IdxCore
+@testable import IdxModel
+@testable import IdxProjection
 #if canImport(FoundationXML)
 import FoundationXML
 #endif

@@ -1,7 +1,9 @@
 import Foundation
 import CSupport
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
+@testable import IdxStore
+@testable import IdxSearch
 
 final class SearchTests: XCTestCase {
     var dir: String!

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxBase
+@testable import IdxCorpus
+@testable import IdxStore
 
 /// Synthetic vectors and metadata (no corpus or model needed).
 enum Synthetic {
