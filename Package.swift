@@ -38,6 +38,8 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CCsv", path: "Sources/CCsv", providers: [.apt(["libcsv-dev"])]),
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+                       providers: [.apt(["libxxhash-dev"])]),
         // Small C helpers Swift cannot express: FTZ/DAZ, atomic directory exchange.
         .target(name: "CSupport", path: "Sources/CSupport"),
         // Open MPI through dlopen/dlsym (see docs/parallel.md): idx starts without libmpi.
@@ -46,7 +48,7 @@ let package = Package(
         .target(name: "CCurl", path: "Sources/CCurl", linkerSettings: [.linkedLibrary("dl")]),
         // The pipeline, one target a stage, in order: a target depends only on targets above it
         // (README, "Architecture"). `idxTarget` adds the flags every stage shares.
-        idxTarget("IdxBase", ["CSupport", "CZstd"]),
+        idxTarget("IdxBase", ["CSupport", "CZstd", "CXXHash"]),
         idxTarget("IdxParallel", ["IdxBase", "CMPI", "COpenBLAS"]),
         idxTarget("IdxCorpus", ["IdxBase", "CCsv", "CSupport", "CZstd"]),
         idxTarget("IdxLexical", ["IdxBase", "IdxCorpus"]),
