@@ -193,10 +193,10 @@ public struct Downloader {
                         onResponse: @escaping (HTTPResponseHead) throws -> Int64?) throws -> Transfer {
             let t = Transfer(path: path, onResponse: onResponse)
             t.limit = limit; t.deadline = deadline
-            let response: idx_curl_response_fn = { context, status, head, length in
+            let response: idx_curl_response_fn = { context, status, fields, length in
                 let t = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
-                let text = head.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: length), as: UTF8.self) } ?? ""
-                return t.begin(HTTPResponseHead(statusCode: status, raw: text))
+                let bytes = fields.map { UnsafeRawBufferPointer(start: $0, count: length) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                return t.begin(HTTPResponseHead(statusCode: status, nameValuePairs: bytes))
             }
             let body: idx_curl_body_fn = { context, _, bytes, length in
                 let t = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
@@ -269,19 +269,11 @@ struct HTTPResponseHead {
         self.fields = fields
     }
 
-    /// Parses a raw header block: a status line, then `Name: value` lines
-    /// (a line starting with a space or tab continues the previous value).
-    init(statusCode: Int, raw: String) {
-        var fields: [(name: String, value: String)] = []
-        for line in raw.split(whereSeparator: { $0 == "\r\n" || $0 == "\n" || $0 == "\r" }).dropFirst() {
-            if let first = line.first, first == " " || first == "\t", !fields.isEmpty {
-                fields[fields.count - 1].value += " " + line.trimmingCharacters(in: .whitespaces)
-                continue
-            }
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            fields.append((String(line[..<colon]).trimmingCharacters(in: .whitespaces),
-                           String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
-        }
+    /// The fields as idx_curl_get hands them over: NUL-terminated strings, name then value.
+    init(statusCode: Int, nameValuePairs bytes: UnsafeRawBufferPointer) {
+        var strings = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        if strings.last == "" { strings.removeLast() }  // after the last terminator
+        let fields = stride(from: 0, to: strings.count - 1, by: 2).map { (name: strings[$0], value: strings[$0 + 1]) }
         self.init(statusCode: statusCode, fields: fields)
     }
 
