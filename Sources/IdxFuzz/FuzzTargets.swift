@@ -96,8 +96,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             let t = try WordLevelTokenizer(jsonBytes: data, source: "tokenizer.json")
             _ = t.encode("alien robot love story at the end of the world")
         case .config:
-            let doc = try TOMLDocument(parsing: String(decoding: data, as: UTF8.self), source: "idx.toml")
-            _ = try NightlyConfig.apply(doc, to: NightlyConfig())
+            _ = try NightlyConfig.apply(toml: String(decoding: data, as: UTF8.self), source: "idx.toml", to: NightlyConfig())
         }
     }
 

@@ -4,8 +4,8 @@ import IdxCorpus
 import IdxProjection
 
 /// Every setting of `idx nightly`. Each comes from (in order of precedence) a
-/// command-line flag, `idx.toml`, or the default below; `idx.example.toml`
-/// documents every key. Relative paths in a config file (and the defaults, when a config file
+/// command-line flag, `idx.toml`, or the default below; `NightlySettings.all` declares each
+/// setting's key, flag and validation, and `idx.example.toml` documents every key. Relative paths in a config file (and the defaults, when a config file
 /// is read) are relative to the file's folder, so that a scheduler may start idx anywhere;
 /// relative paths given as flags, or with no config file, to the working directory.
 public struct NightlyConfig: Codable, Equatable {
@@ -57,60 +57,16 @@ public struct NightlyConfig: Codable, Equatable {
 
     public init() {}
 
-    /// Every key `idx.toml` accepts: section → key → how to apply it.
-    static let keys: [String: [String: (inout NightlyConfig, TOMLValue, String) throws -> Void]] = [
-        "inbox": [
-            "sources": { c, v, at in c.inbox = try strings(v, at) },
-            "max_file_bytes": { c, v, at in c.maxFileBytes = Int64(try int(v, at, min: 1)) },
-            "follow_symlinks": { c, v, at in c.followSymlinks = try bool(v, at) },
-        ],
-        "paths": [
-            "corpus": { c, v, at in c.corpus = try string(v, at) },
-            "model": { c, v, at in c.model = try string(v, at) },
-            "index": { c, v, at in c.index = try string(v, at) },
-            "runs": { c, v, at in c.runs = try string(v, at) },
-            "state": { c, v, at in c.state = try string(v, at) },
-        ],
-        "train": [
-            "steps": { c, v, at in c.steps = try int(v, at, min: 0) },
-            "from_scratch": { c, v, at in c.fromScratch = try bool(v, at) },
-            "procs": { c, v, at in c.procs = try int(v, at, min: 1) },
-            "seed": { c, v, at in c.seed = try int(v, at, min: 0) },
-            "vocab_size": { c, v, at in c.vocabSize = try int(v, at, min: 6) },
-            "titles": { c, v, at in c.titles = try bool(v, at) },
-            "args": { c, v, at in c.trainArgs = try strings(v, at) },
-        ],
-        "eval": [
-            "validation": { c, v, at in c.validation = try string(v, at) },
-            "seed_test": { c, v, at in c.seedTest = try string(v, at) },
-            "k": { c, v, at in c.k = try int(v, at, min: 1) },
-        ],
-        "gate": [
-            "max_knn_drop": { c, v, at in c.maxKnnDrop = try number(v, at) },
-            "min_seed_ratio": { c, v, at in c.minSeedRatio = try number(v, at) },
-        ],
-        "download": [
-            "attempts": { c, v, at in c.downloadAttempts = try int(v, at, min: 1) },
-            "timeout_seconds": { c, v, at in c.downloadTimeout = try number(v, at) },
-            "max_seconds": { c, v, at in c.downloadMaxSeconds = try number(v, at) },
-        ],
-        "map": ["projection": { c, v, at in c.mapProjection = try projection(string(v, at), at) }],
-    ]
-
-    /// Reads `path` over the defaults. Unknown sections and keys are errors (a typo
-    /// must not silently fall back to a default).
-    /// "none", "pca" or "tsne" ([map] projection, --map-projection).
-    public static func projection(_ s: String, _ at: String) throws -> ProjectionMethod? {
-        if s == "none" { return nil }
-        guard let m = ProjectionMethod(rawValue: s) else {
-            throw IdxError("\(at) must be \"none\", \"pca\" or \"tsne\", not \"\(s)\".")
-        }
-        return m
-    }
-
+    /// Reads the config file `path` over the defaults, its relative paths resolved against its
+    /// folder. Unknown sections and keys are errors (NightlySettings).
     public static func load(_ path: String) throws -> NightlyConfig {
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        return try apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig()).resolved(against: folder)
+        return try NightlySettings.apply(TOMLDocument(contentsOfFile: path), to: NightlyConfig()).resolved(against: folder)
+    }
+
+    /// The settings of TOML `text` over `base`; `source` names the text in errors.
+    public static func apply(toml text: String, source: String, to base: NightlyConfig) throws -> NightlyConfig {
+        try NightlySettings.apply(TOMLDocument(parsing: text, source: source), to: base)
     }
 
     /// Every relative path (inbox folders and files, not URLs; the paths; the eval files)
@@ -122,52 +78,5 @@ public struct NightlyConfig: Codable, Equatable {
         c.corpus = r(corpus); c.model = r(model); c.index = r(index); c.runs = r(runs); c.state = r(state)
         c.validation = r(validation); c.seedTest = r(seedTest)
         return c
-    }
-
-    public static func apply(_ doc: TOMLDocument, to base: NightlyConfig) throws -> NightlyConfig {
-        var c = base
-        for section in doc.sections.keys.sorted() {
-            let entries = doc.sections[section]!
-            guard let known = keys[section] else {
-                if entries.isEmpty && section.isEmpty { continue }
-                let what = section.isEmpty ? "top-level keys (\(entries.keys.sorted().joined(separator: ", ")))" : "section [\(section)]"
-                throw IdxError("\(doc.source): unknown \(what); the sections are \(keys.keys.sorted().map { "[\($0)]" }.joined(separator: ", ")) (see idx.example.toml).")
-            }
-            for key in entries.keys.sorted() {
-                guard let set = known[key] else {
-                    throw IdxError("\(doc.location(section, key)): unknown key `\(key)` in [\(section)]; it takes \(known.keys.sorted().joined(separator: ", ")) (see idx.example.toml).")
-                }
-                try set(&c, entries[key]!, doc.location(section, key) + ": `\(key)`")
-            }
-        }
-        return c
-    }
-
-    private static func string(_ v: TOMLValue, _ at: String) throws -> String {
-        guard case let .string(s) = v else { throw IdxError("\(at) must be a string in quotes, not \(v.typeName).") }
-        return s
-    }
-    private static func strings(_ v: TOMLValue, _ at: String) throws -> [String] {
-        switch v {
-        case let .strings(a): return a
-        case let .string(s): return [s]
-        default: throw IdxError("\(at) must be an array of strings, like [\"a\", \"b\"], not \(v.typeName).")
-        }
-    }
-    private static func int(_ v: TOMLValue, _ at: String, min: Int) throws -> Int {
-        guard case let .integer(i) = v else { throw IdxError("\(at) must be a whole number, not \(v.typeName).") }
-        guard i >= min else { throw IdxError("\(at) must be at least \(min) (got \(i)).") }
-        return i
-    }
-    private static func number(_ v: TOMLValue, _ at: String) throws -> Double {
-        switch v {
-        case let .integer(i): return Double(i)
-        case let .float(d): return d
-        default: throw IdxError("\(at) must be a number, not \(v.typeName).")
-        }
-    }
-    private static func bool(_ v: TOMLValue, _ at: String) throws -> Bool {
-        guard case let .bool(b) = v else { throw IdxError("\(at) must be true or false, not \(v.typeName).") }
-        return b
     }
 }

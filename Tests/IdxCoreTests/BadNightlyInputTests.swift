@@ -183,7 +183,7 @@ final class BadNightlyInputTests: XCTestCase {
 
     func testConfigRejectsAZeroSizeLimit() {
         assertRefused([], naming: ["max_file_bytes", "at least 1"]) {
-            _ = try NightlyConfig.apply(TOMLDocument(parsing: "[inbox]\nmax_file_bytes = 0", source: "idx.toml"), to: NightlyConfig())
+            _ = try NightlyConfig.apply(toml: "[inbox]\nmax_file_bytes = 0", source: "idx.toml", to: NightlyConfig())
         }
     }
 
@@ -210,7 +210,7 @@ final class BadNightlyInputTests: XCTestCase {
 
     func testNegativeNumbersAreValuesWithAClearMessage() {
         assertIdxRefuses(["nightly", "--k", "-5", "--state", dir + "/state"], watched: [dir], naming: ["--k must be at least 1"])
-        assertIdxRefuses(["nightly", "--steps", "-3", "--state", dir + "/state"], watched: [dir], naming: ["--steps must not be negative"])
+        assertIdxRefuses(["nightly", "--steps", "-3", "--state", dir + "/state"], watched: [dir], naming: ["--steps must be at least 0"])
     }
 
     func testNightlyLockIsReleasedAfterAFailure() throws {
