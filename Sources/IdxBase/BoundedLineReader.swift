@@ -4,8 +4,8 @@ import Foundation
 /// line that never ends (`/dev/zero`) until memory runs out; this refuses it instead.
 public final class BoundedLineReader {
     public static let defaultMaxLineBytes = 1 << 20
-    /// Standard input, lines of at most 1 MiB.
-    public static let standardInput = BoundedLineReader(fd: 0, name: "standard input")
+    /// Standard input, lines of at most 1 MiB (one reader for all of it: it buffers ahead).
+    public static func standardInput() -> BoundedLineReader { BoundedLineReader(fd: 0, name: "standard input") }
 
     let fd: Int32
     let name: String

@@ -146,7 +146,9 @@ final class BufferedWriter {
 /// Compresses and writes shards on a background thread while the caller keeps parsing or
 /// encoding. At most one shard is in flight (memory: the shard being filled + one being
 /// written). Results (XXH64, compressed size) are collected by file name.
-final class BackgroundShardWriter {
+/// @unchecked Sendable: the writer thread and the caller share `results` and `failure` under
+/// `lock` only; the rest is immutable or a Dispatch primitive.
+final class BackgroundShardWriter: @unchecked Sendable {
     private let directory: String
     private let queue = DispatchQueue(label: "idx.ingest.shard-writer")
     private let inFlight = DispatchSemaphore(value: 1)

@@ -25,18 +25,18 @@ public enum NightlySettingValue: Equatable {
 /// kind (type and validation) and where it lives in `NightlyConfig`. A value from the config
 /// file and a value from the command line go through the same `apply`, so they are checked
 /// alike and refused with the same words.
-public struct NightlySetting {
-    enum Kind {
-        case string(WritableKeyPath<NightlyConfig, String>)
+public struct NightlySetting: Sendable {
+    enum Kind: Sendable {
+        case string(WritableKeyPath<NightlyConfig, String> & Sendable)
         /// An array of strings; one string stands for an array of one.
-        case strings(WritableKeyPath<NightlyConfig, [String]>)
-        case int(WritableKeyPath<NightlyConfig, Int>, min: Int)
-        case int64(WritableKeyPath<NightlyConfig, Int64>, min: Int64)
+        case strings(WritableKeyPath<NightlyConfig, [String]> & Sendable)
+        case int(WritableKeyPath<NightlyConfig, Int> & Sendable, min: Int)
+        case int64(WritableKeyPath<NightlyConfig, Int64> & Sendable, min: Int64)
         /// Integers are numbers too.
-        case number(WritableKeyPath<NightlyConfig, Double>)
-        case bool(WritableKeyPath<NightlyConfig, Bool>)
+        case number(WritableKeyPath<NightlyConfig, Double> & Sendable)
+        case bool(WritableKeyPath<NightlyConfig, Bool> & Sendable)
         /// "none", "pca" or "tsne".
-        case projection(WritableKeyPath<NightlyConfig, ProjectionMethod?>)
+        case projection(WritableKeyPath<NightlyConfig, ProjectionMethod?> & Sendable)
     }
 
     public let section: String

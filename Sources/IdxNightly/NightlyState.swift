@@ -51,7 +51,7 @@ public struct NightlyState: Codable, Equatable {
         public var metrics: EvalSummary
     }
 
-    public enum Stage: String, Codable, Comparable {
+    public enum Stage: String, Codable, Comparable, Sendable {
         case collected   // new files copied under <corpus>/sources/, recorded here
         case ingested    // <corpus>/current holds every source's documents
         case trained     // the candidate model is complete

@@ -403,9 +403,12 @@ public final class SegmentReader {
         for c in vectorChunks { starts.append(starts.last! + c.rawLength) }
         let inPlace = vectorChunks.enumerated().allSatisfy { i, c in c.length == c.rawLength && c.offset == starts[i] }
         let owned: UnsafeMutablePointer<Int8>? = inPlace ? nil : .allocate(capacity: max(1, n * d))
-        var failure: Error?
-        let failureLock = NSLock()
+        let failure = FirstError()
+        let chunkStarts = starts
+        // The map is only read; chunk i writes only owned[starts[i] ..< starts[i + 1]].
+        let buffers = SharedWithWorkers((all: all, owned: owned))
         DispatchQueue.concurrentPerform(iterations: vectorChunks.count) { i in
+            let (all, owned) = buffers.value, starts = chunkStarts
             let c = vectorChunks[i]
             let src = UnsafeRawBufferPointer(rebasing: all[vectorBase + c.offset ..< vectorBase + c.offset + c.length])
             do {
@@ -419,10 +422,10 @@ public final class SegmentReader {
                     }
                 }
             } catch {
-                failureLock.lock(); if failure == nil { failure = error }; failureLock.unlock()
+                failure.record(error)
             }
         }
-        if let failure { owned?.deallocate(); throw failure }
+        do { try failure.rethrow() } catch { owned?.deallocate(); throw error }
         ownedCodes = owned
         codes = owned.map { UnsafePointer($0) }
             ?? (all.baseAddress! + vectorBase).assumingMemoryBound(to: Int8.self)

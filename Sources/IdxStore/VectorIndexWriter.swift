@@ -4,7 +4,7 @@ import IdxCorpus
 import IdxLexical
 
 /// What the vectors came from; recorded in the manifest and checked at search time.
-public struct IndexProvenance {
+public struct IndexProvenance: Sendable {
     public var modelHash: String
     public var tokenizerHash: String
     public var modelDirectory: String

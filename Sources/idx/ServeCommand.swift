@@ -62,7 +62,7 @@ struct ServeCommand: AsyncParsableCommand {
             let host = self.host, index = c.index
             try await server.run { port in
                 print("idx serve: \(served.reader.count) documents of \(index) (\(served.generation), map: \(served.map.method.rawValue), \(served.map.source.rawValue)) on http://\(host):\(port)/")
-                fflush(stdout)
+                fflush(nil)  // every C stream, stdout among them (the global `stdout` is not concurrency-safe)
             }
             print("idx serve: stopped")
         }
