@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // C libraries from Debian, wrapped as system-library targets.
@@ -61,7 +62,7 @@ let package = Package(
         idxTarget("IdxModel", ["IdxBase", "IdxCorpus", "COpenBLAS", "CSupport"], swift5: true),
         idxTarget("IdxTrain", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport"], swift5: true),
         idxTarget("IdxStore", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport", "CZstd"]),
-        idxTarget("IdxSearch", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "CSupport"], swift5: true),
+        idxTarget("IdxSearch", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "COpenBLAS", "CSupport"], swift5: true),
         idxTarget("IdxProjection", ["IdxBase", "IdxCorpus", "IdxModel", "IdxStore", "COpenBLAS"], swift5: true),
         idxTarget("IdxEval", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxSearch", "COpenBLAS"]),
         idxTarget("IdxNightly", ["IdxBase", "IdxCorpus", "IdxModel", "IdxTrain", "IdxStore", "IdxProjection",
@@ -78,6 +79,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Sources/IdxServe",
             // The page's files are compiled into the binary: a request path only ever

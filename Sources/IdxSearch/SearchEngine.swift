@@ -46,8 +46,8 @@ public struct SearchSettings: Equatable, Sendable {
 /// again after relevance feedback. `idx search`, `idx eval --queries`, the nightly gate and
 /// `idx serve` all call `search`, so what eval measures is what search answers.
 ///
-/// Thread-safe: the model's buffers are used under a lock (an embedding is a few tokens, the
-/// scan is where the time goes and runs outside it).
+/// Thread-safe: each concurrent query embeds with an encoder of its own (`idleEncoders`), and
+/// the index is read-only.
 public final class SearchEngine: @unchecked Sendable {
     /// The largest k and feedback-document count accepted (a result list longer than this is
     /// no search; it also bounds the memory a request can ask for).
@@ -58,7 +58,10 @@ public final class SearchEngine: @unchecked Sendable {
     /// The index's model; nil for an index built from raw vectors.
     public let model: EncoderModel?
     let tokenizer: WordLevelTokenizer?
-    private let modelLock = NSLock()
+    /// Encoders over the model's weights not in use: a query takes one (or makes one) and gives
+    /// it back, so concurrent queries (idx serve) never wait for each other's forward.
+    private var idleEncoders: [EncoderModel] = []
+    private let encoderLock = NSLock()
 
     /// Opens the published generation of `index` and the model it records (checked by hash).
     public init(index: String, verifyMetadata: Bool = false) throws {
@@ -108,7 +111,9 @@ public final class SearchEngine: @unchecked Sendable {
             var one = TokenizedCorpus()
             one.append(ids)
             let maxTokens = reader.manifest.maxTokens
-            let raw = modelLock.withLock { model.embed(one, range: 0 ..< 1, maxTokens: maxTokens, batchSize: 1) }
+            let encoder = encoderLock.withLock { idleEncoders.popLast() } ?? model.worker()
+            let raw = encoder.embed(one, range: 0 ..< 1, maxTokens: maxTokens, batchSize: 1)
+            encoderLock.withLock { idleEncoders.append(encoder) }
             query = reader.prepareQuery(raw)
         } else {
             lexical!.weight = 1 // no word the model knows: its embedding would say nothing
@@ -160,9 +165,7 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// One hit as `idx search --json` prints it: the JSON object on one line.
     public static func jsonLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> String {
-        let data = try JSONSerialization.data(withJSONObject: try jsonObject(hit, reader: reader, rank: rank, query: query),
-                                              options: [.sortedKeys, .withoutEscapingSlashes])
-        return String(decoding: data, as: UTF8.self)
+        String(decoding: try CompactJSON.data(try jsonObject(hit, reader: reader, rank: rank, query: query)), as: UTF8.self)
     }
 
     /// One hit as `idx search` prints it for a reader: rank, score, title (year), [genre], the

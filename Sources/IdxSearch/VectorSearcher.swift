@@ -1,4 +1,5 @@
 import Foundation
+import COpenBLAS
 import CSupport
 import IdxBase
 import IdxCorpus
@@ -119,6 +120,7 @@ public struct VectorSearcher {
     public static func reciprocalRankScores(dense: [Int], lexical: [Int], lexicalWeight w: Float) -> [Int: Float] {
         let c = reciprocalRankConstant
         var fused: [Int: Float] = [:]
+        fused.reserveCapacity(dense.count + lexical.count)
         for (r, i) in dense.enumerated() { fused[i, default: 0] += (1 - w) / (c + Float(r + 1)) }
         for (r, i) in lexical.enumerated() { fused[i, default: 0] += w / (c + Float(r + 1)) }
         return fused
@@ -137,15 +139,16 @@ public struct VectorSearcher {
             allowed = { i in let (s, r) = reader.locate(i); return ids[s].contains(Int(reader.segments[s].genreIds[r])) }
         }
         var top = TopK(capacity: depth)
-        for (i, x) in lexical.scores.enumerated() where x > 0 && x > top.threshold && allowed(i) { top.push(x, i) }
+        lexical.scores.withUnsafeBufferPointer { scores in
+            for i in scores.indices where scores[i] > 0 && scores[i] > top.threshold && allowed(i) { top.push(scores[i], i) }
+        }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
-        let best = fused.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(k)
+        var best = TopK(capacity: k)
+        for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
         // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
-        var cosine: [Int: Float] = [:]
-        for h in dense { cosine[h.index] = h.dense }
         var v = [Float](repeating: 0, count: reader.dimension)
-        return best.map { (i, score) -> SearchHit in
-            let cos = cosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
+        return best.rankedPairs().map { i, score -> SearchHit in
+            let cos = dense.first(where: { $0.index == i })?.dense ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 let (s, r) = reader.locate(i)
                 reader.segments[s].decode(r, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
@@ -231,25 +234,26 @@ public struct VectorSearcher {
             }
         } }
 
-        // Exact re-rank of the candidates against their decoded float vectors.
-        var hits: [SearchHit] = []
-        var v = [Float](repeating: 0, count: d)
-        for h in heaps {
-            for id in h.ids {
+        // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
+        // product), in index order so that a hit's position breaks ties as its index would.
+        let ids = heaps.flatMap(\.ids).sorted()
+        var decoded = [Float](repeating: 0, count: ids.count * d)
+        var exact = [Float](repeating: 0, count: ids.count)
+        decoded.withUnsafeMutableBufferPointer { m in
+            for (row, id) in ids.enumerated() {
                 let (k, r) = reader.locate(id)
-                v.withUnsafeMutableBufferPointer { reader.segments[k].decode(r, into: $0.baseAddress!) }
-                var score: Float = 0
-                for j in 0 ..< d { score += v[j] * query[j] }
-                if let lexical {
-                    let l = lexical.scores[id]
-                    hits.append(SearchHit(index: id, score: (1 - w) * score + w * l, dense: score, lexical: l))
-                } else {
-                    hits.append(SearchHit(index: id, score: score))
-                }
+                reader.segments[k].decode(r, into: m.baseAddress! + row * d)
             }
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ids.count), Int32(d), 1, m.baseAddress!, Int32(d), query, 1, 0, &exact, 1)
         }
-        hits.sort { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }
-        return Array(hits.prefix(k))
+        let hits = zip(ids, exact).map { id, score -> SearchHit in
+            guard let lexical else { return SearchHit(index: id, score: score) }
+            let l = lexical.scores[id]
+            return SearchHit(index: id, score: (1 - w) * score + w * l, dense: score, lexical: l)
+        }
+        // Best first, ties by lower index (as TopK ranks).
+        let order = hits.indices.map { TopK.rankKey(hits[$0].score, $0) }.sorted()
+        return order.prefix(k).map { hits[TopK.index($0)] }
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import IdxBase
 
@@ -14,6 +15,14 @@ public struct IdxServer: Sendable {
     public let holder: GenerationHolder
     public let metrics = ServeMetrics()
     let logger: Logger
+
+    /// Runs Swift concurrency's jobs on NIO's event loops (call once, before serving): a
+    /// request's handler then runs on the thread that read it, with no hop between two pools
+    /// of threads. False when another executor was already installed.
+    @discardableResult
+    public static func runConcurrencyOnEventLoops() -> Bool {
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
 
     /// Opens the index's current generation (and its map); refuses to start without one.
     public init(configuration: ServeConfiguration, logger: Logger = Logger(label: "idx.serve")) throws {

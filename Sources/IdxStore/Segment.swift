@@ -280,9 +280,15 @@ public final class SegmentReader {
     private let metadataChunks: [Chunk]
     private let metadataBase: Int
     private let metadataPerChunk: Int
-    private var cachedChunk = -1
-    private var cachedRecords: [(Int64, DocumentMetadata)] = []
+    /// Decompressed metadata chunks, bounded by `metadataCacheBytes`: a server's hits and a
+    /// list's dedup and printing come back to the same chunks, and decompressing one costs
+    /// far more than decoding the one record asked for.
+    private var chunkCache: [Int: (bytes: [UInt8], lastUse: Int)] = [:]
+    private var chunkCacheBytes = 0
+    private var chunkCacheClock = 0
     private let lock = NSLock()
+    /// The cache's bound (at least one chunk is kept).
+    var metadataCacheBytes = 16 << 20
 
     public init(path: String) throws {
         self.path = path
@@ -448,20 +454,53 @@ public final class SegmentReader {
     func metadata(_ row: Int) throws -> (id: Int64, metadata: DocumentMetadata) {
         precondition(row >= 0 && row < count, "row \(row) out of range 0..<\(count)")
         let chunkIndex = row / metadataPerChunk
-        lock.lock(); defer { lock.unlock() }
-        if chunkIndex != cachedChunk {
-            cachedRecords = try decodeMetadataChunk(chunkIndex)
-            cachedChunk = chunkIndex
+        let raw = try metadataChunk(chunkIndex)
+        return try raw.withUnsafeBytes { b in
+            // The chunk's offsets were checked when it was decompressed (recordBounds).
+            let k = row - chunkIndex * metadataPerChunk, n = Int(b.loadUnaligned(as: UInt32.self).littleEndian)
+            let start = Int(b.loadUnaligned(fromByteOffset: 4 + 4 * k, as: UInt32.self).littleEndian)
+            let end = Int(b.loadUnaligned(fromByteOffset: 8 + 4 * k, as: UInt32.self).littleEndian)
+            let recordsBase = 4 + 4 * (n + 1)
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: b[recordsBase + start ..< recordsBase + end]), source: path)
+            let record = try MetadataRecord.decode(&r)
+            guard r.position == end - start else {
+                throw IdxError("\(path): metadata record \(row) does not fill its slot in chunk \(chunkIndex); the segment is corrupted: rebuild the index with idx index.")
+            }
+            return record
         }
-        return cachedRecords[row - chunkIndex * metadataPerChunk]
     }
 
-    /// Decodes (and verifies) every metadata chunk: the full check.
+    /// Decodes (and verifies) every record of every metadata chunk: the full check.
     public func verifyMetadata() throws {
-        for i in 0 ..< metadataChunks.count { _ = try decodeMetadataChunk(i) }
+        for row in 0 ..< count { _ = try metadata(row) }
     }
 
-    private func decodeMetadataChunk(_ i: Int) throws -> [(Int64, DocumentMetadata)] {
+    /// Metadata chunk `i` decompressed, from the cache or verified and decompressed now.
+    private func metadataChunk(_ i: Int) throws -> [UInt8] {
+        lock.lock()
+        chunkCacheClock += 1
+        if let hit = chunkCache[i] {
+            chunkCache[i]!.lastUse = chunkCacheClock
+            lock.unlock()
+            return hit.bytes
+        }
+        lock.unlock()
+        // Decompressed outside the lock: concurrent requests do not wait on each other.
+        let raw = try decompressMetadataChunk(i)
+        lock.lock(); defer { lock.unlock() }
+        if chunkCache[i] == nil {
+            chunkCache[i] = (raw, chunkCacheClock)
+            chunkCacheBytes += raw.count
+            while chunkCacheBytes > metadataCacheBytes && chunkCache.count > 1,
+                  let oldest = chunkCache.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+                chunkCacheBytes -= oldest.value.bytes.count
+                chunkCache[oldest.key] = nil
+            }
+        }
+        return raw
+    }
+
+    private func decompressMetadataChunk(_ i: Int) throws -> [UInt8] {
         let c = metadataChunks[i]
         let src = UnsafeRawBufferPointer(rebasing: file.bytes[metadataBase + c.offset ..< metadataBase + c.offset + c.length])
         guard XXHash64.hash(src) == c.hash else {
@@ -469,16 +508,22 @@ public final class SegmentReader {
         }
         var raw = [UInt8](repeating: 0, count: c.rawLength)
         try raw.withUnsafeMutableBytes { try Zstd.decompress(src, into: $0, context: nil, name: path, remedy: "rebuild the index with idx index") }
-        return try raw.withUnsafeBytes { b in
+        // Chunk: u32 n, (n + 1) u32 record offsets (from the first record), records.
+        try raw.withUnsafeBytes { b in
             var r = ByteReader(b, source: path)
             let n = Int(try r.u32())
             let expected = min(metadataPerChunk, count - i * metadataPerChunk)
             guard n == expected else { throw IdxError("\(path): metadata chunk \(i) holds \(n) records, expected \(expected); the segment is corrupted.") }
-            r.position += (n + 1) * 4
-            var out: [(Int64, DocumentMetadata)] = []
-            out.reserveCapacity(n)
-            for _ in 0 ..< n { out.append(try MetadataRecord.decode(&r)) }
-            return out
+            let recordsBase = 4 + 4 * (n + 1)
+            var previous = 0
+            for k in 0 ... n {
+                let offset = Int(try r.u32())
+                guard offset >= previous, (k > 0 || offset == 0), recordsBase + offset <= b.count, (k < n || recordsBase + offset == b.count) else {
+                    throw IdxError("\(path): metadata chunk \(i) has a bad record offset; the segment is corrupted: rebuild the index with idx index.")
+                }
+                previous = offset
+            }
         }
+        return raw
     }
 }

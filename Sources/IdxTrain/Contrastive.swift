@@ -71,7 +71,7 @@ public enum LexicalNeighbours {
                         scorer.score(scorer.query(terms: LexicalAnalyzer.terms(descriptions[i])), into: s.baseAddress!)
                         for j in 0 ..< n where j != i && s[j] > top.threshold { top.push(s[j], j) }
                     }
-                    o[i] = zip(top.scores, top.ids).sorted { $0.0 > $1.0 }.prefix(k).map { Int32($0.1) }
+                    o[i] = top.ranked().prefix(k).map { Int32($0) }
                 }
             }
         }

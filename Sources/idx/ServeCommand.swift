@@ -55,6 +55,7 @@ struct ServeCommand: AsyncParsableCommand {
             c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
             // A query is a few tokens; OpenBLAS's idle workers would spin on the cores requests need.
             BLASRuntime.useOneThread()
+            IdxServer.runConcurrencyOnEventLoops()
             var logger = Logger(label: "idx.serve")
             logger.logLevel = .info
             let server = try IdxServer(configuration: c, logger: logger)

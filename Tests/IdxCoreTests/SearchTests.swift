@@ -72,6 +72,49 @@ final class SearchTests: XCTestCase {
         XCTAssertEqual(outputs[2], outputs[0], "AVX-512BW path (or the best the CPU has)")
     }
 
+    func testTopKKeepsTheBestWhateverThePushOrder() {
+        var g = Synthetic.Generator(state: 11)
+        // Few distinct scores, so that ties cross the cut; negatives, zeros and -0 among them.
+        let scores = (0 ..< 500).map { _ in Float(Int(g.next() % 21) - 10) / 4 * (g.next() % 9 == 0 ? -0.0 : 1) }
+        let expected = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        for k in [1, 7, 100, 499, 500, 600] {
+            for seed in 0 ..< 3 {
+                var order = Array(scores.indices)
+                var h = Synthetic.Generator(state: UInt64(seed))
+                if seed > 0 { for i in order.indices.reversed() { order.swapAt(i, Int(h.next() % UInt64(i + 1))) } }
+                var top = TopK(capacity: k)
+                for i in order { top.push(scores[i], i) }
+                XCTAssertEqual(top.ranked(), Array(expected.prefix(k)), "k \(k), order \(seed)")
+                XCTAssertEqual(top.rankedPairs().map(\.score), expected.prefix(k).map { scores[$0] == 0 ? 0 : scores[$0] })
+            }
+        }
+        for x: Float in [-3.5, -1e-30, 0, 1e-30, 0.25, 7, .infinity, -.infinity] {
+            XCTAssertEqual(TopK.score(TopK.rankKey(x, 3)), x)
+            XCTAssertEqual(TopK.index(TopK.rankKey(x, 3)), 3)
+        }
+        XCTAssertLessThan(TopK.rankKey(2, 9), TopK.rankKey(1, 0))
+        XCTAssertLessThan(TopK.rankKey(-1, 0), TopK.rankKey(-2, 0))
+        XCTAssertLessThan(TopK.rankKey(1, 4), TopK.rankKey(1, 5))
+    }
+
+    func testMetadataReadsAnyRowInAnyOrderThroughABoundedCache() throws {
+        let d = 16, n = 1000
+        let r = try build(Synthetic.clustered(count: n, dimension: d, clusters: 5, noise: 1), dimension: d)
+        let meta = Synthetic.metadata(count: n)
+        var g = Synthetic.Generator(state: 3)
+        // The whole cache, then room for one chunk only (every other read decompresses again).
+        for limit in [16 << 20, 1] {
+            let reader = try VectorIndexReader(directory: dir, verifyMetadata: false)
+            reader.segments[0].metadataCacheBytes = limit
+            for _ in 0 ..< 400 {
+                let i = Int(g.next() % UInt64(n))
+                XCTAssertEqual(try reader.documentMetadata(i), meta[i])
+                XCTAssertEqual(try reader.documentId(i), Int64(i))
+            }
+        }
+        XCTAssertEqual(try (0 ..< n).map { try r.documentMetadata($0) }, meta)
+    }
+
     func testTopKEqualsBruteForceUpToQuantization() throws {
         let d = 64, n = 5000
         let v = Synthetic.clustered(count: n, dimension: d, clusters: 40, noise: 0.8, seed: 5)
