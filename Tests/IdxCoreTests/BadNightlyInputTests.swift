@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxBase
-@testable import IdxCorpus
+import IdxBase
+import IdxCorpus
 @testable import IdxNightly
 
 /// Bad input, category "nightly": a bad inbox file is quarantined and the run goes on; a bad

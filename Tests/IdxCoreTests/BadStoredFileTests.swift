@@ -1,10 +1,10 @@
 import Foundation
 import XCTest
-@testable import IdxBase
+import IdxBase
+import IdxLexical
+import IdxModel
+import IdxStore
 @testable import IdxCorpus
-@testable import IdxLexical
-@testable import IdxModel
-@testable import IdxStore
 
 /// Bad input, categories "corpus", "index" and "model": files that lie, most with valid
 /// checksums (damaged, then re-checksummed), must give an error naming the file and field,

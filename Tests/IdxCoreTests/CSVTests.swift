@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxBase
+import IdxBase
 @testable import IdxCorpus
 
 final class CSVTests: XCTestCase {

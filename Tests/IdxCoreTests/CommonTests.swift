@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxBase
+import IdxBase
 
 final class CommonTests: XCTestCase {
     func testXXHash64KnownVectors() {

@@ -1,7 +1,7 @@
 import XCTest
-@testable import IdxCorpus
-@testable import IdxModel
+import IdxCorpus
 @testable import IdxTrain
+@testable import IdxModel
 
 /// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
 /// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.

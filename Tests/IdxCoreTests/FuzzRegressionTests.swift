@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxModel
+import IdxModel
 @testable import IdxFuzz
 
 /// Replays the fuzzing corpora committed under Fixtures/fuzz/<target>/: the seeds (real files

@@ -1,12 +1,12 @@
 import Foundation
 import XCTest
 import idx
-@testable import IdxCorpus
-@testable import IdxModel
-@testable import IdxTrain
+import IdxCorpus
+import IdxModel
+import IdxTrain
+import IdxSearch
+import IdxEval
 @testable import IdxStore
-@testable import IdxSearch
-@testable import IdxEval
 
 /// `idx index` / `idx search` end to end on an invented corpus and an untrained
 /// (randomly initialised) model: what matters is the plumbing, not the quality.

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxBase
+import IdxBase
 @testable import IdxCorpus
 
 final class IngestTests: XCTestCase {

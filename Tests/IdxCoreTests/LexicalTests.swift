@@ -1,11 +1,11 @@
 import Foundation
 import XCTest
-@testable import IdxBase
-@testable import IdxCorpus
-@testable import IdxLexical
-@testable import IdxStore
-@testable import IdxSearch
-@testable import IdxEval
+import IdxBase
+import IdxCorpus
+import IdxLexical
+import IdxStore
+import IdxSearch
+import IdxEval
 
 /// The lexical half of the store: terms, BM25 across segments, corruption, hybrid search.
 final class LexicalTests: XCTestCase {

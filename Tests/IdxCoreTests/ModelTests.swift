@@ -1,7 +1,7 @@
 import XCTest
-@testable import IdxBase
-@testable import IdxModel
-@testable import IdxTrain
+import IdxBase
+import IdxModel
+import IdxTrain
 
 final class ModelTests: XCTestCase {
     func testEmbedBatchedEqualsOneAtATime() throws {

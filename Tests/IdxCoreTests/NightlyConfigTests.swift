@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxNightly
+import IdxNightly
 
 final class NightlyConfigTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -1,9 +1,9 @@
 import Foundation
 import XCTest
-@testable import IdxBase
-@testable import IdxNightly
+import IdxBase
 #if canImport(Glibc)
 import Glibc
+@testable import IdxNightly
 #endif
 
 /// A tiny HTTP/1.1 file server on 127.0.0.1 for the tests: serves one body at

@@ -1,6 +1,6 @@
 import XCTest
-@testable import IdxModel
-@testable import IdxProjection
+import IdxModel
+import IdxProjection
 
 final class PCATests: XCTestCase {
     /// Data built from a known decomposition: X = mean + U diag(s) Vᵀ with orthonormal V

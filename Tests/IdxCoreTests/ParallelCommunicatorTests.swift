@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxParallel
+import IdxParallel
 @testable import IdxTrain
 
 /// Runs the idx executable built next to the test bundle.

@@ -1,6 +1,6 @@
 import XCTest
+import IdxTrain
 @testable import IdxModel
-@testable import IdxTrain
 
 /// idx's encoder against PyTorch (fixture from scripts/make-model-fixtures.py): forward
 /// logits and loss, every parameter's gradient, the pooled embeddings, one clipped AdamW step.

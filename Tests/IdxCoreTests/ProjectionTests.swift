@@ -1,6 +1,6 @@
 import XCTest
-@testable import IdxBase
-@testable import IdxProjection
+import IdxBase
+import IdxProjection
 
 final class ProjectionTests: XCTestCase {
     func testSelectionByGenreAndSample() throws {

@@ -1,8 +1,8 @@
 import XCTest
-@testable import IdxModel
-@testable import IdxProjection
+import IdxModel
 #if canImport(FoundationXML)
 import FoundationXML
+@testable import IdxProjection
 #endif
 
 final class SVGTests: XCTestCase {

@@ -1,9 +1,9 @@
 import Foundation
 import CSupport
 import XCTest
-@testable import IdxBase
+import IdxBase
+import IdxSearch
 @testable import IdxStore
-@testable import IdxSearch
 
 final class SearchTests: XCTestCase {
     var dir: String!

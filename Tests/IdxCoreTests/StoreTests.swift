@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxBase
-@testable import IdxCorpus
+import IdxBase
+import IdxCorpus
 @testable import IdxStore
 
 /// Synthetic vectors and metadata (no corpus or model needed).

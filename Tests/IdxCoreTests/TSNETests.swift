@@ -1,6 +1,6 @@
 import XCTest
-@testable import IdxBase
-@testable import IdxModel
+import IdxBase
+import IdxModel
 @testable import IdxProjection
 
 final class TSNETests: XCTestCase {

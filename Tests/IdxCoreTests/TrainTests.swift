@@ -1,7 +1,7 @@
 import XCTest
-@testable import IdxBase
-@testable import IdxCorpus
-@testable import IdxModel
+import IdxBase
+import IdxCorpus
+import IdxModel
 @testable import IdxTrain
 
 /// A synthetic corpus and a tiny model: the trainer's contracts, fast.

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxBase
+import IdxBase
 
 /// CompactJSON writes what JSONSerialization writes (the format of `idx search --json`).
 final class CompactJSONTests: XCTestCase {

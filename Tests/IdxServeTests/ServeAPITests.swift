@@ -1,8 +1,8 @@
 import Foundation
 @testable import IdxServe
 import XCTest
-@testable import IdxBase
-@testable import IdxStore
+import IdxBase
+import IdxStore
 
 /// The JSON API against `idx search --json`, and its refusals.
 final class ServeAPITests: XCTestCase {

@@ -2,9 +2,9 @@ import Foundation
 @testable import IdxServe
 import idx
 import XCTest
-@testable import IdxStore
-@testable import IdxProjection
-@testable import IdxNightly
+import IdxStore
+import IdxProjection
+import IdxNightly
 
 /// Hot reload while `idx index` republishes, attached projections, and a clean SIGTERM.
 final class ServeLifecycleTests: XCTestCase {

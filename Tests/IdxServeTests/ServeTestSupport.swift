@@ -7,10 +7,10 @@ import Logging
 import ServiceLifecycle
 import XCTest
 import idx
-@testable import IdxBase
-@testable import IdxCorpus
-@testable import IdxModel
-@testable import IdxTrain
+import IdxBase
+import IdxCorpus
+import IdxModel
+import IdxTrain
 
 /// A small index of the bundled sample (405 invented films) with an untrained tiny model:
 /// the server's plumbing is under test, not the model's quality. Built once per test run.
