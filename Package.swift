@@ -1,12 +1,31 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The pipeline's targets in order; each depends only on targets before it.
+let pipeline = ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "IdxTrain", "IdxStore",
+                "IdxSearch", "IdxProjection", "IdxEval", "IdxNightly", "IdxFuzz"]
+
+/// A pipeline stage in Sources/<name>. -enable-testing lets the release-mode test run use
+/// @testable import (it does not slow the hot loops); -cross-module-optimization lets release
+/// builds inline and specialise across the stages as they did when the pipeline was one module.
+///
+/// The package is in the Swift 6 language mode. `swift5`: a target still in the Swift 5 mode;
+/// these are the compute kernels (embedding, training, the search scan, t-SNE), whose workers
+/// share raw buffers under DispatchQueue.concurrentPerform and are yet to be given the
+/// Sendable wrappers the Swift 6 mode asks for (IdxBase's SharedWithWorkers).
+func idxTarget(_ name: String, _ dependencies: [Target.Dependency], swift5: Bool = false) -> Target {
+    .target(name: name, dependencies: dependencies, path: "Sources/\(name)",
+            swiftSettings: [.unsafeFlags(["-enable-testing"]),
+                            .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+                + (swift5 ? [.swiftLanguageMode(.v5)] : []))
+}
+
 let package = Package(
     name: "idx",
     products: [
         .executable(name: "idx", targets: ["idx"]),
         .executable(name: "idx-fuzz", targets: ["idx-fuzz"]),
-        .library(name: "IdxCore", targets: ["IdxCore"]),
+        .library(name: "IdxPipeline", targets: pipeline),
         .library(name: "IdxServe", targets: ["IdxServe"]),
     ],
     dependencies: [
@@ -26,25 +45,35 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CCsv", path: "Sources/CCsv", providers: [.apt(["libcsv-dev"])]),
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+                       providers: [.apt(["libxxhash-dev"])]),
         // Small C helpers Swift cannot express: FTZ/DAZ, atomic directory exchange.
         .target(name: "CSupport", path: "Sources/CSupport"),
         // Open MPI through dlopen/dlsym (see docs/parallel.md): idx starts without libmpi.
         .target(name: "CMPI", path: "Sources/CMPI", linkerSettings: [.linkedLibrary("dl")]),
         // libcurl through dlopen/dlsym: only a download loads it and its ~25 libraries.
         .target(name: "CCurl", path: "Sources/CCurl", linkerSettings: [.linkedLibrary("dl")]),
-        .target(
-            name: "IdxCore",
-            dependencies: ["COpenBLAS", "CZstd", "CCsv", "CSupport", "CMPI", "CCurl"],
-            path: "Sources/IdxCore",
-            // -enable-testing lets the release-mode test run use @testable import;
-            // it does not slow the hot loops.
-            swiftSettings: [.unsafeFlags(["-enable-testing"])]
-        ),
+        // The pipeline, one target a stage, in order: a target depends only on targets above it
+        // (README, "Architecture"). `idxTarget` adds the flags every stage shares.
+        idxTarget("IdxBase", ["CSupport", "CZstd", "CXXHash"]),
+        idxTarget("IdxParallel", ["IdxBase", "CMPI", "COpenBLAS"]),
+        idxTarget("IdxCorpus", ["IdxBase", "CCsv", "CSupport", "CZstd"]),
+        idxTarget("IdxLexical", ["IdxBase", "IdxCorpus"]),
+        idxTarget("IdxModel", ["IdxBase", "IdxCorpus", "COpenBLAS", "CSupport"], swift5: true),
+        idxTarget("IdxTrain", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport"], swift5: true),
+        idxTarget("IdxStore", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport", "CZstd"]),
+        idxTarget("IdxSearch", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "COpenBLAS", "CSupport"], swift5: true),
+        idxTarget("IdxProjection", ["IdxBase", "IdxCorpus", "IdxModel", "IdxStore", "COpenBLAS"], swift5: true),
+        idxTarget("IdxEval", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxSearch", "COpenBLAS"]),
+        idxTarget("IdxNightly", ["IdxBase", "IdxCorpus", "IdxModel", "IdxTrain", "IdxStore", "IdxProjection",
+                                 "IdxEval", "CCurl", "CSupport"]),
+        // libFuzzer entry points of every reader (scripts/fuzz), replayed by FuzzRegressionTests.
+        idxTarget("IdxFuzz", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxNightly"]),
         // idx serve: the JSON API and the map page on Hummingbird (docs/serve.md).
         .target(
             name: "IdxServe",
             dependencies: [
-                "IdxCore",
+                "IdxBase", "IdxCorpus", "IdxModel", "IdxStore", "IdxSearch", "IdxProjection",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -64,22 +93,22 @@ let package = Package(
         ),
         .executableTarget(
             name: "idx",
-            dependencies: ["IdxCore", "IdxServe", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: pipeline.filter { $0 != "IdxFuzz" }.map { .target(name: $0) } + ["IdxServe", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/idx"
         ),
-        // libFuzzer entry points of every reader (scripts/fuzz); built plainly, a replayer.
-        .executableTarget(name: "idx-fuzz", dependencies: ["IdxCore"], path: "Sources/idx-fuzz"),
+        // libFuzzer's main over IdxFuzz (scripts/fuzz); built plainly, a replayer.
+        .executableTarget(name: "idx-fuzz", dependencies: ["IdxFuzz"], path: "Sources/idx-fuzz"),
         .testTarget(
             name: "IdxServeTests",
-            dependencies: ["IdxServe", "IdxCore", "idx"],
+            dependencies: pipeline.map { .target(name: $0) } + ["IdxServe", "idx"],
             path: "Tests/IdxServeTests"
         ),
         .testTarget(
             name: "IdxCoreTests",
-            dependencies: ["IdxCore", "idx"],
+            dependencies: pipeline.map { .target(name: $0) } + ["idx"],
             path: "Tests/IdxCoreTests",
             exclude: ["Fixtures"]
         ),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

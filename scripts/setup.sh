@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libcurl4: nightly downloads (loaded with dlopen only when one runs).
+# libcurl4: nightly downloads (loaded with dlopen only when one runs); libcurl4-openssl-dev: the
+# curl.h that Sources/CCurl takes curl's constants and prototypes from.
 # hyperfine: scripts/bench-search times `idx search` end to end with it.
 # wrk: scripts/bench-serve's load generator (the tests' HTTP client is Foundation's, over libcurl4).
-packages=(libopenblas-dev libzstd-dev libcsv-dev openmpi-bin libopenmpi-dev libcurl4 zstd pkg-config time hyperfine wrk)
+packages=(libopenblas-dev libzstd-dev libcsv-dev libxxhash-dev openmpi-bin libopenmpi-dev libcurl4 libcurl4-openssl-dev zstd pkg-config time hyperfine wrk)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

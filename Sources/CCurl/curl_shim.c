@@ -9,52 +9,33 @@
 #include <strings.h>
 #include <time.h>
 
-/* The part of curl.h we use. A CURL handle is opaque; option and info numbers
-   are type base + index (CURLOPTTYPE_LONG 0, OBJECTPOINT 10000, FUNCTIONPOINT
-   20000; CURLINFO_LONG 0x200000) and part of libcurl's stable ABI. */
-typedef void CURL;
-typedef size_t (*curl_data_fn)(char *, size_t, size_t, void *);
+/* Constants, types and prototypes come from curl's own header (libcurl4-openssl-dev); the
+   functions are never linked, only looked up with dlsym into pointers of their declared types.
+   CURL_DISABLE_TYPECHECK: curl.h otherwise wraps curl_easy_setopt/getinfo in checking macros,
+   which would expand in the __typeof__ below. CURL_DISABLE_DEPRECATION: the bitmask protocol
+   options stay the fallback for libcurl before 7.85. */
+#define CURL_DISABLE_TYPECHECK
+#define CURL_DISABLE_DEPRECATION
+#include <curl/curl.h>
 
-enum {
-    OPT_WRITEDATA = 10001,
-    OPT_URL = 10002,
-    OPT_RANGE = 10007,
-    OPT_ERRORBUFFER = 10010,
-    OPT_WRITEFUNCTION = 20011,
-    OPT_USERAGENT = 10018,
-    OPT_LOW_SPEED_LIMIT = 19,
-    OPT_LOW_SPEED_TIME = 20,
-    OPT_HEADERDATA = 10029,
-    OPT_FOLLOWLOCATION = 52,
-    OPT_MAXREDIRS = 68,
-    OPT_HEADERFUNCTION = 20079,
-    OPT_NOSIGNAL = 99,
-    OPT_ACCEPT_ENCODING = 10102,
-    OPT_CONNECTTIMEOUT_MS = 156,
-    OPT_PROTOCOLS = 181,           /* bitmask, deprecated by PROTOCOLS_STR (7.85) */
-    OPT_REDIR_PROTOCOLS = 182,
-    OPT_SUPPRESS_CONNECT_HEADERS = 265,
-    OPT_PROTOCOLS_STR = 10318,
-    OPT_REDIR_PROTOCOLS_STR = 10319,
-    INFO_RESPONSE_CODE = 0x200002,
-    PROTO_HTTP = 1,
-    PROTO_HTTPS = 2,
-    GLOBAL_ALL = 3,
-    ERROR_SIZE = 256, /* CURL_ERROR_SIZE */
-};
+#if LIBCURL_VERSION_NUM < 0x075300
+#error "idx needs curl.h of libcurl 7.83 or newer (curl_easy_header)"
+#endif
 
 static void *library;
 static int load_status = -1;
 static char load_error[512];
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
-static int (*p_global_init)(long);
-static CURL *(*p_init)(void);
-static int (*p_setopt)(CURL *, int, ...);
-static int (*p_perform)(CURL *);
-static int (*p_getinfo)(CURL *, int, ...);
-static void (*p_cleanup)(CURL *);
-static const char *(*p_strerror)(int);
+static __typeof__(curl_global_init) *p_global_init;
+static __typeof__(curl_easy_init) *p_init;
+static __typeof__(curl_easy_setopt) *p_setopt;
+static __typeof__(curl_easy_perform) *p_perform;
+static __typeof__(curl_easy_getinfo) *p_getinfo;
+static __typeof__(curl_easy_cleanup) *p_cleanup;
+static __typeof__(curl_easy_strerror) *p_strerror;
+static __typeof__(curl_easy_header) *p_header;
+static __typeof__(curl_easy_nextheader) *p_nextheader;
 
 static void load(void) {
     const char *names[] = {"libcurl.so.4", "libcurl.so"};
@@ -78,18 +59,21 @@ static void load(void) {
         {"curl_easy_getinfo", (void **)&p_getinfo},
         {"curl_easy_cleanup", (void **)&p_cleanup},
         {"curl_easy_strerror", (void **)&p_strerror},
+        {"curl_easy_header", (void **)&p_header},         /* 7.83 */
+        {"curl_easy_nextheader", (void **)&p_nextheader}, /* 7.83 */
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         *table[i].slot = dlsym(handle, table[i].name);
         if (*table[i].slot == NULL) {
-            snprintf(load_error, sizeof load_error, "libcurl has no symbol %s", table[i].name);
+            snprintf(load_error, sizeof load_error,
+                     "libcurl has no symbol %s (idx needs libcurl 7.83 or newer; install Debian's libcurl4)", table[i].name);
             dlclose(handle);
             return;
         }
     }
     /* Not thread-safe in libcurl before 7.84, hence once, here. */
-    int rc = p_global_init(GLOBAL_ALL);
-    if (rc != 0) {
+    CURLcode rc = p_global_init(CURL_GLOBAL_ALL);
+    if (rc != CURLE_OK) {
         snprintf(load_error, sizeof load_error, "curl_global_init failed: %s", p_strerror(rc));
         dlclose(handle);
         return;
@@ -110,9 +94,8 @@ struct transfer {
     idx_curl_response_fn on_response;
     idx_curl_body_fn on_body;
     void *context;
-    char *head;          /* the header block being collected */
-    size_t head_length, head_capacity;
-    int head_has_location;
+    char *fields;        /* the final response's fields, as name NUL value NUL pairs */
+    size_t fields_length, fields_capacity;
     int delivered;       /* on_response was called */
     int skip_body;
     int aborted;         /* a user callback asked to stop */
@@ -120,49 +103,49 @@ struct transfer {
     const char *failure; /* our own reason to stop, if any */
 };
 
-static const size_t max_head = 1 << 20;
+static const size_t max_fields = 1 << 20;
 
-static int append_head(struct transfer *t, const char *line, size_t n) {
-    if (t->head_length + n > max_head) { t->failure = "the response header is larger than 1 MiB"; return -1; }
-    if (t->head_length + n > t->head_capacity) {
-        size_t capacity = t->head_capacity ? t->head_capacity : 4096;
-        while (capacity < t->head_length + n) capacity *= 2;
-        char *grown = realloc(t->head, capacity);
+static int append_field(struct transfer *t, const char *text) {
+    size_t n = strlen(text) + 1;
+    if (t->fields_length + n > max_fields) { t->failure = "the response header is larger than 1 MiB"; return -1; }
+    if (t->fields_length + n > t->fields_capacity) {
+        size_t capacity = t->fields_capacity ? t->fields_capacity : 4096;
+        while (capacity < t->fields_length + n) capacity *= 2;
+        char *grown = realloc(t->fields, capacity);
         if (grown == NULL) { t->failure = "out of memory"; return -1; }
-        t->head = grown;
-        t->head_capacity = capacity;
+        t->fields = grown;
+        t->fields_capacity = capacity;
     }
-    memcpy(t->head + t->head_length, line, n);
-    t->head_length += n;
+    memcpy(t->fields + t->fields_length, text, n);
+    t->fields_length += n;
     return 0;
 }
 
 /* curl passes every header line of every response (1xx, each redirect, the
-   final one, then any chunked trailers) one line at a time; a blank line ends
-   a block. Only the final block is handed on, once. */
+   final one, then any chunked trailers); a blank line ends a response's header.
+   At the end of the final one, its fields are read back with curl_easy_nextheader
+   (request -1: the latest) and handed on, once. */
 static size_t on_header(char *line, size_t size, size_t count, void *user) {
     struct transfer *t = user;
     size_t n = size * count;
     if (t->delivered) return n; /* trailers */
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a status line starts a block */
-        t->head_length = 0;
-        t->head_has_location = 0;
-    }
-    if (n > 9 && strncasecmp(line, "location:", 9) == 0) t->head_has_location = 1;
     int blank = (n == 2 && line[0] == '\r' && line[1] == '\n') || (n == 1 && line[0] == '\n');
-    if (!blank) return append_head(t, line, n) == 0 ? n : 0;
+    if (!blank) return n;
     long status = 0;
-    p_getinfo(t->curl, INFO_RESPONSE_CODE, &status);
+    p_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
     /* 1xx: the real answer follows. 3xx with Location (not 304/305): curl
        follows it and drops its body. */
-    int followed = status >= 300 && status < 400 && status != 304 && status != 305 && t->head_has_location;
-    if ((status >= 100 && status < 200) || followed) {
-        t->head_length = 0;
-        t->head_has_location = 0;
-        return n;
-    }
+    struct curl_header *location = NULL;
+    int followed = status >= 300 && status < 400 && status != 304 && status != 305
+        && p_header(t->curl, "Location", 0, CURLH_HEADER, -1, &location) == CURLHE_OK;
+    if ((status >= 100 && status < 200) || followed) return n;
     t->delivered = 1;
-    int64_t where = t->on_response(t->context, status, t->head ? t->head : "", t->head_length);
+    t->fields_length = 0;
+    for (struct curl_header *h = p_nextheader(t->curl, CURLH_HEADER, -1, NULL); h != NULL;
+         h = p_nextheader(t->curl, CURLH_HEADER, -1, h)) {
+        if (append_field(t, h->name) != 0 || append_field(t, h->value) != 0) return 0;
+    }
+    int64_t where = t->on_response(t->context, status, t->fields ? t->fields : "", t->fields_length);
     if (where == IDX_CURL_SKIP_BODY) {
         t->skip_body = 1;
     } else if (where < 0) {
@@ -195,33 +178,33 @@ int idx_curl_get(const char *url, const char *range, double connect_timeout, dou
         snprintf(error, length, "curl_easy_init failed");
         return IDX_CURL_FAILED;
     }
-    char curl_error[ERROR_SIZE] = "";
+    char curl_error[CURL_ERROR_SIZE] = "";
     CURL *c = t.curl;
-    p_setopt(c, OPT_URL, url);
-    p_setopt(c, OPT_ERRORBUFFER, curl_error);
-    p_setopt(c, OPT_NOSIGNAL, 1L); /* no SIGALRM for DNS timeouts: idx is multi-threaded */
-    p_setopt(c, OPT_FOLLOWLOCATION, 1L);
-    p_setopt(c, OPT_MAXREDIRS, 20L);
+    p_setopt(c, CURLOPT_URL, url);
+    p_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
+    p_setopt(c, CURLOPT_NOSIGNAL, 1L); /* no SIGALRM for DNS timeouts: idx is multi-threaded */
+    p_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    p_setopt(c, CURLOPT_MAXREDIRS, 20L);
     /* http and https only, also for redirects (the _STR options need curl 7.85). */
-    if (p_setopt(c, OPT_PROTOCOLS_STR, "http,https") != 0) p_setopt(c, OPT_PROTOCOLS, (long)(PROTO_HTTP | PROTO_HTTPS));
-    if (p_setopt(c, OPT_REDIR_PROTOCOLS_STR, "http,https") != 0) p_setopt(c, OPT_REDIR_PROTOCOLS, (long)(PROTO_HTTP | PROTO_HTTPS));
+    if (p_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK) p_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    if (p_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK) p_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
     /* Sizes are checked against Content-Length: the bytes must arrive as stored. */
-    p_setopt(c, OPT_ACCEPT_ENCODING, "identity");
-    p_setopt(c, OPT_USERAGENT, "idx");
-    p_setopt(c, OPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT answer is not the response */
-    if (range != NULL) p_setopt(c, OPT_RANGE, range);
-    if (connect_timeout > 0) p_setopt(c, OPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+    p_setopt(c, CURLOPT_ACCEPT_ENCODING, "identity");
+    p_setopt(c, CURLOPT_USERAGENT, "idx");
+    p_setopt(c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT answer is not the response */
+    if (range != NULL) p_setopt(c, CURLOPT_RANGE, range);
+    if (connect_timeout > 0) p_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
     if (idle_timeout > 0) {
         /* Less than 1 byte/s for idle_timeout seconds: URLSession's timeoutIntervalForRequest. */
         long seconds = (long)idle_timeout;
         if ((double)seconds < idle_timeout || seconds < 1) seconds += 1;
-        p_setopt(c, OPT_LOW_SPEED_LIMIT, 1L);
-        p_setopt(c, OPT_LOW_SPEED_TIME, seconds);
+        p_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        p_setopt(c, CURLOPT_LOW_SPEED_TIME, seconds);
     }
-    p_setopt(c, OPT_HEADERFUNCTION, (curl_data_fn)on_header);
-    p_setopt(c, OPT_HEADERDATA, (void *)&t);
-    p_setopt(c, OPT_WRITEFUNCTION, (curl_data_fn)on_data);
-    p_setopt(c, OPT_WRITEDATA, (void *)&t);
+    p_setopt(c, CURLOPT_HEADERFUNCTION, (curl_write_callback)on_header);
+    p_setopt(c, CURLOPT_HEADERDATA, (void *)&t);
+    p_setopt(c, CURLOPT_WRITEFUNCTION, (curl_write_callback)on_data);
+    p_setopt(c, CURLOPT_WRITEDATA, (void *)&t);
 
     /* With NOSIGNAL curl leaves SIGPIPE to us: a write to a socket the peer
        closed must not kill idx. Block it on this thread, then drop any that
@@ -230,7 +213,7 @@ int idx_curl_get(const char *url, const char *range, double connect_timeout, dou
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    int rc = p_perform(c);
+    CURLcode rc = p_perform(c);
     if (!sigismember(&old_set, SIGPIPE)) {
         sigset_t pending;
         struct timespec zero = {0, 0};
@@ -244,7 +227,7 @@ int idx_curl_get(const char *url, const char *range, double connect_timeout, dou
     } else if (t.failure != NULL) {
         snprintf(error, length, "%s", t.failure);
         result = IDX_CURL_FAILED;
-    } else if (rc != 0) {
+    } else if (rc != CURLE_OK) {
         snprintf(error, length, "%s", curl_error[0] ? curl_error : p_strerror(rc));
         result = IDX_CURL_FAILED;
     } else if (!t.delivered) {
@@ -252,6 +235,6 @@ int idx_curl_get(const char *url, const char *range, double connect_timeout, dou
         result = IDX_CURL_FAILED;
     }
     p_cleanup(c);
-    free(t.head);
+    free(t.fields);
     return result;
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import IdxCore
+import IdxBase
 
 /// A refused request: its HTTP status, the field at fault and a message saying what to do.
 /// Sent as `{"error": {"status": 400, "field": "k", "message": "..."}}`.

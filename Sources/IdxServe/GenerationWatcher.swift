@@ -1,7 +1,8 @@
 import Foundation
-import IdxCore
 import Logging
 import ServiceLifecycle
+import IdxBase
+import IdxProjection
 
 /// The generation requests are answered from. A request takes the current one once and
 /// uses it to the end, so a switch never changes an answer half-way; the old generation is

@@ -1,10 +1,10 @@
 import Foundation
 import Hummingbird
-import IdxCore
 import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import IdxBase
 
 /// `idx serve`: the index's current generation behind a JSON API and the map page, on
 /// Hummingbird (SwiftNIO), with swift-service-lifecycle running the HTTP server and the

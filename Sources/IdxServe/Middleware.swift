@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import IdxCore
+import IdxBase
 
 /// Outermost: times every request and counts it by route pattern and status; turns any
 /// error into a JSON body (an APIError's own, a framework error's status with a message,

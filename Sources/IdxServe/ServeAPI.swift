@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
-import IdxCore
+import IdxBase
+import IdxSearch
 
 /// The JSON API. Every search goes through SearchEngine.search (single or batch) and every
 /// hit is written by SearchEngine.jsonObject: the objects `idx search --json` prints.

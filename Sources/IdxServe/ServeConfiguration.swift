@@ -1,5 +1,5 @@
 import Foundation
-import IdxCore
+import IdxBase
 
 /// The bounds a request must stay within; anything past them is refused with a 4xx JSON
 /// error naming the field, before any search work is done.

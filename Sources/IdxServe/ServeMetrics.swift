@@ -1,6 +1,5 @@
 import CoreMetrics
 import Foundation
-import IdxCore
 import Metrics
 import Prometheus
 

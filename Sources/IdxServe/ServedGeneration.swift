@@ -1,5 +1,8 @@
 import Foundation
-import IdxCore
+import IdxBase
+import IdxStore
+import IdxSearch
+import IdxProjection
 
 /// One published generation, opened for serving: the search engine (the one search path),
 /// the id → row table the API's document routes need, and the map. Immutable once built, so

@@ -1,5 +1,5 @@
 import Foundation
-import IdxCore
+import IdxFuzz
 
 // Built by scripts/fuzz with `-sanitize=fuzzer,address -D IDX_LIBFUZZER`: libFuzzer's main
 // calls LLVMFuzzerTestOneInput with each input, for the target named by IDX_FUZZ_TARGET.

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
 
 /// The one place a command turns a failure into what the user sees: an `IdxError` becomes one
 /// line on stderr (`prefix` + message) and exit status 1; ArgumentParser's own errors and exit

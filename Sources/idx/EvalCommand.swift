@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxEval
 
 extension EvalRun.Measure: ExpressibleByArgument {}
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import IdxCore
+import IdxSearch
 
 extension VectorSearcher.Fusion: ExpressibleByArgument {}
 

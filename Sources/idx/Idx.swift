@@ -1,5 +1,4 @@
 import ArgumentParser
-import IdxCore
 
 @main
 struct Idx: AsyncParsableCommand {

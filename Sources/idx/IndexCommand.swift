@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxParallel
+import IdxStore
+import IdxSearch
 
 public struct IndexCommand: ParsableCommand {
     public init() {}

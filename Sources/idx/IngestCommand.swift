@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxCorpus
 
 struct IngestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxParallel
 
 /// Hidden self-test of the MPI layer, run by the tests under mpirun:
 /// broadcast, allreduce (large float buffer, scalars), barrier, and on

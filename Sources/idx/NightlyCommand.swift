@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxNightly
 
 struct NightlyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +16,7 @@ struct NightlyCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Config file (TOML subset; default: idx.toml if it exists).") var config: String?
+    @Option(help: "Config file (TOML; default: idx.toml if it exists).") var config: String?
     @Option(help: "Inbox source: folder, CSV file or http(s) URL (repeatable; replaces [inbox] sources).") var inbox: [String] = []
     @Option(help: "[paths] corpus") var corpus: String?
     @Option(help: "[paths] model") var model: String?
@@ -50,29 +51,21 @@ struct NightlyCommand: ParsableCommand {
         } else if FileManager.default.fileExists(atPath: "idx.toml") {
             c = try NightlyConfig.load("idx.toml")
         }
-        if !inbox.isEmpty { c.inbox = inbox }
-        if let corpus { c.corpus = corpus }
-        if let model { c.model = model }
-        if let index { c.index = index }
-        if let runs { c.runs = runs }
-        if let state { c.state = state }
-        if let steps { guard steps >= 0 else { throw IdxError("--steps must not be negative.") }; c.steps = steps }
-        if fromScratch { c.fromScratch = true }
-        if let procs { guard procs >= 1 else { throw IdxError("--procs must be at least 1.") }; c.procs = procs }
-        if let seed { c.seed = seed }
-        if let vocabSize { c.vocabSize = vocabSize }
-        if !trainArg.isEmpty { c.trainArgs = trainArg }
-        if let validation { c.validation = validation }
-        if let seedTest { c.seedTest = seedTest }
-        if let k { guard k >= 1 else { throw IdxError("--k must be at least 1.") }; c.k = k }
-        if let maxKnnDrop { c.maxKnnDrop = maxKnnDrop }
-        if let minSeedRatio { c.minSeedRatio = minSeedRatio }
-        if let downloadAttempts { c.downloadAttempts = max(1, downloadAttempts) }
-        if let downloadTimeout { c.downloadTimeout = downloadTimeout }
-        if let maxFileBytes { guard maxFileBytes >= 1 else { throw IdxError("--max-file-bytes must be at least 1.") }; c.maxFileBytes = maxFileBytes }
-        if followSymlinks { c.followSymlinks = true }
-        if let downloadMaxSeconds { c.downloadMaxSeconds = downloadMaxSeconds }
-        if let mapProjection { c.mapProjection = try NightlyConfig.projection(mapProjection, "--map-projection") }
+        // Each flag given is checked and stored as its key of idx.toml is (NightlySettings).
+        let given: [(String, NightlySettingValue?)] = [
+            ("--inbox", inbox.isEmpty ? nil : .strings(inbox)), ("--corpus", corpus.map { .string($0) }),
+            ("--model", model.map { .string($0) }), ("--index", index.map { .string($0) }), ("--runs", runs.map { .string($0) }),
+            ("--state", state.map { .string($0) }), ("--steps", steps.map { .integer($0) }),
+            ("--from-scratch", fromScratch ? .bool(true) : nil), ("--procs", procs.map { .integer($0) }),
+            ("--seed", seed.map { .integer($0) }), ("--vocab-size", vocabSize.map { .integer($0) }),
+            ("--train-arg", trainArg.isEmpty ? nil : .strings(trainArg)), ("--validation", validation.map { .string($0) }),
+            ("--seed-test", seedTest.map { .string($0) }), ("--k", k.map { .integer($0) }),
+            ("--max-knn-drop", maxKnnDrop.map { .number($0) }), ("--min-seed-ratio", minSeedRatio.map { .number($0) }),
+            ("--download-attempts", downloadAttempts.map { .integer($0) }), ("--download-timeout", downloadTimeout.map { .number($0) }),
+            ("--max-file-bytes", maxFileBytes.map { .integer(Int($0)) }), ("--follow-symlinks", followSymlinks ? .bool(true) : nil),
+            ("--download-max-seconds", downloadMaxSeconds.map { .number($0) }), ("--map-projection", mapProjection.map { .string($0) }),
+        ]
+        for case let (flag, value?) in given { try NightlySettings.set(flag, value, in: &c) }
         return c
     }
 

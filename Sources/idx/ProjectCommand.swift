@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxProjection
 
 extension ProjectionMethod: ExpressibleByArgument {}
 extension TSNEOptions.Initialization: ExpressibleByArgument {}

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxModel
+import IdxStore
+import IdxSearch
 
 public struct SearchCommand: ParsableCommand {
     public init() {}
@@ -82,7 +85,8 @@ public struct SearchCommand: ParsableCommand {
                 return try printHits(engine.search(query, settings), reader: engine.reader, query: query, to: &out)
             }
             var failures = 0
-            while let line = try BoundedLineReader.standardInput.next() {
+            let input = BoundedLineReader.standardInput()
+            while let line = try input.next() {
                 let text = line.trimmingCharacters(in: .whitespaces)
                 if text.isEmpty { continue }
                 do { try printHits(engine.search(text, settings), reader: engine.reader, query: text, to: &out) } catch let e as IdxError {

@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
-import IdxCore
 import IdxServe
 import Logging
+import IdxBase
+import IdxModel
+import IdxSearch
+import IdxProjection
 
 /// `idx serve`: arguments in, IdxServer (Sources/IdxServe) does the rest.
 struct ServeCommand: AsyncParsableCommand {
@@ -60,7 +63,7 @@ struct ServeCommand: AsyncParsableCommand {
             let host = self.host, index = c.index
             try await server.run { port in
                 print("idx serve: \(served.reader.count) documents of \(index) (\(served.generation), map: \(served.map.method.rawValue), \(served.map.source.rawValue)) on http://\(host):\(port)/")
-                fflush(stdout)
+                fflush(nil)  // every C stream, stdout among them (the global `stdout` is not concurrency-safe)
             }
             print("idx serve: stopped")
         }

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import IdxCore
+import IdxBase
+import IdxParallel
+import IdxModel
+import IdxTrain
 
 extension ContrastivePairs: ExpressibleByArgument {}
 extension TrainPreset: ExpressibleByArgument {}

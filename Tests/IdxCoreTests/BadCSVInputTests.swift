@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxCorpus
 
 /// Bad input, category "CSV files and ingest options": every one an error naming the file
 /// (and line or field), nothing written, no hang, no unbounded memory.

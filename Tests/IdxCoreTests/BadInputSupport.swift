@@ -1,6 +1,9 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxCorpus
+import IdxModel
+import IdxStore
 
 /// What the bad-input tests share: a tiny corpus, model and index built once, fingerprints
 /// of folders (to prove a refused command changed nothing), and runners that assert a refusal

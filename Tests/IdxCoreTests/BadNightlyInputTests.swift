@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxCorpus
+@testable import IdxNightly
 
 /// Bad input, category "nightly": a bad inbox file is quarantined and the run goes on; a bad
 /// setting fails before the first stage; nothing hangs; the lock never follows a link.
@@ -181,7 +183,7 @@ final class BadNightlyInputTests: XCTestCase {
 
     func testConfigRejectsAZeroSizeLimit() {
         assertRefused([], naming: ["max_file_bytes", "at least 1"]) {
-            _ = try NightlyConfig.apply(TOMLDocument(parsing: "[inbox]\nmax_file_bytes = 0", source: "idx.toml"), to: NightlyConfig())
+            _ = try NightlyConfig.apply(toml: "[inbox]\nmax_file_bytes = 0", source: "idx.toml", to: NightlyConfig())
         }
     }
 
@@ -208,7 +210,7 @@ final class BadNightlyInputTests: XCTestCase {
 
     func testNegativeNumbersAreValuesWithAClearMessage() {
         assertIdxRefuses(["nightly", "--k", "-5", "--state", dir + "/state"], watched: [dir], naming: ["--k must be at least 1"])
-        assertIdxRefuses(["nightly", "--steps", "-3", "--state", dir + "/state"], watched: [dir], naming: ["--steps must not be negative"])
+        assertIdxRefuses(["nightly", "--steps", "-3", "--state", dir + "/state"], watched: [dir], naming: ["--steps must be at least 0"])
     }
 
     func testNightlyLockIsReleasedAfterAFailure() throws {

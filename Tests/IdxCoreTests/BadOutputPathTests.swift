@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxNightly
 
 /// Bad input, category "output paths and writers": idx never replaces or removes what it
 /// did not write, never writes through a link, a device or a FIFO, and refuses a second

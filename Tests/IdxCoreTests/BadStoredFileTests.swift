@@ -1,6 +1,10 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxLexical
+import IdxModel
+import IdxStore
+@testable import IdxCorpus
 
 /// Bad input, categories "corpus", "index" and "model": files that lie, most with valid
 /// checksums (damaged, then re-checksummed), must give an error naming the file and field,

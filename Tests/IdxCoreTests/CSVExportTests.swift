@@ -1,6 +1,6 @@
 import CCsv
 import XCTest
-@testable import IdxCore
+import IdxProjection
 
 final class CSVExportTests: XCTestCase {
     /// Parses CSV with libcsv (strict mode), an independent RFC 4180 reader.

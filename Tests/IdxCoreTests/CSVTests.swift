@@ -1,5 +1,6 @@
 import XCTest
-@testable import IdxCore
+import IdxBase
+@testable import IdxCorpus
 
 final class CSVTests: XCTestCase {
     struct Row: Equatable { var line: Int; var fields: [String] }

@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxCore
+@testable import IdxCorpus
 
 final class CleaningTests: XCTestCase {
     func testKeepsOnlyTheAllowedCharacters() {

@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxCore
+import IdxBase
 
 final class CommonTests: XCTestCase {
     func testXXHash64KnownVectors() {

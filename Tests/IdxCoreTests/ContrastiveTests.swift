@@ -1,5 +1,7 @@
-@testable import IdxCore
 import XCTest
+import IdxCorpus
+@testable import IdxTrain
+@testable import IdxModel
 
 /// Contrastive fine-tuning: the InfoNCE gradient, the gradient through the whole encoder
 /// (finite differences), views as pure functions of (seed, step, slot), bit-exact resume.

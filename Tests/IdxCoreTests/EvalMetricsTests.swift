@@ -1,5 +1,5 @@
 import XCTest
-@testable import IdxCore
+import IdxEval
 
 final class EvalMetricsTests: XCTestCase {
     func testClusterSeparationOnHandMadeVectors() throws {

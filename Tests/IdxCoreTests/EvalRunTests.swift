@@ -1,6 +1,12 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxCorpus
+import IdxLexical
+import IdxModel
+import IdxTrain
+import IdxStore
+import IdxSearch
+import IdxEval
 
 /// `idx eval` end to end on a tiny corpus and a tiny model trained a few steps
 /// in-process: the figures must equal the metrics recomputed by hand from the

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxModel
+@testable import IdxFuzz
 
 /// Replays the fuzzing corpora committed under Fixtures/fuzz/<target>/: the seeds (real files
 /// written by scripts/make-fuzz-seeds, which every reader must accept) and any crash

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+@testable import IdxStore
 
 /// The one commit path of an index folder (IndexCommit): concurrent writers lose no
 /// segment, garbage collection spares a generation in progress, and the manifest's
@@ -17,6 +17,10 @@ final class IndexCommitTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
 
     func write(_ tag: String, count: Int, append: Bool, seed: UInt64) throws -> VectorIndexWriter.Result {
+        try Self.write(into: dir, dimension: d, tag, count: count, append: append, seed: seed)
+    }
+
+    static func write(into dir: String, dimension d: Int, _ tag: String, count: Int, append: Bool, seed: UInt64) throws -> VectorIndexWriter.Result {
         try VectorIndexWriter.write(directory: dir, embeddings: Synthetic.clustered(count: count, dimension: d, clusters: 3, noise: 0.3, seed: seed),
                                     dimension: d, metadata: Synthetic.metadata(count: count, tag: tag),
                                     provenance: Synthetic.provenance, append: append, standardize: false)
@@ -42,17 +46,17 @@ final class IndexCommitTests: XCTestCase {
         _ = try write("base", count: 40, append: false, seed: 1)
         // Both begin on generation 1; each commit appends onto what is live when it commits.
         let group = DispatchGroup()
-        let errors = NSLock()
-        var failures: [Error] = []
+        let failures = Locked<[Error]>([])
+        let dir: String = dir, d = d
         for (i, tag) in ["left", "right"].enumerated() {
             DispatchQueue.global().async(group: group) {
-                do { _ = try self.write(tag, count: 30 + i, append: true, seed: UInt64(2 + i)) } catch {
-                    errors.lock(); failures.append(error); errors.unlock()
+                do { _ = try Self.write(into: dir, dimension: d, tag, count: 30 + i, append: true, seed: UInt64(2 + i)) } catch {
+                    failures.mutate { $0.append(error) }
                 }
             }
         }
         group.wait()
-        XCTAssertTrue(failures.isEmpty, "\(failures)")
+        XCTAssertTrue(failures.current.isEmpty, "\(failures.current)")
         let reader = try assertConsistent()
         XCTAssertEqual(reader.generation, "gen-000003")
         XCTAssertEqual(reader.count, 40 + 30 + 31)

@@ -1,7 +1,12 @@
 import Foundation
 import XCTest
-@testable import IdxCore
 import idx
+import IdxCorpus
+import IdxModel
+import IdxTrain
+import IdxSearch
+import IdxEval
+@testable import IdxStore
 
 /// `idx index` / `idx search` end to end on an invented corpus and an untrained
 /// (randomly initialised) model: what matters is the plumbing, not the quality.
@@ -132,16 +137,16 @@ final class IndexTests: XCTestCase {
         let (corpus, model) = try makeCorpusAndModel()
         let out = tmp + "/index"
         let group = DispatchGroup()
-        let lock = NSLock()
-        var outcomes: [Bool] = []
+        let results = Locked<[Bool]>([])
         for _ in 0 ..< 2 {
             DispatchQueue.global().async(group: group) {
                 var ok = true
                 do { var c = try IndexCommand.parse(["--model", model, "--corpus", corpus, "--out", out]); try c.run() } catch { ok = false }
-                lock.lock(); outcomes.append(ok); lock.unlock()
+                results.mutate { $0.append(ok) }
             }
         }
         group.wait()
+        let outcomes = results.current
         XCTAssertTrue(outcomes.contains(true), "\(outcomes)")
         let reader = try VectorIndexReader(directory: out)
         XCTAssertEqual(reader.generation, IndexLayout.generationName(outcomes.filter { $0 }.count))

@@ -1,5 +1,5 @@
-@testable import IdxCore
 import XCTest
+@testable import IdxModel
 
 /// The inference-only forward (`InferenceEncoder`, behind `EncoderModel.embed`) against
 /// PyTorch's pooled embeddings (the parity fixture) and against the training network.

@@ -39,3 +39,12 @@ enum IngestTestSupport {
         return s
     }
 }
+
+/// A value several test threads update, under a lock.
+final class Locked<Value>: @unchecked Sendable {  // `value` only under `lock`
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func mutate(_ body: (inout Value) -> Void) { lock.lock(); body(&value); lock.unlock() }
+    var current: Value { lock.lock(); defer { lock.unlock() }; return value }
+}

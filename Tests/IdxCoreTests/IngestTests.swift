@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+@testable import IdxCorpus
 
 final class IngestTests: XCTestCase {
     func options(_ inputs: [String], _ out: String, shardDocs: Int = 50_000) -> Ingest.Options {

@@ -1,5 +1,5 @@
-@testable import IdxCore
 import XCTest
+@testable import IdxModel
 
 /// Every layer's backward against central finite differences of a scalar loss
 /// L = Σ out · R (R fixed random), evaluated in Double.

@@ -1,6 +1,11 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxCorpus
+import IdxLexical
+import IdxStore
+import IdxSearch
+import IdxEval
 
 /// The lexical half of the store: terms, BM25 across segments, corruption, hybrid search.
 final class LexicalTests: XCTestCase {

@@ -1,5 +1,7 @@
-@testable import IdxCore
 import XCTest
+import IdxBase
+import IdxModel
+import IdxTrain
 
 final class ModelTests: XCTestCase {
     func testEmbedBatchedEqualsOneAtATime() throws {

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxNightly
 
 final class NightlyConfigTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -61,10 +61,8 @@ final class NightlyConfigTests: XCTestCase {
     func testExampleConfigDocumentsEveryKeyWithItsDefault() throws {
         let path = Self.root + "/idx.example.toml"
         let doc = try TOMLDocument(contentsOfFile: path)
-        for (section, keys) in NightlyConfig.keys {
-            for key in keys.keys {
-                XCTAssertNotNil(doc.value(section, key), "idx.example.toml lacks [\(section)] \(key)")
-            }
+        for setting in NightlySettings.all {
+            XCTAssertNotNil(doc.value(setting.section, setting.key), "idx.example.toml lacks \(setting.name)")
         }
         // The example holds the defaults.
         XCTAssertEqual(try NightlyConfig.load(path), NightlyConfig().resolved(against: Self.root))
@@ -81,21 +79,55 @@ final class NightlyConfigTests: XCTestCase {
         [inbox]
         sources = ["a", "http://127.0.0.1:1/x.csv"]
         """, source: "idx.toml")
-        let c = try NightlyConfig.apply(doc, to: NightlyConfig())
+        let c = try NightlySettings.apply(doc, to: NightlyConfig())
         XCTAssertEqual(c.steps, 50)
         XCTAssertEqual(c.procs, 2)
         XCTAssertEqual(c.maxKnnDrop, 0)
         XCTAssertEqual(c.minSeedRatio, 1.05)
         XCTAssertEqual(c.inbox, ["a", "http://127.0.0.1:1/x.csv"])
-        XCTAssertThrowsError(try NightlyConfig.apply(TOMLDocument(parsing: "[train]\nstep = 5", source: "idx.toml"), to: c)) { e in
+        XCTAssertThrowsError(try NightlySettings.apply(TOMLDocument(parsing: "[train]\nstep = 5", source: "idx.toml"), to: c)) { e in
             XCTAssertTrue("\(e)".contains("idx.toml:2: unknown key `step`"), "\(e)")
         }
-        XCTAssertThrowsError(try NightlyConfig.apply(TOMLDocument(parsing: "[trian]\n", source: "idx.toml"), to: c)) { e in
+        XCTAssertThrowsError(try NightlySettings.apply(TOMLDocument(parsing: "[trian]\n", source: "idx.toml"), to: c)) { e in
             XCTAssertTrue("\(e)".contains("unknown section [trian]"), "\(e)")
         }
-        XCTAssertThrowsError(try NightlyConfig.apply(TOMLDocument(parsing: "[train]\nsteps = \"5\"", source: "idx.toml"), to: c)) { e in
+        XCTAssertThrowsError(try NightlySettings.apply(TOMLDocument(parsing: "[train]\nsteps = \"5\"", source: "idx.toml"), to: c)) { e in
             XCTAssertTrue("\(e)".contains("must be a whole number"), "\(e)")
         }
-        XCTAssertThrowsError(try NightlyConfig.apply(TOMLDocument(parsing: "[train]\nprocs = 0", source: "idx.toml"), to: c))
+        XCTAssertThrowsError(try NightlySettings.apply(TOMLDocument(parsing: "[train]\nprocs = 0", source: "idx.toml"), to: c))
+    }
+
+    /// A flag goes through the same check as its key, and is refused in the same words.
+    func testFlagsAreCheckedLikeKeys() throws {
+        var c = NightlyConfig()
+        try NightlySettings.set("--steps", .integer(7), in: &c)
+        XCTAssertEqual(c.steps, 7)
+        XCTAssertThrowsError(try NightlySettings.set("--procs", .integer(0), in: &c)) { e in
+            XCTAssertEqual("\(e)", "--procs must be at least 1 (got 0).")
+        }
+        XCTAssertThrowsError(try NightlyConfig.apply(toml: "[train]\nprocs = 0", source: "idx.toml", to: c)) { e in
+            XCTAssertEqual("\(e)", "idx.toml:2: `procs` must be at least 1 (got 0).")
+        }
+        XCTAssertThrowsError(try NightlySettings.set("--download-attempts", .integer(0), in: &c))
+        XCTAssertThrowsError(try NightlySettings.set("--max-knn-drop", .number(.nan), in: &c)) { e in
+            XCTAssertTrue("\(e)".contains("--max-knn-drop must be a finite number"), "\(e)")
+        }
+        try NightlySettings.set("--map-projection", .string("tsne"), in: &c)
+        XCTAssertEqual(c.mapProjection, .tsne)
+        try NightlySettings.set("--map-projection", .string("none"), in: &c)
+        XCTAssertNil(c.mapProjection)
+        XCTAssertThrowsError(try NightlySettings.set("--map-projection", .string("umap"), in: &c)) { e in
+            XCTAssertTrue("\(e)".contains("--map-projection must be \"none\", \"pca\" or \"tsne\", not \"umap\""), "\(e)")
+        }
+        // one string stands for an array of one; a number is not a string
+        c = try NightlyConfig.apply(toml: "[inbox]\nsources = \"in\"\n[gate]\nmin_seed_ratio = 2", source: "idx.toml", to: c)
+        XCTAssertEqual(c.inbox, ["in"])
+        XCTAssertEqual(c.minSeedRatio, 2)
+        XCTAssertThrowsError(try NightlyConfig.apply(toml: "[paths]\ncorpus = 3", source: "idx.toml", to: c)) { e in
+            XCTAssertTrue("\(e)".contains("idx.toml:2: `corpus` must be a string in quotes, not an integer"), "\(e)")
+        }
+        // every flag names one setting
+        let flags = NightlySettings.all.compactMap(\.flag)
+        XCTAssertEqual(Set(flags).count, flags.count)
     }
 }

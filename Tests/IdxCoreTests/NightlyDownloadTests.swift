@@ -1,8 +1,9 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
 #if canImport(Glibc)
 import Glibc
+@testable import IdxNightly
 #endif
 
 /// A tiny HTTP/1.1 file server on 127.0.0.1 for the tests: serves one body at
@@ -211,11 +212,16 @@ final class NightlyDownloadTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/m.csv"))
     }
 
+    /// The fields as idx_curl_get hands them over (curl_easy_nextheader's names and trimmed
+    /// values, NUL-terminated), looked up ignoring case; an empty value stays a field.
     func testResponseHeadLookupIgnoresCase() {
-        let head = HTTPResponseHead(statusCode: 206, raw: "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 5-9/10\r\n"
-            + "Content-Length:  5 \r\nX-Long: a\r\n b\r\n\r\n")
+        let pairs = ["content-range", "bytes 5-9/10", "Content-Length", "5", "X-Empty", "", "X-Long", "a b"]
+        let bytes: [UInt8] = pairs.flatMap { Array($0.utf8) + [UInt8(0)] }
+        let head = bytes.withUnsafeBytes { HTTPResponseHead(statusCode: 206, nameValuePairs: $0) }
+        XCTAssertEqual(head.fields.count, 4)
         XCTAssertEqual(head.value(for: "Content-Length"), "5")
         XCTAssertEqual(head.value(for: "x-long"), "a b")
+        XCTAssertEqual(head.value(for: "x-empty"), "")
         XCTAssertNil(head.value(for: "Location"))
         XCTAssertEqual(Downloader.contentLength(head), 5)
         XCTAssertEqual(Downloader.contentRange(head)?.0, 5)

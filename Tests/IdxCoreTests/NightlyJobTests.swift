@@ -1,6 +1,9 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxCorpus
+import IdxStore
+import IdxNightly
 
 /// The nightly job end to end on tiny corpora (cut from the invented sample), a
 /// tiny model and few steps: real ingest, real `idx train` child processes, the

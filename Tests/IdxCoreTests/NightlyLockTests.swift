@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxNightly
 
 final class NightlyLockTests: XCTestCase {
     func testSecondHolderIsRefusedAndReleaseFrees() throws {

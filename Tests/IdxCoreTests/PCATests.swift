@@ -1,5 +1,6 @@
 import XCTest
-@testable import IdxCore
+import IdxModel
+import IdxProjection
 
 final class PCATests: XCTestCase {
     /// Data built from a known decomposition: X = mean + U diag(s) Vᵀ with orthonormal V

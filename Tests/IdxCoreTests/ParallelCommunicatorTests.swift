@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxParallel
+@testable import IdxTrain
 
 /// Runs the idx executable built next to the test bundle.
 enum IdxExecutable {
@@ -196,6 +197,6 @@ final class ParallelCommunicatorTests: XCTestCase {
         _ = try a.trainStep()
         XCTAssertNotEqual(before, a.setupSummary)
         // one process: no check, nothing to send
-        try a.broadcastParameters(Communicator.single())
+        _ = try DataParallelExchange(a, communicator: Communicator.single())
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxStore
 
 /// `idx index --procs 2` against `--procs 1` on the committed sample corpus, and a rank
 /// that fails before the publish (the previous generation must keep serving).

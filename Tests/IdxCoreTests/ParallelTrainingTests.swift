@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxCorpus
+import IdxModel
+import IdxTrain
 
 /// `idx train` over two MPI ranks against one process, and a rank killed mid-run.
 /// Runs the idx executable on the committed sample corpus (corpora/sample/movies.csv).

@@ -1,5 +1,6 @@
-@testable import IdxCore
 import XCTest
+import IdxTrain
+@testable import IdxModel
 
 /// idx's encoder against PyTorch (fixture from scripts/make-model-fixtures.py): forward
 /// logits and loss, every parameter's gradient, the pooled embeddings, one clipped AdamW step.

@@ -1,5 +1,6 @@
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxProjection
 
 final class ProjectionTests: XCTestCase {
     func testSelectionByGenreAndSample() throws {

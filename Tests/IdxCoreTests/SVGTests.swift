@@ -1,7 +1,8 @@
 import XCTest
-@testable import IdxCore
+import IdxModel
 #if canImport(FoundationXML)
 import FoundationXML
+@testable import IdxProjection
 #endif
 
 final class SVGTests: XCTestCase {

@@ -1,7 +1,9 @@
 import Foundation
 import CSupport
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxSearch
+@testable import IdxStore
 
 final class SearchTests: XCTestCase {
     var dir: String!

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+@testable import IdxCorpus
 
 final class ShardTests: XCTestCase {
     func ingest(_ csv: String, shardDocs: Int, in dir: String) throws -> (Ingest.Summary, String) {

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxCorpus
+@testable import IdxStore
 
 /// Synthetic vectors and metadata (no corpus or model needed).
 enum Synthetic {

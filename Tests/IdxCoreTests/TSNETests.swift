@@ -1,5 +1,7 @@
 import XCTest
-@testable import IdxCore
+import IdxBase
+import IdxModel
+@testable import IdxProjection
 
 final class TSNETests: XCTestCase {
     func randomMatrix(_ n: Int, _ d: Int, seed: UInt64, scale: Double = 1) -> [Float] {

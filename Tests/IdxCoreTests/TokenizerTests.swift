@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import IdxCore
+import IdxBase
+@testable import IdxCorpus
 
 final class TokenizerTests: XCTestCase {
     func train(_ texts: [String], vocabSize: Int, minFrequency: Int = 0, lowercase: Bool = false) -> WordLevelTokenizer {

@@ -1,5 +1,8 @@
-@testable import IdxCore
 import XCTest
+import IdxBase
+import IdxCorpus
+import IdxModel
+@testable import IdxTrain
 
 /// A synthetic corpus and a tiny model: the trainer's contracts, fast.
 enum TinyTraining {

@@ -1,6 +1,6 @@
 import Foundation
-@testable import IdxCore
 import XCTest
+import IdxBase
 
 /// CompactJSON writes what JSONSerialization writes (the format of `idx search --json`).
 final class CompactJSONTests: XCTestCase {

@@ -1,7 +1,8 @@
 import Foundation
-@testable import IdxCore
 @testable import IdxServe
 import XCTest
+import IdxBase
+import IdxStore
 
 /// The JSON API against `idx search --json`, and its refusals.
 final class ServeAPITests: XCTestCase {

@@ -1,8 +1,10 @@
 import Foundation
-@testable import IdxCore
 @testable import IdxServe
 import idx
 import XCTest
+import IdxStore
+import IdxProjection
+import IdxNightly
 
 /// Hot reload while `idx index` republishes, attached projections, and a clean SIGTERM.
 final class ServeLifecycleTests: XCTestCase {

@@ -2,12 +2,15 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-@testable import IdxCore
 import IdxServe
 import Logging
 import ServiceLifecycle
 import XCTest
 import idx
+import IdxBase
+import IdxCorpus
+import IdxModel
+import IdxTrain
 
 /// A small index of the bundled sample (405 invented films) with an untrained tiny model:
 /// the server's plumbing is under test, not the model's quality. Built once per test run.

@@ -42,7 +42,7 @@ def read_corpus(folder):
     for s in manifest["shards"]:
         raw = subprocess.run(["zstd", "-dcq", os.path.join(folder, s["tokens_file"])], check=True, capture_output=True).stdout
         assert raw[:8] == b"IDXTOKS1", "not an idx token shard"
-        # Header (Sources/IdxCore/Corpus/Shards.swift): magic | u32 id bytes | u32 0 | u64 docs | u64 tokens
+        # Header (Sources/IdxCorpus/Shards.swift): magic | u32 id bytes | u32 0 | u64 docs | u64 tokens
         id_bytes, _, n, t = struct.unpack_from("<IIQQ", raw, 8)
         offsets = np.frombuffer(raw, "<u8", n + 1, 32).astype(np.int64)
         ids = np.frombuffer(raw, "<u2" if id_bytes == 2 else "<i4", t, 32 + 8 * (n + 1)).astype(np.int64)

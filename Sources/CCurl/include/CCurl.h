@@ -3,9 +3,10 @@
 /* HTTP(S) GET through libcurl, resolved at run time with dlopen/dlsym: linking
    libcurl (or Foundation's FoundationNetworking, which links it) loads ~25
    shared libraries (TLS, Kerberos, LDAP, ...) into every idx process, about
-   12 ms of start-up; this way only a run that downloads pays for them. The
-   few curl prototypes and option numbers used are declared in curl_shim.c, so
-   no libcurl -dev headers are needed to build. */
+   12 ms of start-up; this way only a run that downloads pays for them.
+   curl_shim.c takes curl's constants and prototypes from <curl/curl.h>
+   (libcurl4-openssl-dev) and needs libcurl 7.83 or newer at run time
+   (curl_easy_header). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,11 +24,12 @@ enum {
     IDX_CURL_ABORTED = 2,     /* a callback asked to stop */
 };
 
-/* Called once with the final response's status and raw header block (status
-   line and header lines, CRLF-separated; 1xx and followed 3xx blocks are not
-   passed), also when there is no body. Returns the offset at which the caller
-   stores the body (handed back to on_body), IDX_CURL_SKIP_BODY or IDX_CURL_ABORT. */
-typedef int64_t (*idx_curl_response_fn)(void *context, long status, const char *head, size_t head_length);
+/* Called once with the final response's status and header fields as curl_easy_nextheader
+   reads them (1xx and followed 3xx responses are not passed), also when there is no body:
+   `fields` holds `fields_length` bytes of NUL-terminated strings, name then value for each
+   field in the order received (values trimmed by curl). Returns the offset at which the
+   caller stores the body (handed back to on_body), IDX_CURL_SKIP_BODY or IDX_CURL_ABORT. */
+typedef int64_t (*idx_curl_response_fn)(void *context, long status, const char *fields, size_t fields_length);
 /* Called with each piece of the body and the offset where it belongs; returns
    0 to go on, anything else to abort. */
 typedef int (*idx_curl_body_fn)(void *context, int64_t offset, const char *bytes, size_t length);

@@ -1,0 +1,29 @@
+import Foundation
+
+/// A value handed to the workers of `DispatchQueue.concurrentPerform` that Swift cannot prove
+/// safe to share: a read-only pointer, or a pointer into a buffer of which each worker writes
+/// only its own part. `@unchecked`: that discipline is the caller's, and is stated where a
+/// value is wrapped.
+public struct SharedWithWorkers<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}
+
+/// The first error thrown by any of several concurrent workers.
+public final class FirstError: @unchecked Sendable {  // `error` only under `lock`
+    private let lock = NSLock()
+    private var error: Error?
+
+    public init() {}
+
+    /// Keeps `e` unless an error is already kept.
+    public func record(_ e: Error) {
+        lock.lock(); if error == nil { error = e }; lock.unlock()
+    }
+
+    /// Throws the kept error, if any.
+    public func rethrow() throws {
+        lock.lock(); let e = error; lock.unlock()
+        if let e { throw e }
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import IdxBase
+import IdxCorpus
+import IdxLexical
+import IdxModel
+import IdxStore
+
+/// What a search is asked for, beside its text: shared by idx search, idx eval, the nightly
+/// gate and idx serve, so that each of them answers (and measures) the same thing.
+public struct SearchSettings: Equatable, Sendable {
+    /// Number of results.
+    public var k = 10
+    /// Only documents of this genre (case-insensitive); nil: all.
+    public var genre: String?
+    /// The BM25 share w of the hybrid score; nil: the index's, adapted to short queries
+    /// (HybridScoring.weight). An explicit share is used as given.
+    public var lexicalWeight: Float?
+    /// The second pass (RelevanceFeedback); `documents` 0 turns it off.
+    public var feedback = RelevanceFeedback.standard
+    /// How the dense and BM25 sides combine.
+    public var fusion = VectorSearcher.Fusion.standard
+    /// Scan threads (0: all cores).
+    public var threads = 0
+    /// Candidates re-ranked exactly (nil: max(8k, 100)).
+    public var rerank: Int?
+    public init(k: Int = 10) { self.k = k }
+
+    /// Refuses settings no index can answer, before any work is done.
+    public func validate() throws {
+        guard k >= 1 else { throw IdxError("-k \(k): the number of results must be at least 1.") }
+        guard k <= SearchEngine.maxResults else {
+            throw IdxError("-k \(k): at most \(SearchEngine.maxResults) results are returned; ask for fewer.")
+        }
+        if let w = lexicalWeight, !(0 ... 1).contains(w) {
+            throw IdxError("--lexical-weight \(w): give a share from 0 (cosine only) to 1 (BM25 only).")
+        }
+        guard feedback.documents <= SearchEngine.maxResults else {
+            throw IdxError("--feedback-docs \(feedback.documents): at most \(SearchEngine.maxResults) documents can feed back; give fewer.")
+        }
+    }
+}
+
+/// The one search path of idx: a query's text is cleaned and tokenized as the corpus was,
+/// embedded with the index's model, scored against every vector (VectorSearcher's int8 scan
+/// and exact re-rank) blended with BM25 over the full vocabulary (HybridScoring), then scored
+/// again after relevance feedback. `idx search`, `idx eval --queries`, the nightly gate and
+/// `idx serve` all call `search`, so what eval measures is what search answers.
+///
+/// Thread-safe: each concurrent query embeds with an encoder of its own (`idleEncoders`), and
+/// the index is read-only.
+public final class SearchEngine: @unchecked Sendable {
+    /// The largest k and feedback-document count accepted (a result list longer than this is
+    /// no search; it also bounds the memory a request can ask for).
+    public static let maxResults = 10_000
+
+    public let reader: VectorIndexReader
+    public let searcher: VectorSearcher
+    /// The index's model; nil for an index built from raw vectors.
+    public let model: EncoderModel?
+    let tokenizer: WordLevelTokenizer?
+    /// Encoders over the model's weights not in use: a query takes one (or makes one) and gives
+    /// it back, so concurrent queries (idx serve) never wait for each other's forward.
+    private var idleEncoders: [EncoderModel] = []
+    private let encoderLock = NSLock()
+
+    /// Opens the published generation of `index` and the model it records (checked by hash).
+    public init(index: String, verifyMetadata: Bool = false) throws {
+        reader = try VectorIndexReader(directory: index, verifyMetadata: verifyMetadata)
+        searcher = VectorSearcher(reader)
+        let dir = reader.modelDirectory
+        if dir.isEmpty {
+            model = nil
+            tokenizer = nil
+        } else {
+            let model = try EncoderModel.load(directory: dir)
+            try reader.checkModel(modelHash: model.modelHash, tokenizerHash: model.tokenizerHash, modelDirectory: dir)
+            self.model = model
+            tokenizer = try model.tokenizer()
+        }
+    }
+
+    /// The index's own BM25 share (0: cosine only, or no lexical half).
+    public var indexLexicalWeight: Float { reader.lexical == nil ? 0 : (reader.manifest.lexicalWeight ?? 0) }
+
+    /// The best `settings.k` documents for `text`, best first.
+    public func search(_ text: String, _ settings: SearchSettings) throws -> [SearchHit] {
+        guard let model, let tokenizer else {
+            throw IdxError("\(reader.directory): built from raw vectors, with no model to embed text; search it with --query-vectors.")
+        }
+        let cleaned = Cleaning.cleanKeepingShort(text)
+        let ids = tokenizer.encode(cleaned)
+        if ids.isEmpty {
+            throw IdxError("query \"\(Self.quoted(text))\": nothing left after cleaning; type some words.")
+        }
+        let weight = settings.lexicalWeight ?? indexLexicalWeight
+        var lexical: LexicalScores?
+        if weight > 0, let scorer = reader.lexical {
+            let share = settings.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count, fusion: settings.fusion)
+            lexical = HybridScoring.lexicalScores(scorer, terms: LexicalAnalyzer.terms(cleaned), weight: share,
+                                                  feedback: settings.feedback) {
+                LexicalAnalyzer.documentText(self.reader.metadata($0))
+            }
+        }
+        let known = !ids.allSatisfy { $0 == SpecialToken.unk }
+        if !known && lexical == nil {
+            throw IdxError("query \"\(Self.quoted(text))\": none of its words is in the vocabulary of \(model.directory)"
+                           + (reader.lexical == nil ? "" : " or in any indexed document") + "; try other words.")
+        }
+        var query = [Float](repeating: 0, count: reader.dimension)
+        if known {
+            var one = TokenizedCorpus()
+            one.append(ids)
+            let maxTokens = reader.manifest.maxTokens
+            let encoder = encoderLock.withLock { idleEncoders.popLast() } ?? model.worker()
+            let raw = encoder.embed(one, range: 0 ..< 1, maxTokens: maxTokens, batchSize: 1)
+            encoderLock.withLock { idleEncoders.append(encoder) }
+            query = reader.prepareQuery(raw)
+        } else {
+            lexical!.weight = 1 // no word the model knows: its embedding would say nothing
+        }
+        // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
+        // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best.
+        var depth = min(reader.count, settings.k + 10)
+        while true {
+            let hits = try searcher.search(query, k: depth, genre: settings.genre, threads: settings.threads,
+                                           rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
+            var films = Set<String>(), kept: [SearchHit] = []
+            for h in hits where kept.count < settings.k {
+                let m = try reader.documentMetadata(h.index)
+                if films.insert(Self.filmKey(m)).inserted { kept.append(h) }
+            }
+            if kept.count == settings.k || hits.count < depth || depth == reader.count { return kept }
+            depth = min(reader.count, depth * 2)
+        }
+    }
+
+    /// What makes two documents one film: title, year and description.
+    public static func filmKey(_ m: DocumentMetadata) -> String { "\(m.title)\u{1}\(m.year ?? -1)\u{1}\(m.description)" }
+
+    /// A batch of queries (FAISS's shape): one result, or the error that query met, per text.
+    public func search(_ texts: [String], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {
+        texts.map { text in
+            do { return .success(try search(text, settings)) } catch let e as IdxError { return .failure(e) } catch {
+                return .failure(IdxError("query \"\(Self.quoted(text))\": \(error)"))
+            }
+        }
+    }
+
+    /// One hit as `idx search --json` prints it and `idx serve` answers it.
+    public func jsonObject(_ hit: SearchHit, rank: Int, query: String) throws -> [String: Any] {
+        try Self.jsonObject(hit, reader: reader, rank: rank, query: query)
+    }
+
+    public static func jsonObject(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> [String: Any] {
+        let m = try reader.documentMetadata(hit.index)
+        var o: [String: Any] = ["query": query, "rank": rank, "score": Double(hit.score), "title": m.title,
+                                "genre": m.genre, "expandedGenres": m.expandedGenres, "description": m.description,
+                                "id": try reader.documentId(hit.index), "source": "\(m.sourceFile):\(m.sourceRow)"]
+        o["cosine"] = Double(hit.dense)
+        o["bm25"] = Double(hit.lexical)
+        o["year"] = m.year.map { $0 as Any } ?? NSNull()
+        o["rating"] = m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()
+        return o
+    }
+
+    /// One hit as `idx search --json` prints it: the JSON object on one line.
+    public static func jsonLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> String {
+        String(decoding: try CompactJSON.data(try jsonObject(hit, reader: reader, rank: rank, query: query)), as: UTF8.self)
+    }
+
+    /// One hit as `idx search` prints it for a reader: rank, score, title (year), [genre], the
+    /// description cut to 90 characters.
+    public static func textLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int) throws -> String {
+        let m = try reader.documentMetadata(hit.index)
+        let year = m.year.map { " (\($0))" } ?? ""
+        let desc = m.description.count > 90 ? String(m.description.prefix(87)) + "..." : m.description
+        return String(format: "%2d  %.4f  ", rank, hit.score) + "\(m.title)\(year)  [\(m.genre)]  \(desc)"
+    }
+
+    /// `text` for a message: control bytes escaped, at most 80 characters.
+    public static func quoted(_ text: String) -> String {
+        IdxError.printable(text, limit: 80)
+    }
+}
