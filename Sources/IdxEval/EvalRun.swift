@@ -90,15 +90,13 @@ public enum EvalRun {
 
     public static func run(_ o: Options) throws -> Report {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let reader = try VectorIndexReader(directory: o.index)
-        let modelDir = o.model ?? reader.modelDirectory
-        guard !modelDir.isEmpty else {
+        // One engine for every measure: the kNN neighbours and the typed queries are what idx search answers.
+        let engine = try SearchEngine(index: o.index, model: o.model)
+        let reader = engine.reader
+        guard let model = engine.model else {
             throw IdxError("\(o.index): the index does not record its model; pass --model models/<name>.")
         }
-        let model = try EncoderModel.load(directory: modelDir)
-        guard model.modelHash == reader.modelHash, model.tokenizerHash == reader.tokenizerHash else {
-            throw IdxError("\(modelDir): model \(model.modelHash) / tokenizer \(model.tokenizerHash) is not the one \(o.index) was built with (\(reader.modelHash) / \(reader.tokenizerHash)); pass the right --model or rebuild the index.")
-        }
+        let modelDir = model.directory
         let tokenizer = try model.tokenizer()
         let maxTokens = reader.manifest.maxTokens > 0 ? reader.manifest.maxTokens : 32
 
@@ -109,65 +107,24 @@ public enum EvalRun {
         let seedVectors = model.embed(seedCorpus, range: 0 ..< seedCorpus.count, maxTokens: maxTokens, batchSize: o.batchSize)
         let separation = try EvalMetrics.clusterSeparation(seedVectors, dim: model.config.dModel, labels: seed.map(\.label))
 
-        // kNN precision: the index's vectors and genres.
-        let base = reader.dequantizedVectors()
+        let weight = o.lexicalWeight ?? reader.manifest.lexicalWeight ?? 0
+        let lexical = weight > 0 && reader.lexical != nil
+        if weight > 0 && !lexical {
+            throw IdxError("\(o.index): no lexical half to score with --lexical-weight \(weight) (built by an older idx or from raw vectors); rebuild it with idx index, or pass --lexical-weight 0.")
+        }
+        var settings = SearchSettings(k: o.k)
+        settings.lexicalWeight = o.lexicalWeight
+        settings.feedback = o.feedback
+        settings.fusion = o.fusion
         let baseLabels = (0 ..< reader.count).map { reader.metadata($0).genre }
         var knn: EvalMetrics.KNNPrecision?
         var mlm: MLMLoss.Result?
         var mlmOn: String
         var validationDocs: Int?, dropped: Int?
-        let weight = o.lexicalWeight ?? reader.manifest.lexicalWeight ?? 0
-        let scorer = weight > 0 ? reader.lexical : nil
-        if weight > 0 && scorer == nil {
-            throw IdxError("\(o.index): no lexical half to score with --lexical-weight \(weight) (built by an older idx or from raw vectors); rebuild it with idx index, or pass --lexical-weight 0.")
-        }
-        let feedback = o.feedback.isActive ? o.feedback : nil
-        let lexicalBuffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, reader.count))
-        defer { lexicalBuffer.deallocate() }
-        /// The indices of the `count` highest of `n` scores, best first (ties: lower index first).
-        func bestRows(_ scores: UnsafePointer<Float>, _ n: Int, _ count: Int, positiveOnly: Bool = false) -> [Int] {
-            var top = TopK(capacity: count)
-            for j in 0 ..< n where (!positiveOnly || scores[j] > 0) && scores[j] > top.threshold { top.push(scores[j], j) }
-            return top.ranked()
-        }
-        /// The hybrid score of queries whose lexical texts (title and cleaned description) are `texts`
-        /// and which the model reads as `tokenCounts` tokens, as the search does it.
-        func blend(_ texts: [String], tokenCounts: [Int]) -> ((Int, [Int]?, UnsafeMutablePointer<Float>) -> Void)? {
-            guard let scorer else { return nil }
-            let n = reader.count
-            // The second pass blends the same query again: without a BM25 expansion its row is still in the buffer.
-            var scoredQuery = -1, best: Float = 0
-            var query = scorer.query(terms: [])
-            return { qi, feedbackDocuments, row in
-                if qi != scoredQuery {
-                    query = scorer.query(terms: LexicalAnalyzer.terms(texts[qi]))
-                    best = scorer.score(query, into: lexicalBuffer)
-                    scoredQuery = qi
-                }
-                if let feedbackDocuments, let feedback, feedback.isLexical {
-                    let documents = feedbackDocuments.map { ($0, LexicalAnalyzer.documentText(reader.metadata($0))) }
-                    best = scorer.score(scorer.expanded(query, documents: documents, weight: feedback.lexicalWeight,
-                                                        terms: feedback.lexicalTerms), into: lexicalBuffer)
-                    scoredQuery = -1
-                }
-                // As idx search: an explicit --lexical-weight as given, the index's adapted to short queries.
-                let w = o.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: tokenCounts[qi], fusion: o.fusion)
-                if o.fusion == .reciprocalRank && w > 0 && w < 1 {
-                    let depth = min(n, VectorSearcher.reciprocalRankDepth)
-                    let fused = VectorSearcher.reciprocalRankScores(dense: bestRows(row, n, depth), lexical: bestRows(lexicalBuffer, n, depth, positiveOnly: true),
-                                                                    lexicalWeight: w)
-                    for j in 0 ..< n { row[j] = 0 }
-                    for (j, x) in fused { row[j] = x }
-                    return
-                }
-                let scale = best > 0 ? w / best : 0
-                for j in 0 ..< n { row[j] = (1 - w) * row[j] + scale * lexicalBuffer[j] }
-            }
-        }
         if o.skip.contains(.knn) && o.skip.contains(.mlm) {
             mlmOn = "not measured"
         } else if let validation = o.validation {
-            // Cleaned and tokenized exactly as a corpus is: through ingest, with the model's tokenizer.
+            // Cleaned exactly as a corpus is: through ingest, with the model's tokenizer.
             let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("idx-eval-\(getpid())-\(UInt32.random(in: 0 ... .max))").path
             defer { try? FileManager.default.removeItem(atPath: tmp) }
             var io = Ingest.Options(inputs: [validation], output: tmp + "/validation", tokenizerPath: modelDir + "/tokenizer.json")
@@ -180,50 +137,69 @@ public enum EvalRun {
             let meta = try vr.readMetadata()
             validationDocs = tokens.count
             dropped = s.droppedShort + s.skippedRows
-            var queries = model.embed(tokens, range: 0 ..< tokens.count, maxTokens: maxTokens, batchSize: o.batchSize)
-            queries = prepare(queries, reader: reader, dim: model.config.dModel)
-            if !o.skip.contains(.knn) { knn = try EvalMetrics.knnPrecision(queries: queries, queryLabels: meta.map(\.genre), base: base,
-                                               baseLabels: baseLabels, dim: reader.dimension, k: o.k,
-                                               blend: blend(meta.map(LexicalAnalyzer.documentText), tokenCounts: (0 ..< tokens.count).map { tokens.document($0).count }),
-                                               feedback: feedback) }
+            if !o.skip.contains(.knn) {
+                let queries = meta.map { SearchQuery(queryText($0, titlesInText: model.titlesInText)) }
+                knn = try EvalMetrics.knnPrecision(neighbours: neighbours(engine, queries, settings, showProgress: o.showProgress),
+                                                   queryLabels: meta.map(\.genre), baseLabels: baseLabels, k: o.k)
+            }
             if !o.skip.contains(.mlm) {
                 mlm = MLMLoss.evaluate(model, corpus: tokens, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             }
             mlmOn = "validation documents (\(tokens.count))"
         } else {
-            // The indexed documents' own tokens: their lengths for the hybrid share, then the MLM loss.
-            var own = TokenizedCorpus()
-            for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
-            if !o.skip.contains(.knn) { knn = try EvalMetrics.knnPrecision(queries: base, queryLabels: baseLabels, base: base, baseLabels: baseLabels,
-                                               dim: reader.dimension, k: o.k, leaveOneOut: true,
-                                               blend: blend((0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) },
-                                                            tokenCounts: (0 ..< own.count).map { own.document($0).count }),
-                                               feedback: feedback) }
+            if !o.skip.contains(.knn) {
+                // Each indexed document searched with its own stored vector, and never finding itself.
+                let d = reader.dimension
+                let queries = (0 ..< reader.count).map { i -> SearchQuery in
+                    var v = reader.decodedVector(i)
+                    v.withUnsafeMutableBufferPointer { UnitVectors.normalize($0.baseAddress!, dimension: d) }
+                    return SearchQuery(queryText(reader.metadata(i), titlesInText: model.titlesInText), vector: v, excluding: i)
+                }
+                knn = try EvalMetrics.knnPrecision(neighbours: neighbours(engine, queries, settings, showProgress: o.showProgress),
+                                                   queryLabels: baseLabels, baseLabels: baseLabels, k: o.k, leaveOneOut: true)
+            }
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
+            var own = TokenizedCorpus()
             if !o.skip.contains(.mlm) {
+                for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
                 mlm = MLMLoss.evaluate(model, corpus: own, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             }
-            mlmOn = "indexed documents (\(own.count), no --validation: training data)"
+            mlmOn = "indexed documents (\(reader.count), no --validation: training data)"
         }
         var typed: TypedQueries.Result?
         if let file = o.queries {
-            var settings = SearchSettings(k: o.k)
-            settings.lexicalWeight = o.lexicalWeight
-            settings.feedback = o.feedback
-            settings.fusion = o.fusion
-            typed = try TypedQueries.evaluate(SearchEngine(index: o.index), queries: TypedQueries.read(file), file: file, settings: settings)
+            typed = try TypedQueries.evaluate(engine, queries: TypedQueries.read(file), file: file, settings: settings)
         }
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,
                       indexedDocuments: reader.count, validation: o.validation, validationDocuments: validationDocs,
                       validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn, typedQueries: typed,
-                      lexicalWeight: scorer == nil ? 0 : weight, feedback: feedback, fusion: o.fusion, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                      lexicalWeight: lexical ? weight : 0, feedback: o.feedback.isActive ? o.feedback : nil, fusion: o.fusion,
+                      seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
-    /// Raw embeddings mapped into the index's space (its standardisation, unit length).
-    static func prepare(_ v: [Float], reader: VectorIndexReader, dim: Int) -> [Float] {
-        var out = [Float]()
-        out.reserveCapacity(v.count)
-        for i in 0 ..< v.count / dim { out += reader.prepareQuery(Array(v[i * dim ..< (i + 1) * dim])) }
+    /// A document as a kNN query reads it: the text the model reads (its description, or
+    /// "Title. description" for a model trained on titles), searched as `idx search` searches it.
+    public static func queryText(_ m: DocumentMetadata, titlesInText: Bool) -> String {
+        titlesInText && !m.title.isEmpty ? m.title + ". " + m.description : m.description
+    }
+
+    /// Each query's neighbours through the search engine, in batches (progress between them);
+    /// the first query the engine refuses stops the measure with its message.
+    public static func neighbours(_ engine: SearchEngine, _ queries: [SearchQuery], _ settings: SearchSettings,
+                                  showProgress: Bool = false) throws -> [[Int]] {
+        let progress = Progress("eval kNN", unit: "queries", total: Double(queries.count), enabled: showProgress)
+        var out: [[Int]] = []
+        out.reserveCapacity(queries.count)
+        let batch = 256
+        try BLASRuntime.withOneThread {
+            for start in stride(from: 0, to: queries.count, by: batch) {
+                for result in engine.search(Array(queries[start ..< min(queries.count, start + batch)]), settings) {
+                    out.append(try result.get().map(\.index))
+                }
+                progress.update(Double(out.count))
+            }
+        }
+        if showProgress { progress.finish(String(format: "eval kNN: %d queries in %.1f s", queries.count, progress.elapsed)) }
         return out
     }
 

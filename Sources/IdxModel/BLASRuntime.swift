@@ -27,6 +27,17 @@ public enum BLASRuntime {
         idx_blas_stop_workers()
     }
 
+    /// `body` with one BLAS thread, the former count restored after: for a stretch of work that
+    /// runs many small products on threads of its own (a batch of queries searched one a core),
+    /// where OpenBLAS's own threads would only compete for the cores. Not for use while other
+    /// threads run BLAS work (the count is the process's).
+    public static func withOneThread<T>(_ body: () throws -> T) rethrows -> T {
+        let before = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(before) }
+        return try body()
+    }
+
     /// Returns the core in use afterwards.
     @discardableResult
     public static func preferAVX512() -> String {

@@ -5,6 +5,20 @@ import IdxLexical
 import IdxModel
 import IdxStore
 
+/// One query: a text as typed, or an indexed document searched for its neighbours.
+public struct SearchQuery: Sendable {
+    /// What BM25 and (without `vector`) the model read, cleaned and tokenized as the corpus was.
+    public var text: String
+    /// The query's vector in the index's space when it is already there (an indexed document's
+    /// own); nil: the model embeds `text`.
+    public var vector: [Float]?
+    /// A document the answer never holds (leave-one-out: the query's own).
+    public var excluding: Int?
+    public init(_ text: String, vector: [Float]? = nil, excluding: Int? = nil) {
+        self.text = text; self.vector = vector; self.excluding = excluding
+    }
+}
+
 /// What a search is asked for, beside its text: shared by idx search, idx eval, the nightly
 /// gate and idx serve, so that each of them answers (and measures) the same thing.
 public struct SearchSettings: Equatable, Sendable {
@@ -63,11 +77,12 @@ public final class SearchEngine: @unchecked Sendable {
     private var idleEncoders: [EncoderModel] = []
     private let encoderLock = NSLock()
 
-    /// Opens the published generation of `index` and the model it records (checked by hash).
-    public init(index: String, verifyMetadata: Bool = false) throws {
+    /// Opens the published generation of `index` and the model it records, or the copy of it
+    /// in `model` (checked by hash either way).
+    public init(index: String, model modelDirectory: String? = nil, verifyMetadata: Bool = false) throws {
         reader = try VectorIndexReader(directory: index, verifyMetadata: verifyMetadata)
         searcher = VectorSearcher(reader)
-        let dir = reader.modelDirectory
+        let dir = modelDirectory ?? reader.modelDirectory
         if dir.isEmpty {
             model = nil
             tokenizer = nil
@@ -84,6 +99,12 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// The best `settings.k` documents for `text`, best first.
     public func search(_ text: String, _ settings: SearchSettings) throws -> [SearchHit] {
+        try search(SearchQuery(text), settings)
+    }
+
+    /// The best `settings.k` documents for `query`, best first.
+    public func search(_ query: SearchQuery, _ settings: SearchSettings) throws -> [SearchHit] {
+        let text = query.text
         guard let model, let tokenizer else {
             throw IdxError("\(reader.directory): built from raw vectors, with no model to embed text; search it with --query-vectors.")
         }
@@ -101,20 +122,23 @@ public final class SearchEngine: @unchecked Sendable {
                 LexicalAnalyzer.documentText(self.reader.metadata($0))
             }
         }
-        let known = !ids.allSatisfy { $0 == SpecialToken.unk }
+        let known = query.vector != nil || !ids.allSatisfy { $0 == SpecialToken.unk }
         if !known && lexical == nil {
             throw IdxError("query \"\(Self.quoted(text))\": none of its words is in the vocabulary of \(model.directory)"
                            + (reader.lexical == nil ? "" : " or in any indexed document") + "; try other words.")
         }
-        var query = [Float](repeating: 0, count: reader.dimension)
-        if known {
+        var vector = [Float](repeating: 0, count: reader.dimension)
+        if let given = query.vector {
+            precondition(given.count == reader.dimension, "query vector has \(given.count) dimensions, the index \(reader.dimension)")
+            vector = given
+        } else if known {
             var one = TokenizedCorpus()
             one.append(ids)
             let maxTokens = reader.manifest.maxTokens
             let encoder = encoderLock.withLock { idleEncoders.popLast() } ?? model.worker()
             let raw = encoder.embed(one, range: 0 ..< 1, maxTokens: maxTokens, batchSize: 1)
             encoderLock.withLock { idleEncoders.append(encoder) }
-            query = reader.prepareQuery(raw)
+            vector = reader.prepareQuery(raw)
         } else {
             lexical!.weight = 1 // no word the model knows: its embedding would say nothing
         }
@@ -122,7 +146,7 @@ public final class SearchEngine: @unchecked Sendable {
         // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best.
         var depth = min(reader.count, settings.k + 10)
         while true {
-            let hits = try searcher.search(query, k: depth, genre: settings.genre, threads: settings.threads,
+            let hits = try searcher.search(vector, k: depth, genre: settings.genre, excluding: query.excluding, threads: settings.threads,
                                            rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
             var films = Set<String>(), kept: [SearchHit] = []
             for h in hits where kept.count < settings.k {
@@ -139,11 +163,20 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// A batch of queries (FAISS's shape): one result, or the error that query met, per text.
     public func search(_ texts: [String], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {
-        texts.map { text in
-            do { return .success(try search(text, settings)) } catch let e as IdxError { return .failure(e) } catch {
-                return .failure(IdxError("query \"\(Self.quoted(text))\": \(error)"))
+        search(texts.map { SearchQuery($0) }, settings)
+    }
+
+    /// A batch of queries, one a core (each query's scan then runs on one thread; the answers
+    /// do not depend on it): one result, or the error that query met, per query, in order.
+    public func search(_ queries: [SearchQuery], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {
+        var one = settings
+        if queries.count > 1 { one.threads = 1 }
+        // Errors are results here, so the map itself never throws.
+        return (try? ParallelMap.map(queries.count) { i -> Result<[SearchHit], IdxError> in
+            do { return .success(try search(queries[i], one)) } catch let e as IdxError { return .failure(e) } catch {
+                return .failure(IdxError("query \"\(Self.quoted(queries[i].text))\": \(error)"))
             }
-        }
+        }) ?? []
     }
 
     /// One hit as `idx search --json` prints it and `idx serve` answers it.

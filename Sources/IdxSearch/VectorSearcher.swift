@@ -36,7 +36,8 @@ public struct VectorSearcher {
     /// The int8 dot products run in C (`idx_int8_dots`: AVX-512BW or AVX2 when the CPU has
     /// them, chosen at run time; Swift alone builds for the 128-bit SSE2 baseline).
     static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, qScale: Float, qCentroids: [Float],
-                     allowed: [Bool]?, base: Int, lexical: UnsafePointer<Float>?, lexicalWeight w: Float, into top: inout TopK) {
+                     allowed: [Bool]?, excluded: Int, base: Int, lexical: UnsafePointer<Float>?, lexicalWeight w: Float,
+                     into top: inout TopK) {
         let d = s.dimension
         var dots = [Int32](repeating: 0, count: min(dotBlock, rows.count))
         s.scales.withUnsafeBufferPointer { scales in
@@ -53,6 +54,7 @@ public struct VectorSearcher {
                                 if let lexical { score = (1 - w) * score + w * lexical[base + i] }
                                 if score > threshold {
                                     if let allowed, !allowed[Int(genres[i])] { continue }
+                                    if base + i == excluded { continue }
                                     top.push(score, base + i)
                                     threshold = top.threshold
                                 }
@@ -65,19 +67,21 @@ public struct VectorSearcher {
     }
 
     /// The `k` best documents for a unit query (already `prepareQuery`'d).
-    /// `genre` keeps documents of that genre only (case-insensitive). `lexical`: hybrid
+    /// `genre` keeps documents of that genre only (case-insensitive); `excluding` is a document
+    /// no pass returns (leave-one-out). `lexical`: hybrid
     /// scoring with these per-document BM25 scores (see HybridScoring). `feedback`: a second
     /// pass with the query moved toward its first pass's best hits (RelevanceFeedback); the
     /// hits' `dense` is then the cosine with that moved query, and their `lexical` the BM25 of
     /// the expanded query when `lexical.expanded` is given.
-    public func search(_ query: [Float], k: Int, genre: String? = nil, threads: Int = 0,
+    public func search(_ query: [Float], k: Int, genre: String? = nil, excluding: Int? = nil, threads: Int = 0,
                        rerank: Int? = nil, lexical: LexicalScores? = nil,
                        feedback: RelevanceFeedback? = nil, fusion: Fusion = .blend) throws -> [SearchHit] {
+        let filter = SearchFilter(genre: genre, excluding: excluding)
         func pass(_ q: [Float], k: Int, lexical: LexicalScores?) throws -> [SearchHit] {
             if fusion == .reciprocalRank, let lexical, lexical.weight > 0, lexical.weight < 1 {
-                return try reciprocalRankFusion(q, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+                return try reciprocalRankFusion(q, k: k, filter: filter, threads: threads, rerank: rerank, lexical: lexical)
             }
-            return try scanAndRerank(q, k: k, genre: genre, threads: threads, rerank: rerank, lexical: lexical)
+            return try scanAndRerank(q, k: k, filter: filter, threads: threads, rerank: rerank, lexical: lexical)
         }
         // BM25 alone (w = 1) has no dense side to move.
         guard let feedback, feedback.isActive, (lexical?.weight ?? 0) < 1 else {
@@ -87,10 +91,7 @@ public struct VectorSearcher {
         let first = try pass(query, k: max(k, feedback.documents), lexical: lexical).prefix(feedback.documents)
         var rows = [Float](repeating: 0, count: first.count * d)
         let moved = rows.withUnsafeMutableBufferPointer { p -> [Float] in
-            for (i, h) in first.enumerated() {
-                let (s, r) = reader.locate(h.index)
-                reader.segments[s].decode(r, into: p.baseAddress! + i * d)
-            }
+            for (i, h) in first.enumerated() { reconstruct(h.index, into: p.baseAddress! + i * d) }
             return feedback.expanded(query, rows: p.baseAddress!, count: first.count, dim: d)
         }
         var second = lexical
@@ -127,16 +128,20 @@ public struct VectorSearcher {
     }
 
     /// One pass of reciprocal-rank fusion; hits carry the fused score, their cosine and normalised BM25.
-    func reciprocalRankFusion(_ query: [Float], k: Int, genre: String?, threads: Int, rerank: Int?,
+    func reciprocalRankFusion(_ query: [Float], k: Int, filter: SearchFilter, threads: Int, rerank: Int?,
                               lexical: LexicalScores) throws -> [SearchHit] {
         let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
         // The int8 scan's best `depth` re-ranked exactly, no more: a rank near the bottom adds
         // about 1/1060 whichever it is, so a wider exact re-rank would buy nothing.
-        let dense = try scanAndRerank(query, k: depth, genre: genre, threads: threads, rerank: rerank ?? depth, lexical: nil)
-        var allowed: (Int) -> Bool = { _ in true }
-        if let genre {
+        let dense = try scanAndRerank(query, k: depth, filter: filter, threads: threads, rerank: rerank ?? depth, lexical: nil)
+        let excluded = filter.excluding ?? -1
+        var allowed: (Int) -> Bool = { $0 != excluded }
+        if let genre = filter.genre {
             let ids = reader.segments.map { Set($0.genreIds(holding: genre)) }
-            allowed = { i in let (s, r) = reader.locate(i); return ids[s].contains(Int(reader.segments[s].genreIds[r])) }
+            allowed = { i in
+                let (s, r) = reader.locate(i)
+                return i != excluded && ids[s].contains(Int(reader.segments[s].genreIds[r]))
+            }
         }
         var top = TopK(capacity: depth)
         lexical.scores.withUnsafeBufferPointer { scores in
@@ -149,8 +154,7 @@ public struct VectorSearcher {
         var v = [Float](repeating: 0, count: reader.dimension)
         return best.rankedPairs().map { i, score -> SearchHit in
             let cos = dense.first(where: { $0.index == i })?.dense ?? v.withUnsafeMutableBufferPointer { p -> Float in
-                let (s, r) = reader.locate(i)
-                reader.segments[s].decode(r, into: p.baseAddress!)
+                reconstruct(i, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
             }
             return SearchHit(index: i, score: score, dense: cos, lexical: lexical.scores[i])
@@ -158,7 +162,7 @@ public struct VectorSearcher {
     }
 
     /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
-    func scanAndRerank(_ query: [Float], k: Int, genre: String?, threads: Int,
+    func scanAndRerank(_ query: [Float], k: Int, filter: SearchFilter, threads: Int,
                        rerank: Int?, lexical: LexicalScores?) throws -> [SearchHit] {
         let d = reader.dimension
         precondition(query.count == d, "query has \(query.count) dimensions, the index \(d)")
@@ -173,7 +177,7 @@ public struct VectorSearcher {
         let q8 = query.map { Int8(max(-127, min(127, ($0 / qScale).rounded()))) }
 
         var allowedBySegment: [[Bool]?] = Array(repeating: nil, count: reader.segments.count)
-        if let genre {
+        if let genre = filter.genre {
             var any = false
             for (k, s) in reader.segments.enumerated() {
                 var allowed = [Bool](repeating: false, count: s.genreNames.count)
@@ -204,6 +208,7 @@ public struct VectorSearcher {
             }
         }
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
+        let excluded = filter.excluding ?? -1
         var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
         let lexicalScores = lexical?.scores ?? []
         q8.withUnsafeBufferPointer { q in lexicalScores.withUnsafeBufferPointer { lx in
@@ -212,7 +217,7 @@ public struct VectorSearcher {
             if heaps.count <= 1 {
                 for (k, rows) in tasks {
                     Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
-                              allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex, lexicalWeight: w,
+                              allowed: allowedBySegment[k], excluded: excluded, base: reader.segmentStarts[k], lexical: lex, lexicalWeight: w,
                               into: &heaps[0])
                 }
             } else {
@@ -225,7 +230,7 @@ public struct VectorSearcher {
                         while t < tasks.count {
                             let (k, rows) = tasks[t]
                             Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
-                                      allowed: allowedBySegment[k], base: reader.segmentStarts[k], lexical: lex,
+                                      allowed: allowedBySegment[k], excluded: excluded, base: reader.segmentStarts[k], lexical: lex,
                                       lexicalWeight: lexicalWeight, into: &h[worker])
                             t += n
                         }

@@ -97,8 +97,7 @@ struct ServeAPI: Sendable {
         let row = try self.row(id, served: served)
         let k = try parseK(FormQuery.parse(request.uri.query)["k"])
         let vector = served.reader.decodedVector(row)
-        let hits = try served.engine.searcher.search(vector, k: k + 1, threads: configuration.searchThreads)
-        let others = Array(hits.filter { $0.index != row }.prefix(k))
+        let others = try served.engine.searcher.search(vector, k: k, excluding: row, threads: configuration.searchThreads)
         let query = "more like \(served.ids[row])"
         return JSONResponse.make(["id": served.ids[row], "neighbours": try objects(others, served: served, query: query)])
     }

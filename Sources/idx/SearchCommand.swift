@@ -68,10 +68,9 @@ public struct SearchCommand: ParsableCommand {
             if let file = queryVectors {
                 let reader = try VectorIndexReader(directory: index, verifyMetadata: false)
                 let (q, d) = try RawVectors.read(file, dimension: reader.dimension)
-                let searcher = VectorSearcher(reader)
-                for i in 0 ..< q.count / d {
-                    let hits = try searcher.search(reader.prepareQuery(Array(q[i * d ..< (i + 1) * d])), k: k,
-                                                                 genre: genre, threads: threads, rerank: rerank)
+                let index: any VectorIndex = VectorSearcher(reader)
+                let rows = (0 ..< q.count / d).flatMap { reader.prepareQuery(Array(q[$0 * d ..< ($0 + 1) * d])) }
+                for (i, hits) in try index.search(rows, k: k, filter: SearchFilter(genre: genre)).enumerated() {
                     try printHits(hits, reader: reader, query: "vector \(i)", to: &out)
                 }
                 return

@@ -29,48 +29,20 @@ final class EvalMetricsTests: XCTestCase {
         XCTAssertThrowsError(try EvalMetrics.clusterSeparation(v, dim: 2, labels: ["a", "a", "a", "a"]))
     }
 
-    func testKNNPrecisionOnHandMadeVectors() throws {
-        // Base: 3 "x" documents near the x axis, 3 "y" near the y axis.
-        let base: [Float] = [1, 0, 1, 0.1, 1, 0.2, 0, 1, 0.1, 1, 0.2, 1]
-        let baseLabels = ["x", "x", "x", "y", "y", "y"]
-        // Query 0 along x, labelled x: its 2 nearest are base 0 and 1 → 2/2.
-        // Query 1 at 45°, labelled y: base 2 (1, .2) and base 5 (.2, 1) tie exactly; the lower
-        // index comes first, so its 2 nearest are base 2 (x) and 5 (y) → 1/2.
-        let queries: [Float] = [1, 0, 1, 1]
-        let r = try EvalMetrics.knnPrecision(queries: queries, queryLabels: ["x", "y"], base: base,
-                                             baseLabels: baseLabels, dim: 2, k: 2)
-        let nn = EvalMetrics.nearestNeighbours(queries: queries, base: base, dim: 2, k: 2)
-        XCTAssertEqual(nn[0], [0, 1])
-        XCTAssertEqual(nn[1], [2, 5])
+    func testKNNPrecisionCountsNeighboursSharingAGenre() throws {
+        let baseLabels = ["x", "x", "x", "y", "y", "Drama, y"]
+        // Query 0 (x) found 0 and 1: 2/2. Query 1 (y) found 2 (x) and 5 (a film of two genres, y among them): 1/2.
+        let r = try EvalMetrics.knnPrecision(neighbours: [[0, 1], [2, 5]], queryLabels: ["x", "y"], baseLabels: baseLabels, k: 2)
         XCTAssertEqual(r.precision, (1.0 + 0.5) / 2, accuracy: 1e-9)
         XCTAssertEqual(r.queries, 2)
-    }
-
-    func testKNNLeaveOneOutExcludesOnlyTheQueryItself() throws {
-        // Duplicates: a document's exact twin must still count (nothing but itself is excluded).
-        let base: [Float] = [1, 0, 1, 0, 0, 1, 0, 1, 1, 0.05]
-        let labels = ["x", "x", "y", "y", "y"]
-        let nn = EvalMetrics.nearestNeighbours(queries: base, base: base, dim: 2, k: 1, excludeSelf: true)
-        XCTAssertEqual(nn.map { $0 }, [[1], [0], [3], [2], [0]])
-        let r = try EvalMetrics.knnPrecision(queries: base, queryLabels: labels, base: base, baseLabels: labels,
-                                             dim: 2, k: 1, leaveOneOut: true)
-        XCTAssertEqual(r.precision, 4.0 / 5.0, accuracy: 1e-9)
-        XCTAssertTrue(r.leaveOneOut)
-        XCTAssertThrowsError(try EvalMetrics.knnPrecision(queries: base, queryLabels: labels, base: base,
-                                                          baseLabels: labels, dim: 2, k: 5, leaveOneOut: true))
-    }
-
-    func testNearestNeighboursMatchBruteForceAcrossBlocks() {
-        var rng = SystemRandomNumberGenerator()
-        let dim = 7, nb = 300, nq = 50
-        let base = (0 ..< nb * dim).map { _ in Float.random(in: -1 ... 1, using: &rng) }
-        let queries = (0 ..< nq * dim).map { _ in Float.random(in: -1 ... 1, using: &rng) }
-        let nn = EvalMetrics.nearestNeighbours(queries: queries, base: base, dim: dim, k: 5)
-        let qn = EvalMetrics.normalizedRows(queries, dim: dim), bn = EvalMetrics.normalizedRows(base, dim: dim)
-        for i in 0 ..< nq {
-            let scores = (0 ..< nb).map { j in (0 ..< dim).reduce(Float(0)) { $0 + qn[i * dim + $1] * bn[j * dim + $1] } }
-            let expected = (0 ..< nb).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-            XCTAssertEqual(nn[i], Array(expected.prefix(5)), "query \(i)")
-        }
+        XCTAssertEqual(r.neighbours, [[0, 1], [2, 5]])
+        // A short list counts its missing places as misses; only the first k count.
+        XCTAssertEqual(try EvalMetrics.knnPrecision(neighbours: [[0], [3, 4, 0]], queryLabels: ["x", "y"], baseLabels: baseLabels, k: 2).precision,
+                       (0.5 + 1.0) / 2, accuracy: 1e-9)
+        XCTAssertThrowsError(try EvalMetrics.knnPrecision(neighbours: [[0]], queryLabels: ["x", "y"], baseLabels: baseLabels, k: 1))
+        XCTAssertThrowsError(try EvalMetrics.knnPrecision(neighbours: [[0]], queryLabels: ["x"], baseLabels: baseLabels, k: 6, leaveOneOut: true))
+        // Reports carry the figure, not a list a query.
+        let json = String(decoding: try JSONEncoder().encode(r), as: UTF8.self)
+        XCTAssertFalse(json.contains("neighbours"), json)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import IdxBase
 import IdxCorpus
 import IdxLexical
 import IdxModel
@@ -56,72 +57,72 @@ final class EvalRunTests: XCTestCase {
     func testLeaveOneOutAndValidationFiguresMatchTheirDefinitions() throws {
         let (index, modelDir) = try buildIndex()
         let seedTest = Self.root + "/corpora/seed-test.tsv"
-        // Without validation: leave-one-out on the index, cosine only.
+        // Without validation: leave-one-out on the index, cosine only: each document's exact
+        // nearest stored vectors, itself left out.
         var cosine = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
         cosine.lexicalWeight = 0
         cosine.feedback.documents = 0
         let loo = try EvalRun.run(cosine)
-        XCTAssertTrue(loo.knn!.leaveOneOut)
+        let knn = try XCTUnwrap(loo.knn)
+        XCTAssertTrue(knn.leaveOneOut)
         let reader = try VectorIndexReader(directory: index)
-        XCTAssertEqual(loo.knn!.queries, reader.count)
-        let labels = (0 ..< reader.count).map { reader.metadata($0).genre }
-        let expected = try EvalMetrics.knnPrecision(queries: reader.dequantizedVectors(), queryLabels: labels,
-                                                    base: reader.dequantizedVectors(), baseLabels: labels,
-                                                    dim: reader.dimension, k: 10, leaveOneOut: true)
-        XCTAssertEqual(loo.knn!.precision, expected.precision, accuracy: 1e-12)
+        let n = reader.count, d = reader.dimension
+        XCTAssertEqual(knn.queries, n)
+        XCTAssertEqual(knn.neighbours.count, n)
+        let labels = (0 ..< n).map { reader.metadata($0).genre }
+        let unit = EvalMetrics.normalizedRows(reader.dequantizedVectors(), dim: d)
+        var same = 0
+        for i in 0 ..< n {
+            let exact = (0 ..< n).map { j -> Float in j == i ? -.infinity : (0 ..< d).reduce(Float(0)) { $0 + unit[i * d + $1] * unit[j * d + $1] } }
+            let found = knn.neighbours[i]
+            XCTAssertEqual(found.count, 10)
+            XCTAssertFalse(found.contains(i), "document \(i) found itself")
+            // Tie-aware: each neighbour at least as near as the exact 10th (float rounding aside).
+            XCTAssertEqual(ExactSearch.recall(returned: found, exactScores: exact, k: 10, tolerance: 1e-5), 1, "document \(i)")
+            same += found.filter { Genres.overlap(labels[$0], labels[i]) }.count
+        }
+        XCTAssertEqual(knn.precision, Double(same) / Double(10 * n), accuracy: 1e-12)
         XCTAssertEqual(loo.seed.intraPairs, 90)
         XCTAssertEqual(loo.seed.interPairs, 100)
         XCTAssertGreaterThan(loo.mlm?.maskedTokens ?? 0, 0)
         XCTAssertTrue(loo.mlm!.loss.isFinite && loo.mlm!.loss > 0)
         XCTAssertTrue(EvalRun.table(loo).contains("leave-one-out"))
 
-        // Hybrid (the index's default weight) with idx search's second pass: the blend
-        // recomputed from the BM25 scorer, feedback from the same neighbours.
+        // Hybrid, fused and one-pass runs: the neighbours are the search engine's for each
+        // document searched with its own vector and its text, itself excluded, under the same settings.
+        let engine = try SearchEngine(index: index)
+        let titlesInText = try XCTUnwrap(engine.model).titlesInText
+        func engineNeighbours(_ o: EvalRun.Options) throws -> [[Int]] {
+            var settings = SearchSettings(k: o.k)
+            settings.lexicalWeight = o.lexicalWeight
+            settings.feedback = o.feedback
+            settings.fusion = o.fusion
+            return try (0 ..< n).map { i in
+                var v = reader.decodedVector(i)
+                v.withUnsafeMutableBufferPointer { UnitVectors.normalize($0.baseAddress!, dimension: d) }
+                let q = SearchQuery(EvalRun.queryText(reader.metadata(i), titlesInText: titlesInText), vector: v, excluding: i)
+                return try engine.search(q, settings).map(\.index)
+            }
+        }
         var blended = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
         blended.fusion = .blend
         let hybrid = try EvalRun.run(blended)
         XCTAssertEqual(hybrid.feedback, .standard)
-        let w = try XCTUnwrap(reader.manifest.lexicalWeight)
-        XCTAssertEqual(hybrid.lexicalWeight, w)
-        let scorer = try XCTUnwrap(reader.lexical)
-        let texts = (0 ..< reader.count).map { LexicalAnalyzer.documentText(reader.metadata($0)) }
-        func expectedHybrid(_ feedback: RelevanceFeedback?, fusion: VectorSearcher.Fusion = .blend) throws -> Double {
-            try EvalMetrics.knnPrecision(
-                queries: reader.dequantizedVectors(), queryLabels: labels, base: reader.dequantizedVectors(), baseLabels: labels,
-                dim: reader.dimension, k: 10, leaveOneOut: true, blend: { q, feedbackDocuments, row in
-                    var query = scorer.query(terms: LexicalAnalyzer.terms(texts[q]))
-                    if let feedbackDocuments, let feedback, feedback.isLexical { // the second pass's BM25 query
-                        query = scorer.expanded(query, documents: feedbackDocuments.map { ($0, texts[$0]) },
-                                                weight: feedback.lexicalWeight, terms: feedback.lexicalTerms)
-                    }
-                    let bm25 = HybridScoring.normalizedBM25(scorer, query: query)
-                    guard fusion == .reciprocalRank else {
-                        for j in 0 ..< bm25.count { row[j] = (1 - w) * row[j] + w * bm25[j] }
-                        return
-                    }
-                    // Reciprocal-rank fusion by its definition: each side's ranks (ties: lower index first).
-                    let n = bm25.count
-                    let denseOrder = (0 ..< n).sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
-                    let lexicalOrder = (0 ..< n).filter { bm25[$0] > 0 }.sorted { bm25[$0] != bm25[$1] ? bm25[$0] > bm25[$1] : $0 < $1 }
-                    var fused = [Float](repeating: 0, count: n)
-                    for (r, j) in denseOrder.prefix(1000).enumerated() { fused[j] += (1 - w) / (60 + Float(r + 1)) }
-                    for (r, j) in lexicalOrder.prefix(1000).enumerated() { fused[j] += w / (60 + Float(r + 1)) }
-                    for j in 0 ..< n { row[j] = fused[j] }
-                }, feedback: feedback).precision
-        }
-        XCTAssertEqual(hybrid.knn!.precision, try expectedHybrid(.standard), accuracy: 1e-12)
+        XCTAssertEqual(hybrid.lexicalWeight, try XCTUnwrap(reader.manifest.lexicalWeight))
+        XCTAssertEqual(hybrid.knn!.neighbours, try engineNeighbours(blended))
         // The default: reciprocal-rank fusion, in the kNN scores as in idx search.
-        let fusedRun = try EvalRun.run(EvalRun.Options(index: index, validation: nil, seedTest: seedTest))
+        let defaults = EvalRun.Options(index: index, validation: nil, seedTest: seedTest)
+        let fusedRun = try EvalRun.run(defaults)
         XCTAssertEqual(fusedRun.fusion, .reciprocalRank)
-        XCTAssertEqual(fusedRun.knn!.precision, try expectedHybrid(.standard, fusion: .reciprocalRank), accuracy: 1e-12)
-        XCTAssertNotEqual(fusedRun.knn!.precision, hybrid.knn!.precision)
+        XCTAssertEqual(fusedRun.knn!.neighbours, try engineNeighbours(defaults))
+        XCTAssertNotEqual(fusedRun.knn!.neighbours, hybrid.knn!.neighbours)
         XCTAssertTrue(EvalRun.table(fusedRun).contains("reciprocal-rank fusion"))
         var onePass = blended
         onePass.feedback.documents = 0
         let single = try EvalRun.run(onePass)
         XCTAssertNil(single.feedback)
-        XCTAssertEqual(single.knn!.precision, try expectedHybrid(nil), accuracy: 1e-12)
-        XCTAssertNotEqual(single.knn!.precision, loo.knn!.precision) // the BM25 part does change the neighbours
+        XCTAssertEqual(single.knn!.neighbours, try engineNeighbours(onePass))
+        XCTAssertNotEqual(single.knn!.neighbours, loo.knn!.neighbours) // the BM25 part does change the neighbours
         XCTAssertTrue(EvalRun.table(hybrid).contains("BM25") && EvalRun.table(hybrid).contains("second pass"))
         XCTAssertFalse(EvalRun.table(single).contains("second pass"))
 
@@ -165,7 +166,7 @@ final class EvalRunTests: XCTestCase {
                               corpusPath: dir + "/corpus", log: TrainLog.header, elapsed: 0)
         var o = EvalRun.Options(index: index, seedTest: Self.root + "/corpora/seed-test.tsv")
         o.model = dir + "/other"
-        XCTAssertThrowsError(try EvalRun.run(o)) { XCTAssertTrue("\($0)".contains("is not the one"), "\($0)") }
+        XCTAssertThrowsError(try EvalRun.run(o)) { XCTAssertTrue("\($0)".contains("does not match the index"), "\($0)") }
         try "a sentence\tSci-Fi\nno label here\n".write(toFile: dir + "/bad.tsv", atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try EvalRun.readSeedTest(dir + "/bad.tsv")) { XCTAssertTrue("\($0)".contains("bad.tsv:2"), "\($0)") }
     }
@@ -201,6 +202,38 @@ final class EvalRunTests: XCTestCase {
             relevant += try counted.hits.filter { Genres.holds(try reader.documentMetadata($0).expandedGenres, genre: "Drama") }.count
         }
         XCTAssertEqual(typed.precision, Double(relevant) / Double(10 * queries.count), accuracy: 1e-12)
+    }
+
+    /// idx eval's genre kNN measures what idx search answers: each validation document's
+    /// neighbours are exactly the documents `idx search --json` prints for its text, in order,
+    /// at the defaults and with other settings given to both.
+    func testKNNNeighboursAreWhatSearchAnswers() throws {
+        let (index, _) = try buildIndex()
+        try (try sampleRows(150 ..< 190).joined(separator: "\n") + "\n").write(toFile: dir + "/validation.csv", atomically: true, encoding: .utf8)
+        let reader = try VectorIndexReader(directory: index)
+        let model = try EncoderModel.load(directory: dir + "/model")
+        var io = Ingest.Options(inputs: [dir + "/validation.csv"], output: dir + "/validation", tokenizerPath: dir + "/model/tokenizer.json")
+        io.showProgress = false
+        io.deduplicate = false
+        try Ingest.run(io)
+        let texts = try CorpusReader(directory: dir + "/validation").readMetadata().map { EvalRun.queryText($0, titlesInText: model.titlesInText) }
+        for flags in [[String](), ["--fusion", "blend", "--lexical-weight", "0.3", "--feedback-docs", "3"]] {
+            var o = EvalRun.Options(index: index, validation: dir + "/validation.csv", seedTest: Self.root + "/corpora/seed-test.tsv")
+            o.skip = [.mlm]
+            if !flags.isEmpty { o.fusion = .blend; o.lexicalWeight = 0.3; o.feedback.documents = 3 }
+            let knn = try XCTUnwrap(try EvalRun.run(o).knn)
+            XCTAssertEqual(knn.neighbours.count, texts.count)
+            let r = try IdxExecutable.run(["search", "--index", index, "--json", "-k", "10", "--stdin"] + flags,
+                                          input: texts.joined(separator: "\n") + "\n")
+            XCTAssertEqual(r.status, 0, r.stderr)
+            var printed: [[Int64]] = []
+            for line in r.stdout.split(separator: "\n") {
+                let hit = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                if (hit["rank"] as? Int) == 1 { printed.append([]) }
+                printed[printed.count - 1].append(try XCTUnwrap((hit["id"] as? NSNumber)?.int64Value))
+            }
+            XCTAssertEqual(printed, try knn.neighbours.map { try $0.map { try reader.documentId($0) } }, "\(flags)")
+        }
     }
 
     /// The same films appended twice (two nightly batches): search still shows each film once,

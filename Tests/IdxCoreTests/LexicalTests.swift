@@ -246,15 +246,7 @@ final class LexicalTests: XCTestCase {
         // One document "x" at 40°, five "a" documents around 0°, the query at 25°: alone, x is
         // nearest; its best five (x and four a's) pull the query toward the a's.
         let base = Self.planar([40, 0, 2, -2, 4, -4])
-        let labels = ["x", "a", "a", "a", "a", "a"]
         let query = Self.planar([25])
-        let plain = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["a"], base: base, baseLabels: labels, dim: 16, k: 1)
-        XCTAssertEqual(plain.precision, 0)
-        let fed = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["a"], base: base, baseLabels: labels, dim: 16, k: 1,
-                                               feedback: RelevanceFeedback(documents: 5, weight: 2))
-        XCTAssertEqual(fed.precision, 1)
-
-        // idx search does the same over an index of these vectors.
         _ = try VectorIndexWriter.write(directory: dir, embeddings: base, dimension: 16, metadata: Synthetic.metadata(count: 6),
                                         provenance: Synthetic.provenance, append: false, standardize: false, lexicalWeight: nil)
         let searcher = VectorSearcher(try VectorIndexReader(directory: dir))
@@ -265,16 +257,6 @@ final class LexicalTests: XCTestCase {
         // BM25 alone has no dense side: feedback leaves it as it was.
         let lexical = LexicalScores(scores: [0, 0, 0, 0, 0, 1], weight: 1)
         XCTAssertEqual(try searcher.search(query, k: 1, lexical: lexical, feedback: .standard).first?.index, 5)
-    }
-
-    func testKNNBlendRewritesScoresBeforeTheTopK() throws {
-        // Two base rows; the query is nearer row 0 by cosine, the blend makes row 1 win.
-        let base: [Float] = [1, 0, 0.6, 0.8], query: [Float] = [1, 0]
-        let plain = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1)
-        XCTAssertEqual(plain.precision, 0)
-        let blended = try EvalMetrics.knnPrecision(queries: query, queryLabels: ["b"], base: base, baseLabels: ["a", "b"], dim: 2, k: 1,
-                                                   blend: { _, _, row in row[1] += 1 })
-        XCTAssertEqual(blended.precision, 1)
     }
 
     /// Blended, short typed queries lean on BM25 (a halves-trained model places two-word queries

@@ -20,7 +20,8 @@ enum IdxExecutable {
 
     struct Result { var status: Int32; var stdout: String; var stderr: String; var seconds: Double }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    /// Runs idx with `arguments`; `input`, when given, is its standard input.
+    static func run(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> Result {
         let process = Process()
         process.executableURL = try url()
         process.arguments = arguments
@@ -32,8 +33,15 @@ enum IdxExecutable {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        let inPipe = Pipe()
+        if input != nil { process.standardInput = inPipe }
         let start = Date()
         try process.run()
+        if let input {
+            // Written beside the reads below, so that a long input cannot block on a full pipe.
+            let writer = inPipe.fileHandleForWriting
+            DispatchQueue.global().async { writer.write(Data(input.utf8)); try? writer.close() }
+        }
         // Read both pipes concurrently so neither fills up.
         final class Box: @unchecked Sendable { var data = Data() }
         let errBox = Box()

@@ -142,6 +142,43 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// The VectorIndex interface: a batch answers as its queries one by one do, the filter's
+    /// excluded document never comes back (and nothing else goes: its exact copy stays), and
+    /// `reconstruct` gives the vectors the scores were computed from.
+    func testBatchedSearchAndItsFilter() throws {
+        let d = 32
+        let one = Synthetic.clustered(count: 400, dimension: d, clusters: 12, noise: 0.5, seed: 21)
+        let r = try build(one + Array(one[0 ..< d]), dimension: d, segments: 2)  // document 400 is a copy of 0
+        let index: any VectorIndex = VectorSearcher(r)
+        XCTAssertEqual(index.count, 401)
+        let queries = Synthetic.clustered(count: 12, dimension: d, clusters: 12, noise: 0.5, seed: 22)
+        let prepared = (0 ..< 12).flatMap { r.prepareQuery(Array(queries[$0 * d ..< ($0 + 1) * d])) }
+        let batch = try index.search(prepared, k: 7, filter: SearchFilter())
+        XCTAssertEqual(batch.count, 12)
+        var row = [Float](repeating: 0, count: d)
+        for i in 0 ..< 12 {
+            let q = Array(prepared[i * d ..< (i + 1) * d])
+            XCTAssertEqual(try index.search(q, k: 7, filter: SearchFilter()), [batch[i]], "query \(i)")
+            for h in batch[i] {
+                row.withUnsafeMutableBufferPointer { index.reconstruct(h.index, into: $0.baseAddress!) }
+                XCTAssertEqual(h.score, zip(row, q).reduce(0) { $0 + $1.0 * $1.1 }, accuracy: 1e-5)
+            }
+        }
+        // Leave-one-out: document 0 searched with its own vector finds its copy first, never itself.
+        let own = r.decodedVector(0)
+        let first = try index.search(own, k: 3, filter: SearchFilter())[0].map(\.index)
+        XCTAssertEqual(Set(first.prefix(2)), [0, 400])
+        let without = try index.search(own, k: 3, filter: SearchFilter(excluding: 0))[0].map(\.index)
+        XCTAssertEqual(without.first, 400)
+        XCTAssertFalse(without.contains(0))
+        XCTAssertEqual(Array(without.prefix(2)), Array(first.filter { $0 != 0 }.prefix(2)))
+        // With a genre: both rules at once.
+        let genre = r.metadata(0).genre
+        let filtered = try index.search(own, k: 5, filter: SearchFilter(genre: genre, excluding: 400))[0]
+        XCTAssertFalse(filtered.contains { $0.index == 400 })
+        for h in filtered { XCTAssertEqual(r.metadata(h.index).genre, genre) }
+    }
+
     func testRecallOnClusteredData() throws {
         let d = 128, n = 20000
         let v = Synthetic.clustered(count: n, dimension: d, clusters: 200, noise: 0.4, common: 2, seed: 7)
