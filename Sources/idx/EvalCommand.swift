@@ -13,7 +13,9 @@ struct EvalCommand: ParsableCommand {
         Without --validation, kNN precision is computed leave-one-out over the indexed documents \
         (each document's k nearest other documents) and the MLM loss on the indexed documents; with \
         it, the validation CSV is cleaned and tokenized as the corpus was (rows dropped by cleaning are \
-        skipped) and its documents are the queries. See docs/nightly.md for the definitions.
+        skipped) and its documents are the queries. Each query is answered by the same search engine \
+        as idx search, with the same --fusion, --lexical-weight and feedback options. See \
+        docs/nightly.md for the definitions.
         """
     )
 
