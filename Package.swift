@@ -8,16 +8,10 @@ let pipeline = ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel",
 /// A pipeline stage in Sources/<name>. -enable-testing lets the release-mode test run use
 /// @testable import (it does not slow the hot loops); -cross-module-optimization lets release
 /// builds inline and specialise across the stages as they did when the pipeline was one module.
-///
-/// The package is in the Swift 6 language mode. `swift5`: a target still in the Swift 5 mode;
-/// these are the compute kernels (embedding, training, the search scan, t-SNE), whose workers
-/// share raw buffers under DispatchQueue.concurrentPerform and are yet to be given the
-/// Sendable wrappers the Swift 6 mode asks for (IdxBase's SharedWithWorkers).
-func idxTarget(_ name: String, _ dependencies: [Target.Dependency], swift5: Bool = false) -> Target {
+func idxTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
     .target(name: name, dependencies: dependencies, path: "Sources/\(name)",
             swiftSettings: [.unsafeFlags(["-enable-testing"]),
-                            .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
-                + (swift5 ? [.swiftLanguageMode(.v5)] : []))
+                            .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))])
 }
 
 let package = Package(
@@ -59,11 +53,11 @@ let package = Package(
         idxTarget("IdxParallel", ["IdxBase", "CMPI", "COpenBLAS"]),
         idxTarget("IdxCorpus", ["IdxBase", "CCsv", "CSupport", "CZstd"]),
         idxTarget("IdxLexical", ["IdxBase", "IdxCorpus"]),
-        idxTarget("IdxModel", ["IdxBase", "IdxCorpus", "COpenBLAS", "CSupport"], swift5: true),
-        idxTarget("IdxTrain", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport"], swift5: true),
+        idxTarget("IdxModel", ["IdxBase", "IdxCorpus", "COpenBLAS", "CSupport"]),
+        idxTarget("IdxTrain", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport"]),
         idxTarget("IdxStore", ["IdxBase", "IdxParallel", "IdxCorpus", "IdxLexical", "IdxModel", "COpenBLAS", "CSupport", "CZstd"]),
-        idxTarget("IdxSearch", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "COpenBLAS", "CSupport"], swift5: true),
-        idxTarget("IdxProjection", ["IdxBase", "IdxCorpus", "IdxModel", "IdxStore", "COpenBLAS"], swift5: true),
+        idxTarget("IdxSearch", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "COpenBLAS", "CSupport"]),
+        idxTarget("IdxProjection", ["IdxBase", "IdxCorpus", "IdxModel", "IdxStore", "COpenBLAS"]),
         idxTarget("IdxEval", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxSearch", "COpenBLAS"]),
         idxTarget("IdxNightly", ["IdxBase", "IdxCorpus", "IdxModel", "IdxTrain", "IdxStore", "IdxProjection",
                                  "IdxEval", "CCurl", "CSupport"]),

@@ -2,6 +2,7 @@ import COpenBLAS
 import Foundation
 import IdxBase
 import IdxCorpus
+import Synchronization
 
 /// The one corpus embedder: mean-pooled embeddings of documents `range` of a corpus, on
 /// worker threads. `idx index` (each rank of `--procs N` on its share) and nightly's index
@@ -36,22 +37,26 @@ public struct CorpusEmbedder {
         let cores = max(1, ProcessInfo.processInfo.activeProcessorCount / ranks)
         let workers = max(1, min(threads > 0 ? threads : cores, n / 256 + 1))
         if workers > 1 || ranks > 1 || threads == 1 { openblas_set_num_threads(1) }
-        var models = [model]
-        for _ in 1 ..< workers { models.append(model.worker()) }
+        // Worker w uses only models[w] (its own buffers; the weights they share are only read).
+        let models = SharedWithWorkers([model] + (1 ..< workers).map { _ in model.worker() })
+        let batchSize = self.batchSize
         let step = max(batchSize * 8, 256)
         let blocks = (n + step - 1) / step
         var out = [Float](repeating: 0, count: n * d)
-        let lock = NSLock()
-        var done = 0
+        // Documents embedded so far, counted once a block; the progress line is drawn only
+        // while `done` is held.
+        let done = Mutex(0)
+        let line = SharedWithWorkers(progress)
         out.withUnsafeMutableBufferPointer { o in
-            let o = o
+            // Each block writes only its own rows.
+            let o = SharedWithWorkers(o.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: workers) { w in
                 var b = w
                 while b < blocks {
                     let block = b * step ..< min(n, (b + 1) * step)
-                    models[w].embed(tokens, range: first + block.lowerBound ..< first + block.upperBound, maxTokens: maxTokens,
-                                    batchSize: batchSize, into: o.baseAddress! + block.lowerBound * d)
-                    lock.lock(); done += block.count; progress.update(Double(done)); lock.unlock()
+                    models.value[w].embed(tokens, range: first + block.lowerBound ..< first + block.upperBound, maxTokens: maxTokens,
+                                          batchSize: batchSize, into: o.value + block.lowerBound * d)
+                    done.withLock { $0 += block.count; line.value.update(Double($0)) }
                     b += workers
                 }
             }

@@ -38,7 +38,7 @@ public final class FloatBuffer {
 /// Document d is rows docStart[d] ..< docStart[d+1] (its [BOS] … [EOS], at most maxLen).
 /// Packing is exact: with PyTorch's key-padding mask a padded position never
 /// influences a real one, and its own output never reaches the loss.
-public struct PackedBatch {
+public struct PackedBatch: Sendable {
     public var tokens: [Int32] = []        // N input ids (after masking)
     public var positions: [Int32] = []     // N positions within their document
     public var docStart: [Int] = [0]       // docs + 1

@@ -1,9 +1,10 @@
 import COpenBLAS
 import Foundation
+import IdxBase
 
 /// A sparse symmetric matrix in compressed sparse rows: row i's entries are
 /// `cols[rowStart[i] ..< rowStart[i + 1]]` with values `vals[...]`.
-public struct CSRMatrix {
+public struct CSRMatrix: Sendable {
     public var n: Int
     public var rowStart: [Int]
     public var cols: [Int32]
@@ -41,11 +42,16 @@ public enum Affinities {
                                             xp.baseAddress! + b0 * d, Int32(d), xp.baseAddress, Int32(d), 0,
                                             gp.baseAddress, Int32(n))
                                 let per = (rows + chunks - 1) / chunks
+                                let first = b0
+                                // Chunk ch reads gram rows lo ..< hi and the norms, and writes only
+                                // its own points' rows first + lo ..< first + hi of indices and distances.
+                                let shared = SharedWithWorkers((gp: gp, dp: dp, ip: ip, np: np))
                                 DispatchQueue.concurrentPerform(iterations: chunks) { ch in
+                                    let (gp, dp, ip, np) = shared.value
                                     let lo = ch * per, hi = min(rows, lo + per)
                                     if lo >= hi { return }
                                     for r in lo ..< hi {
-                                        let i = b0 + r
+                                        let i = first + r
                                         let g = gp.baseAddress! + r * n
                                         let hd = dp.baseAddress! + i * k   // max-heap on distance
                                         let hi_ = ip.baseAddress! + i * k
@@ -154,7 +160,10 @@ public enum Affinities {
         let chunks = 8, per = (n + chunks - 1) / chunks
         sqDistances.withUnsafeBufferPointer { dp in
             cond.withUnsafeMutableBufferPointer { cp in
+                // Chunk ch reads and writes only the rows of its own points, lo ..< hi.
+                let shared = SharedWithWorkers((dp: dp, cp: cp))
                 DispatchQueue.concurrentPerform(iterations: chunks) { ch in
+                    let (dp, cp) = shared.value
                     let lo = ch * per, hi = min(n, lo + per)
                     if lo >= hi { return }
                     for i in lo ..< hi {

@@ -183,7 +183,12 @@ public enum TSNE {
                         p.rowStart.withUnsafeBufferPointer { rs in
                             p.cols.withUnsafeBufferPointer { cols in
                                 p.vals.withUnsafeBufferPointer { vals in
+                                    // The tree (built above), y and P are only read; chunk ch writes only
+                                    // its own points' rows lo ..< hi of negative and grad, and qp[ch].
+                                    let shared = SharedWithWorkers((tree: tree, yp: yp, negp: negp, gp: gp, qp: qp,
+                                                                    rs: rs, cols: cols, vals: vals))
                                     DispatchQueue.concurrentPerform(iterations: chunks) { ch in
+                                        let (tree, yp, negp, gp, qp, rs, cols, vals) = shared.value
                                         let lo = ch * per, hi = min(n, lo + per)
                                         if lo >= hi { return }
                                         let stack = UnsafeMutablePointer<Int32>.allocate(capacity: 1024)
@@ -217,8 +222,9 @@ public enum TSNE {
         for v in partialQ { sumQ += v }
         for e in 0 ..< 2 * n { grad[e] = 4 * (grad[e] - negative[e] / sumQ) }
         guard computeKL else { return nil }
-        let chunkKL = partialKL.count
+        let chunkKL = partialKL.count, totalQ = sumQ
         partialKL.withUnsafeMutableBufferPointer { kp in
+            let kp = SharedWithWorkers(kp)  // chunk ch writes only kp[ch]
             DispatchQueue.concurrentPerform(iterations: chunkKL) { ch in
                 let lo = ch * per, hi = min(n, lo + per)
                 var s = 0.0
@@ -227,13 +233,13 @@ public enum TSNE {
                         for e in p.rowStart[i] ..< p.rowStart[i + 1] {
                             let j = Int(p.cols[e])
                             let dx = y[2 * i] - y[2 * j], dy = y[2 * i + 1] - y[2 * j + 1]
-                            let qij = 1 / (1 + dx * dx + dy * dy) / sumQ
+                            let qij = 1 / (1 + dx * dx + dy * dy) / totalQ
                             let pij = p.vals[e]
                             s += pij * log(max(pij, Double.ulpOfOne) / max(qij, Double.ulpOfOne))
                         }
                     }
                 }
-                kp[ch] = s
+                kp.value[ch] = s
             }
         }
         return partialKL.reduce(0, +)

@@ -223,15 +223,20 @@ public struct VectorSearcher {
             } else {
                 let n = heaps.count
                 let lexicalWeight = w
+                let tasks = tasks, allowedBySegment = allowedBySegment
+                // The index, the query and the BM25 scores are only read.
+                let shared = SharedWithWorkers((reader: reader, q8: q, lexical: lex))
                 heaps.withUnsafeMutableBufferPointer { h in
-                    let h = h
+                    // Worker `worker` pushes only into its own heap, h[worker].
+                    let h = SharedWithWorkers(h)
                     DispatchQueue.concurrentPerform(iterations: n) { worker in
+                        let (reader, q, lex) = shared.value
                         var t = worker
                         while t < tasks.count {
                             let (k, rows) = tasks[t]
                             Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
                                       allowed: allowedBySegment[k], excluded: excluded, base: reader.segmentStarts[k], lexical: lex,
-                                      lexicalWeight: lexicalWeight, into: &h[worker])
+                                      lexicalWeight: lexicalWeight, into: &h.value[worker])
                             t += n
                         }
                     }

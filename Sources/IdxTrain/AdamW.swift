@@ -1,5 +1,6 @@
 import CSupport
 import Foundation
+import IdxBase
 import IdxModel
 
 /// torch.optim.AdamW (amsgrad off, maximize off): decoupled weight decay on every
@@ -28,8 +29,11 @@ public struct AdamW: Sendable {
         // parts on the compute threads (elementwise, so the result does not depend on the split);
         // one with --threads 1, so an MPI rank does not take a core from the other rank
         let parts = count > 100_000 ? min(8, max(1, EncoderNetwork.computeThreads)) : 1
+        // Each part reads and writes only its own range lo ..< hi of the four buffers.
+        let buffers = SharedWithWorkers((params: params, grads: grads, m: m, v: v))
         DispatchQueue.concurrentPerform(iterations: parts) { part in
         idx_flush_denormals()
+        let (params, grads, m, v) = buffers.value
         let lo = count * part / parts, hi = count * (part + 1) / parts
         let rp = UnsafeMutableRawPointer(params), rg = UnsafeRawPointer(grads)
         let rm = UnsafeMutableRawPointer(m), rv = UnsafeMutableRawPointer(v)
@@ -82,16 +86,19 @@ func clipCoefficient(norm: Double, maxNorm: Float) -> Float {
 /// order, so the result is the same bits.
 func gradientSquaredNorm(_ grads: UnsafePointer<Float>, count: Int, threads: Int = 1) -> Double {
     let blocks = (count + normBlock - 1) / normBlock
-    func block(_ b: Int) -> Float {
+    let g = SharedWithWorkers(grads)  // only read
+    @Sendable func block(_ b: Int) -> Float {
+        let grads = g.value
         let start = b * normBlock, n = min(normBlock, count - start)
         return dotProduct(grads + start, grads + start, n)
     }
     guard threads > 1, blocks >= 2 * threads else { return (0 ..< blocks).reduce(0.0) { $0 + Double(block($1)) } }
     var partial = [Float](repeating: 0, count: blocks)
     partial.withUnsafeMutableBufferPointer { out in
-        let o = out.baseAddress!
+        // Thread t writes only the sums of its own blocks.
+        let o = SharedWithWorkers(out.baseAddress!)
         DispatchQueue.concurrentPerform(iterations: threads) { t in
-            for b in blocks * t / threads ..< blocks * (t + 1) / threads { o[b] = block(b) }
+            for b in blocks * t / threads ..< blocks * (t + 1) / threads { o.value[b] = block(b) }
         }
     }
     return partial.reduce(0.0) { $0 + Double($1) }

@@ -65,9 +65,13 @@ public enum LexicalNeighbours {
         let scorer = BM25Scorer(segments: [segment])
         let n = descriptions.count, w = max(1, threads)
         var out = [[Int32]](repeating: [], count: n)
+        // Scoring only reads the scorer (immutable, over memory-mapped segments).
+        let shared = SharedWithWorkers(scorer)
         out.withUnsafeMutableBufferPointer { o in
-            let o = o
+            // Thread t writes only the rows i ≡ t (mod w).
+            let o = SharedWithWorkers(o)
             DispatchQueue.concurrentPerform(iterations: w) { t in
+                let scorer = shared.value
                 var scores = [Float](repeating: 0, count: n)
                 for i in stride(from: t, to: n, by: w) {
                     var top = TopK(capacity: k + 1)
@@ -75,7 +79,7 @@ public enum LexicalNeighbours {
                         scorer.score(scorer.query(terms: LexicalAnalyzer.terms(descriptions[i])), into: s.baseAddress!)
                         for j in 0 ..< n where j != i && s[j] > top.threshold { top.push(s[j], j) }
                     }
-                    o[i] = top.ranked().prefix(k).map { Int32($0) }
+                    o.value[i] = top.ranked().prefix(k).map { Int32($0) }
                 }
             }
         }
@@ -259,15 +263,20 @@ extension Trainer {
             }
             return batch
         }
+        // Worker i uses only workers[i] (its own gradients and activations; the parameters they
+        // share are only read).
+        let nets = SharedWithWorkers(workers)
         var pooled = [Float](repeating: 0, count: 2 * b * c)
         pooled.withUnsafeMutableBufferPointer { zp in
-            let zp = zp
+            // Worker i writes only the rows of its own documents, parts[i].
+            let zp = SharedWithWorkers(zp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: w) { i in
                 idx_flush_denormals()
+                let workers = nets.value
                 workers[i].grads.zero(workers[i].parameterCount)
                 workers[i].forward(batches[i], training: true)
                 let z = meanPool(workers[i].output, docStart: batches[i].docStart, c: c)
-                z.withUnsafeBufferPointer { (zp.baseAddress! + parts[i].lowerBound * c).update(from: $0.baseAddress!, count: z.count) }
+                z.withUnsafeBufferPointer { (zp.value + parts[i].lowerBound * c).update(from: $0.baseAddress!, count: z.count) }
             }
         }
         try gather(&pooled)
@@ -279,7 +288,7 @@ extension Trainer {
             throw IdxError("step \(s): the contrastive loss is \(loss); training diverged. Lower --contrastive-lr; the last checkpoint is kept.")
         }
         dz.withUnsafeBufferPointer { dzp in
-            let dzp = dzp
+            let dzp = SharedWithWorkers(dzp.baseAddress!)  // only read
             DispatchQueue.concurrentPerform(iterations: w) { i in
                 idx_flush_denormals()
                 // The mean pool spreads a document's gradient evenly over its rows.
@@ -287,11 +296,11 @@ extension Trainer {
                 var dHidden = [Float](repeating: 0, count: batch.rowCount * c)
                 for d in 0 ..< batch.docCount {
                     let rows = batch.docStart[d] ..< batch.docStart[d + 1]
-                    let g = dzp.baseAddress! + (parts[i].lowerBound + d) * c
+                    let g = dzp.value + (parts[i].lowerBound + d) * c
                     let inv = 1 / Float(rows.count)
                     for r in rows { for k in 0 ..< c { dHidden[r * c + k] = g[k] * inv } }
                 }
-                dHidden.withUnsafeBufferPointer { workers[i].backward(batch, hiddenGradient: $0.baseAddress!) }
+                dHidden.withUnsafeBufferPointer { nets.value[i].backward(batch, hiddenGradient: $0.baseAddress!) }
             }
         }
         sumWorkerGradients(w)

@@ -202,14 +202,17 @@ public final class Trainer {
         let batches = parts.map { makeBatch(step: step, slots: $0) }
         let global = globalSelectedCount ?? batches.reduce(0) { $0 + $1.selectedRows.count }
         var losses = [Double](repeating: 0, count: w)
+        // Worker i uses only workers[i] (its own gradients and activations; the parameters they
+        // share are only read) and writes only losses[i].
+        let nets = SharedWithWorkers(workers)
         losses.withUnsafeMutableBufferPointer { lp in
-            let lossPtr = lp.baseAddress!
+            let lossPtr = SharedWithWorkers(lp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: w) { i in
                 idx_flush_denormals()
-                let net = workers[i]
+                let net = nets.value[i]
                 net.grads.zero(net.parameterCount)
                 net.forward(batches[i], training: true)
-                lossPtr[i] = net.backward(batches[i], globalSelectedCount: global)
+                lossPtr.value[i] = net.backward(batches[i], globalSelectedCount: global)
             }
         }
         sumWorkerGradients(w)
@@ -225,11 +228,14 @@ public final class Trainer {
     func sumWorkerGradients(_ w: Int) {
         guard w > 1 else { return }
         let n = net.parameterCount
+        // Part `part` writes only its own range of net's (worker 0's) gradients and reads the
+        // same range of the others'.
+        let nets = SharedWithWorkers(workers)
         DispatchQueue.concurrentPerform(iterations: w) { part in
             let range = n * part / w ..< n * (part + 1) / w
-            let dst = net.grads.ptr
+            let dst = nets.value[0].grads.ptr
             for k in 1 ..< w {
-                let src = workers[k].grads.ptr
+                let src = nets.value[k].grads.ptr
                 for i in range { dst[i] += src[i] }
             }
         }
