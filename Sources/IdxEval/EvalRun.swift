@@ -159,8 +159,8 @@ public enum EvalRun {
                                                    queryLabels: baseLabels, baseLabels: baseLabels, k: o.k, leaveOneOut: true)
             }
             // No held-out set: the loss on the indexed documents themselves (training data: optimistic).
-            var own = TokenizedCorpus()
             if !o.skip.contains(.mlm) {
+                var own = TokenizedCorpus()
                 for i in 0 ..< reader.count { own.append(tokenizer.encode(reader.metadata(i).description)) }
                 mlm = MLMLoss.evaluate(model, corpus: own, maxTokens: maxTokens, seed: o.mlmSeed, batchSize: o.batchSize)
             }
