@@ -5,8 +5,8 @@
 /// keys gather unsorted in a buffer of twice the capacity; when it fills, a quickselect keeps
 /// the best half and raises `threshold` (FAISS's reservoir). A search keeps 1,000 pairs a side
 /// twice a query: a heap's sift on every newcomer cost more than the scan itself.
-/// The one top-k of the search scan, eval's kNN and contrastive training's BM25 neighbours;
-/// `@inlinable` where a scan calls it once a row, from other modules.
+/// The one top-k of the search scan, reciprocal-rank fusion and contrastive training's BM25
+/// neighbours; `@inlinable` where a scan calls it once a row, from other modules.
 public struct TopK {
     /// Unsorted rank keys: every pair that can still be among the best `capacity`.
     @usableFromInline var keys: [UInt64] = []
@@ -33,6 +33,14 @@ public struct TopK {
     public func rankedPairs() -> [(index: Int, score: Float)] { best().map { (Self.index($0), Self.score($0)) } }
 
     private func best() -> ArraySlice<UInt64> { keys.sorted().prefix(capacity) }
+
+    /// The kept indices in no particular order: the same set as `ids`, chosen by a quickselect
+    /// instead of a sort (for a caller that orders them its own way).
+    public func keptIndices() -> [Int] {
+        var kept = self
+        if kept.keys.count > capacity { kept.compact() }
+        return kept.keys.map(Self.index)
+    }
 
     /// (score descending, index ascending) as one ascending integer: the score's bits mapped
     /// to an order-preserving unsigned integer, inverted, above a 32-bit index.

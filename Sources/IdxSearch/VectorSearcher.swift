@@ -246,7 +246,7 @@ public struct VectorSearcher {
 
         // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
         // product), in index order so that a hit's position breaks ties as its index would.
-        let ids = heaps.flatMap(\.ids).sorted()
+        let ids = heaps.flatMap { $0.keptIndices() }.sorted()
         var decoded = [Float](repeating: 0, count: ids.count * d)
         var exact = [Float](repeating: 0, count: ids.count)
         decoded.withUnsafeMutableBufferPointer { m in

@@ -85,6 +85,7 @@ final class SearchTests: XCTestCase {
                 var top = TopK(capacity: k)
                 for i in order { top.push(scores[i], i) }
                 XCTAssertEqual(top.ranked(), Array(expected.prefix(k)), "k \(k), order \(seed)")
+                XCTAssertEqual(top.keptIndices().sorted(), expected.prefix(k).sorted(), "k \(k), order \(seed)")
                 XCTAssertEqual(top.rankedPairs().map(\.score), expected.prefix(k).map { scores[$0] == 0 ? 0 : scores[$0] })
             }
         }
