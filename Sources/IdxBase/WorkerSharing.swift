@@ -27,3 +27,25 @@ public final class FirstError: @unchecked Sendable {  // `error` only under `loc
         if let e { throw e }
     }
 }
+
+/// `(0 ..< n).map(body)` over every core, results in order; the first error thrown is rethrown.
+/// `body` runs on several threads at once: it must be safe to call so.
+public enum ParallelMap {
+    public static func map<T>(_ n: Int, _ body: (Int) throws -> T) throws -> [T] {
+        if n <= 1 { return try (0 ..< n).map(body) }
+        var results = [T?](repeating: nil, count: n)
+        let failure = FirstError()
+        try withoutActuallyEscaping(body) { body in
+            let work = SharedWithWorkers(body)
+            results.withUnsafeMutableBufferPointer { out in
+                // Each worker writes only the slots of the indices it takes.
+                let slots = SharedWithWorkers(out)
+                DispatchQueue.concurrentPerform(iterations: n) { i in
+                    do { slots.value[i] = try work.value(i) } catch { failure.record(error) }
+                }
+            }
+            try failure.rethrow()
+        }
+        return results.map { $0! }
+    }
+}
