@@ -173,7 +173,7 @@ public enum EvalRun {
         return Report(index: o.index, generation: reader.generation, model: modelDir, modelHash: model.modelHash,
                       indexedDocuments: reader.count, validation: o.validation, validationDocuments: validationDocs,
                       validationDropped: dropped, mlm: mlm, mlmOn: mlmOn, seedTest: o.seedTest, seed: separation, knn: knn, typedQueries: typed,
-                      lexicalWeight: lexical ? weight : 0, feedback: o.feedback.isActive ? o.feedback : nil, fusion: o.fusion,
+                      lexicalWeight: lexical ? weight : 0, feedback: o.feedback.isActive || o.feedback.isGenreVote ? o.feedback : nil, fusion: o.fusion,
                       seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
@@ -223,6 +223,7 @@ public enum EvalRun {
         let passes = r.feedback.map { f in
             String(format: ", second pass moved toward the first's best %d (weight %g", f.documents, f.weight)
                 + (f.isLexical && (r.lexicalWeight ?? 0) > 0 ? String(format: "; BM25 + their best %d terms at %g)", f.lexicalTerms, f.lexicalWeight) : ")")
+                + (f.isGenreVote ? String(format: ", then the best %d's genre vote at %g", f.documents, f.genreWeight) : "")
         } ?? ""
         if let t = r.typedQueries {
             rows.append(("typed-query precision@\(t.k)", f(t.precision), "\(t.queries) queries of \(t.file) through idx search; a hit counts when its expanded genres hold the query's; \(t.listsWithDuplicates) lists showed a film twice"))

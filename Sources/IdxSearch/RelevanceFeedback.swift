@@ -21,12 +21,52 @@ public struct RelevanceFeedback: Equatable, Codable, Sendable {
     public var lexicalWeight: Float
     /// How many of the hits' terms the BM25 query gains.
     public var lexicalTerms: Int
+    /// The genre vote's weight (`genreVoted`; 0: none): the final list's best `documents` hits
+    /// vote for their genres, and the list is re-ranked by its rank and each film's agreement.
+    public var genreWeight: Float
 
-    public init(documents: Int, weight: Float, lexicalWeight: Float = 0, lexicalTerms: Int = 50) {
+    public init(documents: Int, weight: Float, lexicalWeight: Float = 0, lexicalTerms: Int = 50, genreWeight: Float = 0) {
         self.documents = documents; self.weight = weight; self.lexicalWeight = lexicalWeight; self.lexicalTerms = lexicalTerms
+        self.genreWeight = genreWeight
     }
 
-    public static let standard = RelevanceFeedback(documents: 5, weight: 2, lexicalWeight: 2, lexicalTerms: 50)
+    enum CodingKeys: String, CodingKey { case documents, weight, lexicalWeight, lexicalTerms, genreWeight }
+
+    /// Settings written before the genre vote existed read as without it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(documents: try c.decode(Int.self, forKey: .documents), weight: try c.decode(Float.self, forKey: .weight),
+                  lexicalWeight: try c.decodeIfPresent(Float.self, forKey: .lexicalWeight) ?? 0,
+                  lexicalTerms: try c.decodeIfPresent(Int.self, forKey: .lexicalTerms) ?? 50,
+                  genreWeight: try c.decodeIfPresent(Float.self, forKey: .genreWeight) ?? 0)
+    }
+
+    public static let standard = RelevanceFeedback(documents: 5, weight: 2, lexicalWeight: 2, lexicalTerms: 50, genreWeight: 1)
+
+    /// Whether the genre vote re-ranks the final list.
+    public var isGenreVote: Bool { documents > 0 && genreWeight > 0 }
+    /// How many of the final list's best films the genre vote re-ranks (at least k).
+    public static let genreVoteDepth = 100
+
+    /// The genre vote: a list's best `documents` films each give one vote, shared evenly among
+    /// their genres; a film's agreement is the mean vote of its own genres (0 to 1). Each film
+    /// then scores 1 / (60 + rank) + genreWeight · agreement / 60, in reciprocal-rank fusion's
+    /// units: full agreement is worth about a first place. A typed query's best hits usually
+    /// agree on what kind of film it asks for even when some of the rest do not, and the films
+    /// the query's words matched only by chance ("house", "young", "family") are of other kinds.
+    /// `genres` are the list's films' genres in rank order (lower-cased); returns the new order
+    /// as positions in the list, with each one's score.
+    public func genreVoted(_ genres: [[String]]) -> [(position: Int, score: Float)] {
+        var votes: [String: Float] = [:]
+        let voters = genres.prefix(documents).filter { !$0.isEmpty }
+        for list in voters {
+            for g in list { votes[g, default: 0] += 1 / Float(list.count * voters.count) }
+        }
+        return genres.enumerated().map { r, list in
+            let agreement = list.isEmpty ? 0 : list.reduce(Float(0)) { $0 + votes[$1, default: 0] } / Float(list.count)
+            return (r, 1 / Float(61 + r) + genreWeight * agreement / 60)
+        }.sorted { $0.score != $1.score ? $0.score > $1.score : $0.position < $1.position }
+    }
 
     public var isActive: Bool { documents > 0 && (weight > 0 || isLexical) }
     /// Whether the second pass expands the BM25 query.

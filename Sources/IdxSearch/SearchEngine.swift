@@ -144,16 +144,28 @@ public final class SearchEngine: @unchecked Sendable {
         }
         // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
         // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best.
-        var depth = min(reader.count, settings.k + 10)
+        let vote = settings.feedback.isGenreVote
+        let films = vote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
+        var depth = min(reader.count, films + 10)
         while true {
             let hits = try searcher.search(vector, k: depth, genre: settings.genre, excluding: query.excluding, threads: settings.threads,
                                            rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
-            var films = Set<String>(), kept: [SearchHit] = []
-            for h in hits where kept.count < settings.k {
+            var seen = Set<String>(), kept: [SearchHit] = [], genres: [[String]] = []
+            for h in hits where kept.count < films {
                 let m = try reader.documentMetadata(h.index)
-                if films.insert(Self.filmKey(m)).inserted { kept.append(h) }
+                if seen.insert(Self.filmKey(m)).inserted {
+                    kept.append(h)
+                    if vote { genres.append(Genres.expanded(m)) }
+                }
             }
-            if kept.count == settings.k || hits.count < depth || depth == reader.count { return kept }
+            if kept.count == films || hits.count < depth || depth == reader.count {
+                guard vote else { return kept }
+                return settings.feedback.genreVoted(genres).prefix(settings.k).map { v in
+                    var h = kept[v.position]
+                    h.score = v.score
+                    return h
+                }
+            }
             depth = min(reader.count, depth * 2)
         }
     }

@@ -13,8 +13,9 @@ struct ServeAPI: Sendable {
 
     // MARK: search
 
-    /// GET /search?q=…&k=…&genre=…[&lexical_weight=…&feedback_docs=…]: a JSON array of the hits,
-    /// best first (the last two as `idx search --lexical-weight`, `--feedback-docs`).
+    /// GET /search?q=…&k=…&genre=…[&lexical_weight=…&feedback_docs=…&genre_vote=…]: a JSON array
+    /// of the hits, best first (the last three as `idx search --lexical-weight`, `--feedback-docs`,
+    /// `--genre-vote`).
     func search(_ request: Request) throws -> Response {
         let params = FormQuery.parse(request.uri.query)
         guard let q = params["q"], !q.trimmingCharacters(in: .whitespaces).isEmpty else {
@@ -23,7 +24,7 @@ struct ServeAPI: Sendable {
         try checkLength(q, field: "q")
         let served = holder.current
         var settings = try settings(k: params["k"], genre: params["genre"], served: served)
-        try tune(&settings, lexicalWeight: params["lexical_weight"], feedbackDocs: params["feedback_docs"])
+        try tune(&settings, lexicalWeight: params["lexical_weight"], feedbackDocs: params["feedback_docs"], genreVote: params["genre_vote"])
         let hits: [SearchHit]
         do { hits = try served.engine.search(q, settings) } catch let e as IdxError {
             throw APIError(.badRequest, field: "q", e.message)
@@ -63,9 +64,11 @@ struct ServeAPI: Sendable {
         let genre = try optionalField(object, "genre", as: String.self, example: "\"Sci-Fi\"")
         let lexicalWeight = try optionalField(object, "lexical_weight", as: Double.self, example: "0.4")
         let feedbackDocs = try optionalField(object, "feedback_docs", as: Int.self, example: "5")
+        let genreVote = try optionalField(object, "genre_vote", as: Double.self, example: "1")
         let served = holder.current
         var settings = try settings(k: k.map(String.init), genre: genre, served: served)
-        try tune(&settings, lexicalWeight: lexicalWeight.map { String($0) }, feedbackDocs: feedbackDocs.map(String.init))
+        try tune(&settings, lexicalWeight: lexicalWeight.map { String($0) }, feedbackDocs: feedbackDocs.map(String.init),
+                 genreVote: genreVote.map { String($0) })
         var results: [[String: Any]] = []
         for (text, result) in zip(texts, served.engine.search(texts, settings)) {
             switch result {
@@ -146,8 +149,15 @@ struct ServeAPI: Sendable {
         return s
     }
 
-    /// The hybrid's BM25 share and the second pass's documents, as idx search takes them.
-    func tune(_ s: inout SearchSettings, lexicalWeight: String?, feedbackDocs: String?) throws {
+    /// The hybrid's BM25 share, the second pass's documents and the genre vote's weight, as idx
+    /// search takes them.
+    func tune(_ s: inout SearchSettings, lexicalWeight: String?, feedbackDocs: String?, genreVote: String?) throws {
+        if let text = genreVote {
+            guard let w = Float(text), w >= 0, w.isFinite else {
+                throw APIError(.badRequest, field: "genre_vote", "genre_vote \(SearchEngine.quoted(text)): give a weight of 0 (no vote) or more.")
+            }
+            s.feedback.genreWeight = w
+        }
         if let text = lexicalWeight {
             guard let w = Float(text), (0 ... 1).contains(w) else {
                 throw APIError(.badRequest, field: "lexical_weight",

@@ -27,7 +27,29 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     /// The two views of each document (ContrastivePairs).
     public var pairs = ContrastivePairs.span
     public var neighbours = 5
+    /// Share of each view's target given to the batch's other documents that share a genre
+    /// with it, in proportion to their overlap (`genreTargets`); the rest stays on its own pair.
+    /// 0: every other document is a plain negative. The corpus's genre labels then teach which
+    /// films belong together, which a span and its context alone cannot.
+    public var genreShare: Float = 0.5
     public init() {}
+
+    enum CodingKeys: String, CodingKey { case steps, batchSize, lr, temperature, minCrop, deletion, pairs, neighbours, genreShare }
+
+    /// Keys added after a model was checkpointed take their defaults, so that old runs resume.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ContrastiveOptions()
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
+        temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? d.temperature
+        minCrop = try c.decodeIfPresent(Double.self, forKey: .minCrop) ?? d.minCrop
+        deletion = try c.decodeIfPresent(Double.self, forKey: .deletion) ?? d.deletion
+        pairs = try c.decodeIfPresent(ContrastivePairs.self, forKey: .pairs) ?? d.pairs
+        neighbours = try c.decodeIfPresent(Int.self, forKey: .neighbours) ?? d.neighbours
+        genreShare = try c.decodeIfPresent(Float.self, forKey: .genreShare) ?? 0
+    }
 }
 
 /// The two views of a contrastive pair.
@@ -90,9 +112,11 @@ public enum LexicalNeighbours {
 /// InfoNCE over B pairs of pooled embeddings, symmetric (view a → b and b → a), cosine / τ.
 enum ContrastiveLoss {
     /// z: 2B × C (rows 0..<B the first views, B..<2B the second). Returns the loss (mean of the
-    /// two directions' mean cross-entropies) and writes ∂loss/∂z into dz (2B × C).
+    /// two directions' mean cross-entropies) and writes ∂loss/∂z into dz (2B × C). Row i of
+    /// `targets` (B × B, rows summing to 1) is document i's target distribution over the other
+    /// side's views, in both directions; nil: the identity (only its own pair).
     static func forwardBackward(_ z: UnsafePointer<Float>, _ dz: UnsafeMutablePointer<Float>, pairs b: Int, dim c: Int,
-                                temperature tau: Float) -> Double {
+                                temperature tau: Float, targets: [Float]? = nil) -> Double {
         // B, C: unit rows u = z / |z|
         var u = [Float](repeating: 0, count: 2 * b * c), r = [Float](repeating: 0, count: 2 * b)
         for i in 0 ..< 2 * b {
@@ -107,7 +131,7 @@ enum ContrastiveLoss {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(b), Int32(b), Int32(c), 1 / tau,
                         up.baseAddress!, Int32(c), up.baseAddress! + b * c, Int32(c), 0, &sim, Int32(b))
         }
-        // dS = (softmax by rows − I + softmax by columns − I) / 2B
+        // dS = (softmax by rows − T + softmax by columns − Tᵀ) / 2B
         var dS = [Float](repeating: 0, count: b * b)
         var loss = 0.0
         for pass in 0 ..< 2 {
@@ -117,10 +141,12 @@ enum ContrastiveLoss {
                 for j in 0 ..< b { mx = max(mx, Double(sim[at(j)])) }
                 var sum = 0.0
                 for j in 0 ..< b { sum += Foundation.exp(Double(sim[at(j)]) - mx) }
-                loss += (mx + Foundation.log(sum) - Double(sim[at(i)])) / Double(2 * b)
+                let logSum = mx + Foundation.log(sum)
                 for j in 0 ..< b {
+                    let t = targets.map { Double($0[i * b + j]) } ?? (i == j ? 1 : 0)
                     let p = Foundation.exp(Double(sim[at(j)]) - mx) / sum
-                    dS[at(j)] += Float((p - (i == j ? 1 : 0)) / Double(2 * b))
+                    if t > 0 { loss += t * (logSum - Double(sim[at(j)])) / Double(2 * b) }
+                    dS[at(j)] += Float((p - t) / Double(2 * b))
                 }
             }
         }
@@ -155,13 +181,9 @@ extension Trainer {
     /// A view of `slot`'s document at `step`: a random crop, then random deletions, wrapped
     /// [BOS] … [EOS] and cut like a training document. A pure function of (seed, step, slot, view).
     func contrastiveView(step: Int, slot: Int, view: Int) -> [Int32] {
-        var doc = document(step: step, slot: slot)
+        var doc = pairDocument(step: step, slot: slot)
         var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .contrastiveView(view)))
         let o = contrastive
-        if o.pairs == .spanNeighbours, slot % 2 == 1, let near = lexicalNeighbours?[document(step: step, slot: slot - 1)], !near.isEmpty {
-            // Both views of this slot come from the same look-alike: the choice depends on the slot, not the view.
-            doc = Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
-        }
         if view == 1, o.pairs == .bm25, let near = lexicalNeighbours?[doc], !near.isEmpty {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
@@ -194,6 +216,42 @@ extension Trainer {
         var kept = crop.filter { _ in g.nextDouble() >= o.deletion }
         if kept.isEmpty { kept = Array(crop) }
         return wrapDocument(kept[...], maxTokens: options.maxLen)
+    }
+
+    /// The document both views of `slot` come from at `step`.
+    func pairDocument(step: Int, slot: Int) -> Int {
+        let doc = document(step: step, slot: slot)
+        if contrastive.pairs == .spanNeighbours, slot % 2 == 1, let near = lexicalNeighbours?[document(step: step, slot: slot - 1)], !near.isEmpty {
+            // Both views of this slot come from the same look-alike: the choice depends on the slot, not the view.
+            return Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
+        }
+        return doc
+    }
+
+    /// The InfoNCE targets of `step`'s batch with `genreShare` (ContrastiveLoss.forwardBackward):
+    /// nil without genres or a share. Two documents' overlap is the Jaccard overlap of their
+    /// genres weighted by each genre's idf, so that a genre most documents have says little and
+    /// one every document has nothing (a one-genre corpus trains as without genres).
+    func genreTargets(step: Int) -> [Float]? {
+        let share = contrastive.genreShare, b = contrastive.batchSize
+        guard share > 0, let genres = documentGenres else { return nil }
+        let idf = genreIDF
+        let sets = (0 ..< b).map { genres[pairDocument(step: step, slot: $0)] }
+        let mass = sets.map { $0.reduce(Float(0)) { $0 + idf[Int($1)] } }
+        var t = [Float](repeating: 0, count: b * b)
+        for i in 0 ..< b {
+            var total: Float = 0
+            for j in 0 ..< b where j != i {
+                let shared = sets[i].reduce(Float(0)) { sets[j].contains($1) ? $0 + idf[Int($1)] : $0 }
+                guard shared > 0 else { continue }
+                t[i * b + j] = shared / (mass[i] + mass[j] - shared)
+                total += t[i * b + j]
+            }
+            let spread = total > 0 ? share / total : 0
+            for j in 0 ..< b { t[i * b + j] *= spread }
+            t[i * b + i] = total > 0 ? 1 - share : 1
+        }
+        return t
     }
 
     /// The span [start, end) of a `count`-token document that is the first of its two halves
@@ -282,7 +340,10 @@ extension Trainer {
         try gather(&pooled)
         var dz = [Float](repeating: 0, count: 2 * b * c)
         let loss = pooled.withUnsafeBufferPointer { zp in
-            dz.withUnsafeMutableBufferPointer { ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature) }
+            dz.withUnsafeMutableBufferPointer {
+                ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature,
+                                                targets: genreTargets(step: s))
+            }
         }
         guard loss.isFinite else {
             throw IdxError("step \(s): the contrastive loss is \(loss); training diverged. Lower --contrastive-lr; the last checkpoint is kept.")

@@ -14,10 +14,13 @@ public struct SearchCommand: ParsableCommand {
         discussion: """
         The query is cleaned and tokenized as the corpus was, embedded with the index's model, and \
         scored against every vector (int8 scan, exact re-rank of the best candidates). The indexes idx \
-        index builds also hold a BM25 index over the full vocabulary, and score hybrid: \
-        (1 - w) * cosine + w * BM25 / best BM25, so words the model does not know still count. \
-        A second pass then moves the query's embedding toward its best first hits, adds their best \
-        words to its BM25 query (relevance feedback, --feedback-docs 0 turns it off) and scores again.
+        index builds also hold a BM25 index over the full vocabulary, so words the model does not know \
+        still count: the two rankings merge by reciprocal-rank fusion, (1 - w) / (60 + cosine rank) + \
+        w / (60 + BM25 rank) (--fusion blend: (1 - w) * cosine + w * BM25 / best BM25). A second pass \
+        then moves the query's embedding toward its best first hits, adds their best words to its BM25 \
+        query (relevance feedback) and scores again. Last, the best hits vote for their genres and the \
+        best 100 films are re-ranked by rank and agreement (--genre-vote 0 turns the vote off, \
+        --feedback-docs 0 both). Each film is listed once.
         """
     )
     @Argument(help: "The query text.") var query: String?

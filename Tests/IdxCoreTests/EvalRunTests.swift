@@ -297,4 +297,29 @@ final class EvalRunTests: XCTestCase {
         XCTAssertEqual(hits.map(\.index), Array(best))
         for h in hits { XCTAssertEqual(h.score, expected[h.index], accuracy: 1e-6) }
     }
+
+    /// The genre vote re-ranks exactly the list the search gives without it (its best 100
+    /// films), by the vote of that list's best `documents` films' expanded genres.
+    func testGenreVoteReRanksTheUnvotedList() throws {
+        let (index, _) = try buildIndex()
+        let engine = try SearchEngine(index: index)
+        var voted = SearchSettings(k: 10)
+        voted.feedback = .standard
+        XCTAssertTrue(voted.feedback.isGenreVote, "the default search votes")
+        var plain = voted
+        plain.feedback.genreWeight = 0
+        plain.k = RelevanceFeedback.genreVoteDepth
+        var reordered = 0
+        for text in ["a detective hunts a killer in the city", "two friends fall in love", "a family moves to a haunted house",
+                     "an alien robot attacks", "a cowboy seeks revenge"] {
+            let list = try engine.search(text, plain)
+            let genres = try list.map { Genres.expanded(try engine.reader.documentMetadata($0.index)) }
+            let expected = voted.feedback.genreVoted(genres).prefix(10)
+            let hits = try engine.search(text, voted)
+            XCTAssertEqual(hits.map(\.index), expected.map { list[$0.position].index }, text)
+            XCTAssertEqual(hits.map(\.score), expected.map(\.score), text)
+            if hits.map(\.index) != Array(list.prefix(10).map(\.index)) { reordered += 1 }
+        }
+        XCTAssertGreaterThan(reordered, 0, "the vote changed some list")
+    }
 }

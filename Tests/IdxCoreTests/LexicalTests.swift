@@ -233,6 +233,26 @@ final class LexicalTests: XCTestCase {
         }
     }
 
+    /// The genre vote: the best `documents` films share one vote each among their genres; each
+    /// film scores 1 / (60 + rank) + weight · (mean vote of its genres) / 60.
+    func testGenreVoteReRanksByAgreementWithTheBestHits() {
+        let vote = RelevanceFeedback(documents: 3, weight: 0, genreWeight: 1)
+        XCTAssertTrue(vote.isGenreVote)
+        XCTAssertFalse(RelevanceFeedback(documents: 0, weight: 0, genreWeight: 1).isGenreVote)
+        XCTAssertFalse(RelevanceFeedback(documents: 3, weight: 0).isGenreVote)
+        // Votes: horror 1/3 + 1/6 + 1/3 = 5/6, comedy 1/6.
+        let genres = [["horror"], ["horror", "comedy"], ["horror"], ["comedy"], ["drama"], ["horror"], []]
+        let voted = vote.genreVoted(genres)
+        let agreement: [Float] = [5.0 / 6, 0.5, 5.0 / 6, 1.0 / 6, 0, 5.0 / 6, 0]
+        for v in voted {
+            XCTAssertEqual(v.score, 1 / Float(61 + v.position) + agreement[v.position] / 60, accuracy: 1e-7)
+        }
+        XCTAssertEqual(voted.map(\.position), [0, 2, 5, 1, 3, 4, 6])
+        XCTAssertEqual(voted.map(\.score), voted.map(\.score).sorted(by: >))
+        // Without agreement anywhere (no genres), the order is the list's own.
+        XCTAssertEqual(vote.genreVoted([[], [], []]).map(\.position), [0, 1, 2])
+    }
+
     func testRelevanceFeedbackMovesTheQueryTowardItsBestHits() throws {
         // The mean of the rows, made unit, added with the weight, then the sum made unit.
         let f = RelevanceFeedback(documents: 2, weight: 1)

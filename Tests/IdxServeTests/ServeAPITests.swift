@@ -24,6 +24,8 @@ final class ServeAPITests: XCTestCase {
             ("robots + aliens & spaceships", ["-k", "20"], "&k=20"),
             ("alien robot", ["--lexical-weight", "0", "--feedback-docs", "0"], "&lexical_weight=0&feedback_docs=0"),
             ("a haunted house", ["--lexical-weight", "0.9", "--feedback-docs", "3", "-k", "4"], "&lexical_weight=0.9&feedback_docs=3&k=4"),
+            ("a haunted house", ["--genre-vote", "0", "-k", "4"], "&genre_vote=0&k=4"),
+            ("a haunted house", ["--genre-vote", "2.5"], "&genre_vote=2.5"),
         ]
         for c in cases {
             let cli = try IdxBinary.run(["search", "--index", dir + "/index", "--json"] + c.args + [c.q])
@@ -131,6 +133,7 @@ final class ServeAPITests: XCTestCase {
         try await expect("/search?q=%21%21%21", status: 400, field: "q", saying: "query \"!!!\": ")
         try await expect("/search?q=alien&lexical_weight=1.5", status: 400, field: "lexical_weight", saying: "from 0 (cosine only)")
         try await expect("/search?q=alien&feedback_docs=-1", status: 400, field: "feedback_docs", saying: "give 0 (one pass)")
+        try await expect("/search?q=alien&genre_vote=-1", status: 400, field: "genre_vote", saying: "give a weight of 0")
         try await expect("/documents/999999", status: 404, field: "id", saying: "no document with id 999999")
         try await expect("/documents/abc", status: 400, field: "id", saying: "not a whole number")
         try await expect("/neighbours/38?k=1000", status: 400, field: "k", saying: "from 1 to 100")

@@ -22,13 +22,16 @@ enum SampleIndex {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var built: (corpus: String, model: String)?
 
-    /// A corpus and a model in a folder that lives for the whole test run.
+    private static var folder: String { NSTemporaryDirectory() + "idx-serve-tests-\(getpid())" }
+
+    /// A corpus and a model in a folder that lives for the whole test run (removed at exit).
     static func corpusAndModel() throws -> (corpus: String, model: String) {
         try lock.withLock {
             if let built { return built }
-            let dir = NSTemporaryDirectory() + "idx-serve-tests-\(getpid())"
+            let dir = folder
             try? FileManager.default.removeItem(atPath: dir)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            atexit { try? FileManager.default.removeItem(atPath: SampleIndex.folder) }
             let corpus = dir + "/corpus"
             var options = Ingest.Options(inputs: [root + "/corpora/sample/movies.csv"], output: corpus, vocabSize: 2000)
             options.showProgress = false
