@@ -76,6 +76,10 @@ public final class SearchEngine: @unchecked Sendable {
     /// it back, so concurrent queries (idx serve) never wait for each other's forward.
     private var idleEncoders: [EncoderModel] = []
     private let encoderLock = NSLock()
+    /// Genre lists parsed once by their text (`expandedGenres`): the genre vote reads 100 a query,
+    /// and a corpus holds a few hundred distinct ones. Bounded, in case one holds many more.
+    private var genreLists: [String: [String]] = [:]
+    private let genreListLock = NSLock()
 
     /// Opens the published generation of `index` and the model it records, or the copy of it
     /// in `model` (checked by hash either way).
@@ -155,7 +159,7 @@ public final class SearchEngine: @unchecked Sendable {
                 let m = try reader.documentMetadata(h.index)
                 if seen.insert(Self.filmKey(m)).inserted {
                     kept.append(h)
-                    if vote { genres.append(Genres.expanded(m)) }
+                    if vote { genres.append(expandedGenres(m)) }
                 }
             }
             if kept.count == films || hits.count < depth || depth == reader.count {
@@ -168,6 +172,15 @@ public final class SearchEngine: @unchecked Sendable {
             }
             depth = min(reader.count, depth * 2)
         }
+    }
+
+    /// `Genres.expanded(m)`, through `genreLists`.
+    func expandedGenres(_ m: DocumentMetadata) -> [String] {
+        let key = m.expandedGenres + "\u{1}" + m.genre
+        if let known = genreListLock.withLock({ genreLists[key] }) { return known }
+        let list = Genres.expanded(m)
+        genreListLock.withLock { if genreLists.count < 4096 { genreLists[key] = list } }
+        return list
     }
 
     /// What makes two documents one film: title, year and description.

@@ -152,8 +152,9 @@ public struct VectorSearcher {
         for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
         // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var v = [Float](repeating: 0, count: reader.dimension)
+        let denseCosine = Dictionary(uniqueKeysWithValues: dense.map { ($0.index, $0.dense) })
         return best.rankedPairs().map { i, score -> SearchHit in
-            let cos = dense.first(where: { $0.index == i })?.dense ?? v.withUnsafeMutableBufferPointer { p -> Float in
+            let cos = denseCosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 reconstruct(i, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
             }
