@@ -64,7 +64,8 @@ public struct RelevanceFeedback: Equatable, Codable, Sendable {
         }
         return genres.enumerated().map { r, list in
             let agreement = list.isEmpty ? 0 : list.reduce(Float(0)) { $0 + votes[$1, default: 0] } / Float(list.count)
-            return (r, 1 / Float(61 + r) + genreWeight * agreement / 60)
+            let c = VectorSearcher.reciprocalRankConstant
+            return (r, 1 / (c + Float(r + 1)) + genreWeight * agreement / c)
         }.sorted { $0.score != $1.score ? $0.score > $1.score : $0.position < $1.position }
     }
 

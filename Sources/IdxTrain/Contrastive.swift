@@ -34,6 +34,14 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     public var genreShare: Float = 0.5
     public init() {}
 
+    /// Refuses options no run can train with, against a run of `totalSteps` steps.
+    public func validate(totalSteps: Int) throws {
+        guard steps >= 0, steps <= totalSteps, batchSize >= 2, lr > 0, lr.isFinite, temperature > 0,
+              (0 ... 1).contains(minCrop), (0 ..< 1).contains(deletion), (0 ..< 1).contains(genreShare) else {
+            throw IdxError("contrastive options \(self): --contrastive-steps must be at most --steps, the batch at least 2, the learning rate and temperature positive, --genre-share at least 0 and below 1.")
+        }
+    }
+
     enum CodingKeys: String, CodingKey { case steps, batchSize, lr, temperature, minCrop, deletion, pairs, neighbours, genreShare }
 
     /// Keys added after a model was checkpointed take their defaults, so that old runs resume.

@@ -108,12 +108,7 @@ public final class Trainer {
         guard options.batchSize > 0, options.steps >= 0, options.lr > 0, options.lr.isFinite else {
             throw IdxError("--batch and --lr must be positive and --steps not negative.")
         }
-        if let k = options.contrastive {
-            guard k.steps >= 0, k.steps <= options.steps, k.batchSize >= 2, k.lr > 0, k.lr.isFinite, k.temperature > 0,
-                  (0 ... 1).contains(k.minCrop), (0 ..< 1).contains(k.deletion), (0 ..< 1).contains(k.genreShare) else {
-                throw IdxError("contrastive options \(k): --contrastive-steps must be at most --steps, the batch at least 2, the learning rate and temperature positive, --genre-share at least 0 and below 1.")
-            }
-        }
+        try options.contrastive?.validate(totalSteps: options.steps)
         if let bad = corpus.tokens.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw IdxError("the corpus holds token id \(bad), outside the model's vocabulary of \(config.vocabSize); use the corpus the model was made for.")
         }

@@ -151,7 +151,8 @@ public struct TrainingRun {
             var c = trainer.options.contrastive ?? ContrastiveOptions()
             c.steps = k; c.batchSize = contrastive.batchSize; c.lr = contrastive.lr; c.temperature = contrastive.temperature
             c.pairs = contrastive.pairs; c.genreShare = contrastive.genreShare
-            guard (0 ..< 1).contains(c.genreShare) else { throw IdxError("--genre-share \(c.genreShare): give a share at least 0 and below 1, such as 0.5.") }
+            // The new phase's options, checked as a new run's are.
+            try c.validate(totalSteps: trainer.options.steps)
             trainer.options.contrastive = k > 0 ? c : nil
         }
         trainer.options.checkpointEvery = checkpointEvery

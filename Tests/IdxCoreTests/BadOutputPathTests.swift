@@ -95,6 +95,18 @@ final class BadOutputPathTests: XCTestCase {
         assertIdxRefuses(["train", "--corpus", f.corpus, "--out", out, "--layers", "1000000", "--steps", "1"], watched: [dir], naming: ["n_layers 1000000", "limit"])
     }
 
+    /// A resumed run's new contrastive phase is checked as a new run's is, before any step.
+    func testResumedContrastivePhaseWithBadOptionsIsRefused() {
+        let out = dir + "/model"
+        let trained = runIdx(["train", "--corpus", f.corpus, "--out", out, "--steps", "2", "--d-model", "16", "--heads", "2", "--layers", "1",
+                              "--d-ff", "32", "--max-len", "16", "--max-positions", "16"])
+        XCTAssertEqual(trained.status, 0, trained.stderr)
+        for (flag, value) in [("--temperature", "0"), ("--genre-share", "1"), ("--contrastive-batch", "1")] {
+            assertIdxRefuses(["train", "--corpus", f.corpus, "--out", out, "--resume", "--steps", "1000", "--contrastive-steps", "2", flag, value],
+                             watched: [out], naming: ["contrastive options", "--genre-share at least 0 and below 1"])
+        }
+    }
+
     func testIndexOutOntoAForeignFolderIsRefused() {
         let data = userFolder()
         assertIdxRefuses(["index", "--corpus", f.corpus, "--model", f.model, "--out", data], watched: [data], naming: [data, "notes.txt"])

@@ -280,5 +280,10 @@ final class ContrastiveTests: XCTestCase {
         o = contrastiveOptions()
         o.contrastive!.batchSize = 1
         XCTAssertThrowsError(try TinyTraining.trainer(o))
+        for share: Float in [-0.1, 1] {
+            o = contrastiveOptions()
+            o.contrastive!.genreShare = share
+            XCTAssertThrowsError(try TinyTraining.trainer(o), "genre share \(share)")
+        }
     }
 }
