@@ -66,18 +66,6 @@ public enum Genres {
             .filter { seen.insert($0).inserted }
     }
 
-    /// Each document's `expanded` genres as small ids, numbered in order of first appearance.
-    public static func ids(of documents: [DocumentMetadata]) -> [[Int32]] {
-        var numbers: [String: Int32] = [:]
-        return documents.map { d in
-            Array(expanded(d).map { key in
-                if let n = numbers[key] { return n }
-                numbers[key] = Int32(numbers.count)
-                return Int32(numbers.count - 1)
-            }).sorted()
-        }
-    }
-
     /// Whether two lists share a genre.
     public static func overlap(_ a: String, _ b: String) -> Bool {
         a == b || names(a).contains { holds(b, genre: $0) }

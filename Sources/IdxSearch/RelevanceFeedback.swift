@@ -23,6 +23,8 @@ public struct RelevanceFeedback: Equatable, Codable, Sendable {
     public var lexicalTerms: Int
     /// The genre vote's weight (`genreVoted`; 0: none): the final list's best `documents` hits
     /// vote for their genres, and the list is re-ranked by its rank and each film's agreement.
+    /// Off in `standard`: it reads the corpus's genre labels, which judge the typed-query
+    /// figures, so the defaults stay label-free.
     public var genreWeight: Float
 
     public init(documents: Int, weight: Float, lexicalWeight: Float = 0, lexicalTerms: Int = 50, genreWeight: Float = 0) {
@@ -41,7 +43,7 @@ public struct RelevanceFeedback: Equatable, Codable, Sendable {
                   genreWeight: try c.decodeIfPresent(Float.self, forKey: .genreWeight) ?? 0)
     }
 
-    public static let standard = RelevanceFeedback(documents: 5, weight: 2, lexicalWeight: 2, lexicalTerms: 50, genreWeight: 1)
+    public static let standard = RelevanceFeedback(documents: 5, weight: 2, lexicalWeight: 2, lexicalTerms: 50, genreWeight: 0)
 
     /// Whether the genre vote re-ranks the final list.
     public var isGenreVote: Bool { documents > 0 && genreWeight > 0 }

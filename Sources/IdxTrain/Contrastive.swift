@@ -27,36 +27,14 @@ public struct ContrastiveOptions: Codable, Equatable, Sendable {
     /// The two views of each document (ContrastivePairs).
     public var pairs = ContrastivePairs.span
     public var neighbours = 5
-    /// Share of each view's target given to the batch's other documents that share a genre
-    /// with it, in proportion to their overlap (`genreTargets`); the rest stays on its own pair.
-    /// 0: every other document is a plain negative. The corpus's genre labels then teach which
-    /// films belong together, which a span and its context alone cannot.
-    public var genreShare: Float = 0.5
     public init() {}
 
     /// Refuses options no run can train with, against a run of `totalSteps` steps.
     public func validate(totalSteps: Int) throws {
         guard steps >= 0, steps <= totalSteps, batchSize >= 2, lr > 0, lr.isFinite, temperature > 0,
-              (0 ... 1).contains(minCrop), (0 ..< 1).contains(deletion), (0 ..< 1).contains(genreShare) else {
-            throw IdxError("contrastive options \(self): --contrastive-steps must be at most --steps, the batch at least 2, the learning rate and temperature positive, --genre-share at least 0 and below 1.")
+              (0 ... 1).contains(minCrop), (0 ..< 1).contains(deletion) else {
+            throw IdxError("contrastive options \(self): --contrastive-steps must be at most --steps, the batch at least 2, the learning rate and temperature positive.")
         }
-    }
-
-    enum CodingKeys: String, CodingKey { case steps, batchSize, lr, temperature, minCrop, deletion, pairs, neighbours, genreShare }
-
-    /// Keys added after a model was checkpointed take their defaults, so that old runs resume.
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = ContrastiveOptions()
-        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
-        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
-        lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
-        temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? d.temperature
-        minCrop = try c.decodeIfPresent(Double.self, forKey: .minCrop) ?? d.minCrop
-        deletion = try c.decodeIfPresent(Double.self, forKey: .deletion) ?? d.deletion
-        pairs = try c.decodeIfPresent(ContrastivePairs.self, forKey: .pairs) ?? d.pairs
-        neighbours = try c.decodeIfPresent(Int.self, forKey: .neighbours) ?? d.neighbours
-        genreShare = try c.decodeIfPresent(Float.self, forKey: .genreShare) ?? 0
     }
 }
 
@@ -120,11 +98,9 @@ public enum LexicalNeighbours {
 /// InfoNCE over B pairs of pooled embeddings, symmetric (view a → b and b → a), cosine / τ.
 enum ContrastiveLoss {
     /// z: 2B × C (rows 0..<B the first views, B..<2B the second). Returns the loss (mean of the
-    /// two directions' mean cross-entropies) and writes ∂loss/∂z into dz (2B × C). Row i of
-    /// `targets` (B × B, rows summing to 1) is document i's target distribution over the other
-    /// side's views, in both directions; nil: the identity (only its own pair).
+    /// two directions' mean cross-entropies) and writes ∂loss/∂z into dz (2B × C).
     static func forwardBackward(_ z: UnsafePointer<Float>, _ dz: UnsafeMutablePointer<Float>, pairs b: Int, dim c: Int,
-                                temperature tau: Float, targets: [Float]? = nil) -> Double {
+                                temperature tau: Float) -> Double {
         // B, C: unit rows u = z / |z|
         var u = [Float](repeating: 0, count: 2 * b * c), r = [Float](repeating: 0, count: 2 * b)
         for i in 0 ..< 2 * b {
@@ -139,7 +115,7 @@ enum ContrastiveLoss {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(b), Int32(b), Int32(c), 1 / tau,
                         up.baseAddress!, Int32(c), up.baseAddress! + b * c, Int32(c), 0, &sim, Int32(b))
         }
-        // dS = (softmax by rows − T + softmax by columns − Tᵀ) / 2B
+        // dS = (softmax by rows − I + softmax by columns − I) / 2B
         var dS = [Float](repeating: 0, count: b * b)
         var loss = 0.0
         for pass in 0 ..< 2 {
@@ -149,12 +125,10 @@ enum ContrastiveLoss {
                 for j in 0 ..< b { mx = max(mx, Double(sim[at(j)])) }
                 var sum = 0.0
                 for j in 0 ..< b { sum += Foundation.exp(Double(sim[at(j)]) - mx) }
-                let logSum = mx + Foundation.log(sum)
+                loss += (mx + Foundation.log(sum) - Double(sim[at(i)])) / Double(2 * b)
                 for j in 0 ..< b {
-                    let t = targets.map { Double($0[i * b + j]) } ?? (i == j ? 1 : 0)
                     let p = Foundation.exp(Double(sim[at(j)]) - mx) / sum
-                    if t > 0 { loss += t * (logSum - Double(sim[at(j)])) / Double(2 * b) }
-                    dS[at(j)] += Float((p - t) / Double(2 * b))
+                    dS[at(j)] += Float((p - (i == j ? 1 : 0)) / Double(2 * b))
                 }
             }
         }
@@ -234,32 +208,6 @@ extension Trainer {
             return Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
         }
         return doc
-    }
-
-    /// The InfoNCE targets of `step`'s batch with `genreShare` (ContrastiveLoss.forwardBackward):
-    /// nil without genres or a share. Two documents' overlap is the Jaccard overlap of their
-    /// genres weighted by each genre's idf, so that a genre most documents have says little and
-    /// one every document has nothing (a one-genre corpus trains as without genres).
-    func genreTargets(step: Int) -> [Float]? {
-        let share = contrastive.genreShare, b = contrastive.batchSize
-        guard share > 0, let genres = documentGenres else { return nil }
-        let idf = genreIDF
-        let sets = (0 ..< b).map { genres[pairDocument(step: step, slot: $0)] }
-        let mass = sets.map { $0.reduce(Float(0)) { $0 + idf[Int($1)] } }
-        var t = [Float](repeating: 0, count: b * b)
-        for i in 0 ..< b {
-            var total: Float = 0
-            for j in 0 ..< b where j != i {
-                let shared = sets[i].reduce(Float(0)) { sets[j].contains($1) ? $0 + idf[Int($1)] : $0 }
-                guard shared > 0 else { continue }
-                t[i * b + j] = shared / (mass[i] + mass[j] - shared)
-                total += t[i * b + j]
-            }
-            let spread = total > 0 ? share / total : 0
-            for j in 0 ..< b { t[i * b + j] *= spread }
-            t[i * b + i] = total > 0 ? 1 - share : 1
-        }
-        return t
     }
 
     /// The span [start, end) of a `count`-token document that is the first of its two halves
@@ -349,8 +297,7 @@ extension Trainer {
         var dz = [Float](repeating: 0, count: 2 * b * c)
         let loss = pooled.withUnsafeBufferPointer { zp in
             dz.withUnsafeMutableBufferPointer {
-                ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature,
-                                                targets: genreTargets(step: s))
+                ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature)
             }
         }
         guard loss.isFinite else {

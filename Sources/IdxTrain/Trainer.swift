@@ -73,17 +73,6 @@ public final class Trainer {
     /// Each document's nearest documents by BM25, for contrastive `pairs = "bm25"` (not saved
     /// in checkpoints: a pure function of the corpus, recomputed on resume).
     public var lexicalNeighbours: [[Int32]]?
-    /// Each document's genres as small ids (`Genres.ids`), for contrastive `genreShare`
-    /// (not saved: read from the corpus's metadata at start).
-    public var documentGenres: [[Int32]]?
-    /// Each genre id's inverse document frequency, log(N / documents holding it), over
-    /// `documentGenres` (computed on first use).
-    lazy var genreIDF: [Float] = {
-        guard let genres = documentGenres else { return [] }
-        var df = [Int](repeating: 0, count: Int(genres.lazy.compactMap { $0.max() }.max() ?? -1) + 1)
-        for list in genres { for g in list { df[Int(g)] += 1 } }
-        return df.map { $0 == 0 ? 0 : Float(Foundation.log(Double(genres.count) / Double($0))) }
-    }()
     /// Each token's inverse document frequency over the corpus, for contrastive `pairs = .keywords`
     /// (a pure function of the corpus; computed on first use, never saved).
     lazy var tokenIDF: [Float] = {

@@ -81,9 +81,6 @@ public struct TrainingRun {
             say(String(format: "train: BM25 neighbours of %d documents in %.1f s\n", tokens.count,
                        Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
         }
-        if let c = trainer.options.contrastive, c.steps > 0, c.genreShare > 0 {
-            trainer.documentGenres = Genres.ids(of: try reader.readMetadata())
-        }
         let exchange = try DataParallelExchange(trainer, communicator: comm)
         if comm.size > 1 {
             say("train: ranks exchange gradients and weights \(exchange.sharesMemory ? "in shared memory (one host)" : "by message passing")\n")
@@ -150,7 +147,7 @@ public struct TrainingRun {
             // Fine-tune a trained model: the last k steps of the new total are contrastive.
             var c = trainer.options.contrastive ?? ContrastiveOptions()
             c.steps = k; c.batchSize = contrastive.batchSize; c.lr = contrastive.lr; c.temperature = contrastive.temperature
-            c.pairs = contrastive.pairs; c.genreShare = contrastive.genreShare
+            c.pairs = contrastive.pairs
             // The new phase's options, checked as a new run's are.
             try c.validate(totalSteps: trainer.options.steps)
             trainer.options.contrastive = k > 0 ? c : nil

@@ -21,7 +21,7 @@ struct FeedbackOptions: ParsableArguments {
     @Option(help: "Relevance feedback: how many of those documents' terms the second BM25 query gains.")
     var feedbackTerms = RelevanceFeedback.standard.lexicalTerms
 
-    @Option(help: "Genre vote: the final list's best --feedback-docs films vote for their genres, and its best 100 are re-ranked by rank and agreement; this weighs full agreement against a first place's 1 (0: no vote).")
+    @Option(help: "Genre vote, off by default (it reads the corpus's genre labels): the final list's best --feedback-docs films vote for their genres, and its best 100 are re-ranked by rank and agreement; this weighs full agreement against a first place's 1, such as 1 (0: no vote).")
     var genreVote = RelevanceFeedback.standard.genreWeight
 
     func validate() throws {

@@ -18,9 +18,7 @@ public struct SearchCommand: ParsableCommand {
         still count: the two rankings merge by reciprocal-rank fusion, (1 - w) / (60 + cosine rank) + \
         w / (60 + BM25 rank) (--fusion blend: (1 - w) * cosine + w * BM25 / best BM25). A second pass \
         then moves the query's embedding toward its best first hits, adds their best words to its BM25 \
-        query (relevance feedback) and scores again. Last, the best hits vote for their genres and the \
-        best 100 films are re-ranked by rank and agreement (--genre-vote 0 turns the vote off, \
-        --feedback-docs 0 both). Each film is listed once.
+        query (relevance feedback) and scores again (--feedback-docs 0: one pass). Each film is listed once.
         """
     )
     @Argument(help: "The query text.") var query: String?

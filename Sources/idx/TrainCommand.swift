@@ -56,8 +56,6 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "InfoNCE temperature of the contrastive steps.") var temperature = ContrastiveOptions().temperature
     @Option(help: "The two views of a contrastive pair: halves (the document's two disjoint halves), self (two crops of the same document), bm25 (a crop of it and of one of its 5 nearest documents by BM25), span (2-8 tokens of it and the rest: a typed query's shape) mixed (span and halves, half a batch each) or keywords (2-6 of its rarest words and the rest).")
     var contrastivePairs = ContrastiveOptions().pairs
-    @Option(help: "Share of a contrastive view's target spread over the batch's documents that share a genre with it (by the idf-weighted overlap of their expanded genres); 0: its own pair only, and no use of the corpus's genres.")
-    var genreShare = ContrastiveOptions().genreShare
     @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
     @Option(help: .hidden) var exportCount = 8
 
@@ -70,7 +68,7 @@ public struct TrainCommand: ParsableCommand {
         r.config = ModelConfig(vocabSize: 0, dModel: dModel, nHeads: heads, nLayers: layers, dFF: dFf, maxLen: maxPositions, dropout: dropout)
         r.contrastiveSteps = contrastiveSteps
         r.contrastive.batchSize = contrastiveBatch; r.contrastive.lr = contrastiveLr; r.contrastive.temperature = temperature
-        r.contrastive.pairs = contrastivePairs; r.contrastive.genreShare = genreShare
+        r.contrastive.pairs = contrastivePairs
         return r
     }
 

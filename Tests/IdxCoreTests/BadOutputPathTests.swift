@@ -101,9 +101,9 @@ final class BadOutputPathTests: XCTestCase {
         let trained = runIdx(["train", "--corpus", f.corpus, "--out", out, "--steps", "2", "--d-model", "16", "--heads", "2", "--layers", "1",
                               "--d-ff", "32", "--max-len", "16", "--max-positions", "16"])
         XCTAssertEqual(trained.status, 0, trained.stderr)
-        for (flag, value) in [("--temperature", "0"), ("--genre-share", "1"), ("--contrastive-batch", "1")] {
+        for (flag, value) in [("--temperature", "0"), ("--contrastive-lr", "0"), ("--contrastive-batch", "1")] {
             assertIdxRefuses(["train", "--corpus", f.corpus, "--out", out, "--resume", "--steps", "1000", "--contrastive-steps", "2", flag, value],
-                             watched: [out], naming: ["contrastive options", "--genre-share at least 0 and below 1"])
+                             watched: [out], naming: ["contrastive options", "the learning rate and temperature positive"])
         }
     }
 

@@ -35,83 +35,6 @@ final class ContrastiveTests: XCTestCase {
         XCTAssertLessThan(ContrastiveLoss.forwardBackward(same, &scratch, pairs: b, dim: c, temperature: 0.05), 1e-6)
     }
 
-    /// Soft targets (genreShare): the gradient still matches finite differences, and the identity
-    /// as targets is the plain loss.
-    func testInfoNCEWithSoftTargets() {
-        let b = 3, c = 5
-        var g = SplitMix64(state: 5)
-        var z = (0 ..< 2 * b * c).map { _ in Float(g.nextDouble() * 2 - 1) }
-        let targets: [Float] = [0.6, 0.4, 0, 0.25, 0.6, 0.15, 0, 1, 0]
-        var dz = [Float](repeating: 0, count: z.count), scratch = dz
-        let loss = ContrastiveLoss.forwardBackward(z, &dz, pairs: b, dim: c, temperature: 0.2, targets: targets)
-        let eps: Float = 1e-3
-        for i in 0 ..< z.count {
-            let x = z[i]
-            z[i] = x + eps; let up = ContrastiveLoss.forwardBackward(z, &scratch, pairs: b, dim: c, temperature: 0.2, targets: targets)
-            z[i] = x - eps; let down = ContrastiveLoss.forwardBackward(z, &scratch, pairs: b, dim: c, temperature: 0.2, targets: targets)
-            z[i] = x
-            XCTAssertEqual(Double(dz[i]), (up - down) / Double(2 * eps), accuracy: 2e-3, "z[\(i)]")
-        }
-        var identity = [Float](repeating: 0, count: b * b)
-        for i in 0 ..< b { identity[i * b + i] = 1 }
-        var plain = [Float](repeating: 0, count: z.count)
-        XCTAssertEqual(ContrastiveLoss.forwardBackward(z, &scratch, pairs: b, dim: c, temperature: 0.2, targets: identity),
-                       ContrastiveLoss.forwardBackward(z, &plain, pairs: b, dim: c, temperature: 0.2), accuracy: 1e-9)
-        XCTAssertEqual(scratch, plain)
-        XCTAssertNotEqual(loss, ContrastiveLoss.forwardBackward(z, &plain, pairs: b, dim: c, temperature: 0.2))
-    }
-
-    /// genreShare's targets: each row sums to 1, its own pair holds 1 − share (all of it when no
-    /// other document of the batch shares a genre), the rest goes by idf-weighted Jaccard overlap;
-    /// a genre every document holds counts for nothing.
-    func testGenreTargetsFollowTheGenreOverlap() throws {
-        var o = contrastiveOptions(pairs: .span)
-        o.contrastive!.genreShare = 0.4
-        let t = try TinyTraining.trainer(o)
-        XCTAssertNil(t.genreTargets(step: 1), "no genres read: plain targets")
-        let n = t.corpus.count
-        // Genres by document: {0}, {0, 1}, {1}, {2} in turn, so that some of a batch overlap and some never.
-        let genres: [[Int32]] = [[0], [0, 1], [1], [2]]
-        t.documentGenres = (0 ..< n).map { genres[$0 % 4] }
-        // Genre 0 is held by documents 0 and 1 of every 4, 1 by 1 and 2, 2 by 3.
-        let idf = [0, 1, 2].map { g in Float(log(Double(n) / Double((0 ..< n).filter { genres[$0 % 4].contains(Int32(g)) }.count))) }
-        XCTAssertEqual(t.genreIDF, idf)
-        var sawSpread = false
-        for step in 1 ... 20 {
-            let targets = try XCTUnwrap(t.genreTargets(step: step))
-            let docs = (0 ..< 4).map { t.pairDocument(step: step, slot: $0) }
-            for i in 0 ..< 4 {
-                let row = targets[i * 4 ..< i * 4 + 4]
-                XCTAssertEqual(row.reduce(0, +), 1, accuracy: 1e-6)
-                let mine = Set(genres[docs[i] % 4])
-                var weights = [Float](repeating: 0, count: 4)
-                for j in 0 ..< 4 where j != i {
-                    let theirs = Set(genres[docs[j] % 4])
-                    weights[j] = mine.intersection(theirs).reduce(0) { $0 + idf[Int($1)] } / mine.union(theirs).reduce(0) { $0 + idf[Int($1)] }
-                }
-                let total = weights.reduce(0, +)
-                XCTAssertEqual(row[i * 4 + i], total > 0 ? 0.6 : 1, accuracy: 1e-6)
-                for j in 0 ..< 4 where j != i {
-                    XCTAssertEqual(row[i * 4 + j], total > 0 ? 0.4 * weights[j] / total : 0, accuracy: 1e-6)
-                    if row[i * 4 + j] > 0 && row[i * 4 + j] < 0.4 { sawSpread = true }
-                }
-            }
-        }
-        XCTAssertTrue(sawSpread, "some row spread its share over more than one document")
-        let one = try TinyTraining.trainer(o)
-        one.documentGenres = (0 ..< n).map { _ in [0] }
-        XCTAssertNil(one.genreTargets(step: 1).map { $0 }.flatMap { t in t.enumerated().first { $0.element != ($0.offset % 5 == 0 ? 1 : 0) } },
-                     "one genre for all: plain targets")
-    }
-
-    func testGenreIdsReadExpandedGenresCaseInsensitively() {
-        func doc(_ genre: String, _ expanded: String) -> DocumentMetadata {
-            DocumentMetadata(title: "t", year: nil, genre: genre, expandedGenres: expanded, rating: nil, description: "d", sourceFile: "f", sourceRow: 1)
-        }
-        let ids = Genres.ids(of: [doc("Horror", "Horror, Mystery"), doc("Sci-Fi", "mystery,  sci-fi"), doc("Horror", ""), doc("Drama", "")])
-        XCTAssertEqual(ids, [[0, 1], [1, 2], [0], [3]])
-    }
-
     func testEncoderGradientOfTheContrastiveLossMatchesFiniteDifferences() throws {
         var cfg = TinyTraining.config
         cfg.dropout = 0 // a deterministic loss to differentiate
@@ -280,10 +203,5 @@ final class ContrastiveTests: XCTestCase {
         o = contrastiveOptions()
         o.contrastive!.batchSize = 1
         XCTAssertThrowsError(try TinyTraining.trainer(o))
-        for share: Float in [-0.1, 1] {
-            o = contrastiveOptions()
-            o.contrastive!.genreShare = share
-            XCTAssertThrowsError(try TinyTraining.trainer(o), "genre share \(share)")
-        }
     }
 }

@@ -304,8 +304,8 @@ final class EvalRunTests: XCTestCase {
         let (index, _) = try buildIndex()
         let engine = try SearchEngine(index: index)
         var voted = SearchSettings(k: 10)
-        voted.feedback = .standard
-        XCTAssertTrue(voted.feedback.isGenreVote, "the default search votes")
+        XCTAssertFalse(voted.feedback.isGenreVote, "the default search reads no genre labels")
+        voted.feedback.genreWeight = 1
         var plain = voted
         plain.feedback.genreWeight = 0
         plain.k = RelevanceFeedback.genreVoteDepth
