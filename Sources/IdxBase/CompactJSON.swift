@@ -8,6 +8,12 @@ import Foundation
 /// ICU collation on every object; this one appends UTF-8 bytes and sorts each distinct key
 /// set once, with Foundation's comparator. idx serve writes every answer with it.
 public enum CompactJSON {
+    /// A value that writes its own JSON (the bytes `write` would write for its dictionary
+    /// form), for what is written once per hit of every answer.
+    public protocol Writable {
+        func writeJSON(into out: inout [UInt8]) throws
+    }
+
     public static func data(_ value: Any) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(4096)
@@ -22,6 +28,7 @@ public enum CompactJSON {
             return try foundation(value, into: &out)
         }
         switch value {
+        case let w as Writable: try w.writeJSON(into: &out)
         case let s as String: string(s, into: &out)
         case let b as Bool: out.append(contentsOf: (b ? "true" : "false").utf8)
         case let n as Int: out.append(contentsOf: n.description.utf8)
@@ -61,14 +68,14 @@ public enum CompactJSON {
     }
 
     /// Shortest round-trip decimal, without a trailing ".0" (as Foundation writes it).
-    static func float<T: FloatingPoint & LosslessStringConvertible>(_ x: T, into out: inout [UInt8]) throws {
+    public static func float<T: FloatingPoint & LosslessStringConvertible>(_ x: T, into out: inout [UInt8]) throws {
         guard x.isFinite else { throw IdxError("JSON: \(x) is not a number JSON can hold.") }
         var text = x.description
         if text.hasSuffix(".0") { text.removeLast(2) }
         out.append(contentsOf: text.utf8)
     }
 
-    static func string(_ s: String, into out: inout [UInt8]) {
+    public static func string(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in s.utf8 {
             switch byte {

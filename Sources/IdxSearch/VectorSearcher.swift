@@ -135,26 +135,28 @@ public struct VectorSearcher {
         // about 1/1060 whichever it is, so a wider exact re-rank would buy nothing.
         let dense = try scanAndRerank(query, k: depth, filter: filter, threads: threads, rerank: rerank ?? depth, lexical: nil)
         let excluded = filter.excluding ?? -1
-        var allowed: (Int) -> Bool = { $0 != excluded }
-        if let genre = filter.genre {
-            let ids = reader.segments.map { Set($0.genreIds(holding: genre)) }
-            allowed = { i in
-                let (s, r) = reader.locate(i)
-                return i != excluded && ids[s].contains(Int(reader.segments[s].genreIds[r]))
-            }
-        }
+        let genreIds = filter.genre.map { genre in reader.segments.map { Set($0.genreIds(holding: genre)) } }
         var top = TopK(capacity: depth)
         lexical.scores.withUnsafeBufferPointer { scores in
-            for i in scores.indices where scores[i] > 0 && scores[i] > top.threshold && allowed(i) { top.push(scores[i], i) }
+            // One pass over every document: a plain loop, the filter only for the few that pass the threshold.
+            var threshold = max(0, top.threshold)
+            for i in 0 ..< scores.count where scores[i] > threshold {
+                if i == excluded { continue }
+                if let genreIds {
+                    let (s, r) = reader.locate(i)
+                    if !genreIds[s].contains(Int(reader.segments[s].genreIds[r])) { continue }
+                }
+                top.push(scores[i], i)
+                threshold = max(0, top.threshold)
+            }
         }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
         var best = TopK(capacity: k)
         for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
         // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var v = [Float](repeating: 0, count: reader.dimension)
-        let denseCosine = Dictionary(uniqueKeysWithValues: dense.map { ($0.index, $0.dense) })
         return best.rankedPairs().map { i, score -> SearchHit in
-            let cos = denseCosine[i] ?? v.withUnsafeMutableBufferPointer { p -> Float in
+            let cos = dense.first(where: { $0.index == i })?.dense ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 reconstruct(i, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
             }
@@ -201,11 +203,15 @@ public struct VectorSearcher {
             }
         }
         // query · centroid for every centroid of every segment.
-        let qCentroids = reader.segments.map { s -> [Float] in
-            (0 ..< s.centroidCount).map { c in
-                var acc: Float = 0
-                for j in 0 ..< d { acc += query[j] * s.centroids[c * d + j] }
-                return acc
+        let qCentroids = query.withUnsafeBufferPointer { q in
+            reader.segments.map { s -> [Float] in
+                s.centroids.withUnsafeBufferPointer { cs in
+                    (0 ..< s.centroidCount).map { c in
+                        var acc: Float = 0
+                        for j in 0 ..< d { acc += q[j] * cs[c * d + j] }
+                        return acc
+                    }
+                }
             }
         }
         let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount

@@ -216,7 +216,7 @@ struct ServeAPI: Sendable {
                  "the body\(length.map { " (\($0) bytes)" } ?? "") is larger than \(limits.maxBodyBytes) bytes; send fewer or shorter queries.")
     }
 
-    func objects(_ hits: [SearchHit], served: ServedGeneration, query: String) throws -> [[String: Any]] {
-        try hits.enumerated().map { try served.engine.jsonObject($1, rank: $0 + 1, query: query) }
+    func objects(_ hits: [SearchHit], served: ServedGeneration, query: String) throws -> [HitJSON] {
+        try hits.enumerated().map { try HitJSON($1, reader: served.reader, rank: $0 + 1, query: query) }
     }
 }

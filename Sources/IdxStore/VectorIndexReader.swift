@@ -98,9 +98,12 @@ public struct VectorIndexReader {
     }
 
     /// The id stored with document `i` (its position in the corpus it came from).
-    public func documentId(_ i: Int) throws -> Int64 {
+    public func documentId(_ i: Int) throws -> Int64 { try document(i).id }
+
+    /// Document `i`'s id and metadata, from one read of its record.
+    public func document(_ i: Int) throws -> (id: Int64, metadata: DocumentMetadata) {
         let (s, r) = locate(i)
-        return try segments[s].metadata(r).id
+        return try segments[s].metadata(r)
     }
 
     /// count × dimension floats: the decoded unit vectors, in index order.

@@ -51,6 +51,32 @@ final class LexicalTests: XCTestCase {
         XCTAssertEqual(LexicalAnalyzer.terms(LexicalAnalyzer.documentText(film)), ["amlie", "shy", "waitress", "help", "other"])
     }
 
+    /// `idx search --json` and idx serve write hits field by field (HitJSON): the bytes must be
+    /// CompactJSON's (Foundation's) for the hit's dictionary, whatever the fields hold.
+    func testHitJSONWritesWhatCompactJSONWritesForTheHitsDictionary() throws {
+        let metadata = [
+            DocumentMetadata(title: "Am\u{e9}lie \"2\"", year: nil, genre: "Comedy, Romance", expandedGenres: "Comedy, Romance", rating: 7.25,
+                             description: "A back\\slash, a tab\t, a bell \u{7}, a slash / and 日本.", sourceFile: "dir/t.csv", sourceRow: 3),
+            DocumentMetadata(title: "", year: 1999, genre: "", expandedGenres: "", rating: nil, description: "x", sourceFile: "", sourceRow: 0),
+            DocumentMetadata(title: "Plain", year: -5, genre: "War", expandedGenres: "Drama, War", rating: 0.1 + 0.2,
+                             description: "line\nbreak\r\u{0}", sourceFile: "t.csv", sourceRow: 123_456_789),
+        ]
+        let v = Synthetic.clustered(count: metadata.count, dimension: 8, clusters: 1, noise: 0.5, seed: 3)
+        _ = try VectorIndexWriter.write(directory: dir, embeddings: v, dimension: 8, metadata: metadata,
+                                        provenance: Synthetic.provenance, append: false, standardize: false)
+        let reader = try VectorIndexReader(directory: dir)
+        for (i, score) in [Float(0.5), 0, -0.0, 1e-7, -3.25, 0.1].enumerated() {
+            let hit = SearchHit(index: i % metadata.count, score: score, dense: score / 3, lexical: Float(i) / 7)
+            for query in ["alien robot", "\"quoted\" \\ \u{1}"] {
+                var written: [UInt8] = []
+                try HitJSON(hit, reader: reader, rank: i + 1, query: query).writeJSON(into: &written)
+                let expected = try CompactJSON.data(try SearchEngine.jsonObject(hit, reader: reader, rank: i + 1, query: query))
+                XCTAssertEqual(String(decoding: written, as: UTF8.self), String(decoding: expected, as: UTF8.self))
+                XCTAssertEqual(try CompactJSON.data([HitJSON(hit, reader: reader, rank: i + 1, query: query)]), [UInt8(ascii: "[")] + expected + [UInt8(ascii: "]")])
+            }
+        }
+    }
+
     /// BM25 by its textbook formula, computed here from the texts alone.
     func referenceBM25(_ query: [String], _ texts: [String]) -> [Float] {
         let docs = texts.map(LexicalAnalyzer.terms)

@@ -89,6 +89,17 @@ final class SearchTests: XCTestCase {
                 XCTAssertEqual(top.rankedPairs().map(\.score), expected.prefix(k).map { scores[$0] == 0 ? 0 : scores[$0] })
             }
         }
+        // Many close scores (a scan's shape), so that compaction splits on low bits, and one
+        // score pushed for every index.
+        let close = (0 ..< 20_000).map { _ in 0.5 + Float(g.next() % 1_000_000) / 4e6 }
+        for values in [close, [Float](repeating: 0.75, count: 5_000)] {
+            let best = values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
+            for k in [1, 33, 1_000] {
+                var top = TopK(capacity: k)
+                for (i, x) in values.enumerated() { top.push(x, i) }
+                XCTAssertEqual(top.ranked(), Array(best.prefix(k)), "k \(k) of \(values.count)")
+            }
+        }
         for x: Float in [-3.5, -1e-30, 0, 1e-30, 0.25, 7, .infinity, -.infinity] {
             XCTAssertEqual(TopK.score(TopK.rankKey(x, 3)), x)
             XCTAssertEqual(TopK.index(TopK.rankKey(x, 3)), 3)
