@@ -2,7 +2,7 @@
 /// lower index: the kept set does not depend on the order of the pushes.
 ///
 /// Each pair is one UInt64 rank key (`rankKey`) whose ascending order is that ranking, and the
-/// keys gather unsorted in a buffer of twice the capacity; when it fills, a quickselect keeps
+/// keys gather unsorted in a buffer of twice the capacity; when it fills, a radix select keeps
 /// the best half and raises `threshold` (FAISS's reservoir). A search keeps 1,000 pairs a side
 /// twice a query: a heap's sift on every newcomer cost more than the scan itself.
 /// The one top-k of the search scan, reciprocal-rank fusion and contrastive training's BM25
@@ -38,7 +38,7 @@ public struct TopK {
         return kept.keys.sorted()
     }
 
-    /// The kept indices in no particular order: the same set as `ids`, chosen by a quickselect
+    /// The kept indices in no particular order: the same set as `ids`, chosen by a selection
     /// instead of a sort (for a caller that orders them its own way).
     public func keptIndices() -> [Int] {
         var kept = self
@@ -70,8 +70,8 @@ public struct TopK {
     /// Keeps the best `capacity` keys and moves the cut to the worst of them. A radix select:
     /// each round counts the keys still undecided into 2,048 buckets of the bits where they
     /// differ, keeps the buckets wholly inside the best `capacity`, drops those outside, and goes
-    /// on with the one bucket the cut falls in (a quickselect's branches on random scores
-    /// mispredicted half the time: it was a tenth of a default search's CPU).
+    /// on with the one bucket the cut falls in (a quickselect branches on every comparison, and
+    /// on random scores the predictor misses half of them).
     @usableFromInline mutating func compact() {
         let k = capacity
         let scratch = UnsafeMutablePointer<UInt64>.allocate(capacity: keys.count)

@@ -244,8 +244,8 @@ public final class SearchEngine: @unchecked Sendable {
 }
 
 /// A hit as `idx search --json` prints it and idx serve answers it: the bytes CompactJSON writes
-/// for `SearchEngine.jsonObject`, written field by field (a dictionary of Any per hit, its
-/// casts and its key sort were a sixth of a cosine search's CPU).
+/// for `SearchEngine.jsonObject`, written field by field (no dictionary of Any per hit, with
+/// its casts and its key sort, on the path every answer takes).
 public struct HitJSON: CompactJSON.Writable {
     let hit: SearchHit, metadata: DocumentMetadata, id: Int64, rank: Int, query: String
 
