@@ -9,7 +9,7 @@ struct FeedbackOptions: ParsableArguments {
     @Option(help: "How the dense and BM25 sides combine: blend ((1 - w) * cosine + w * BM25 / best BM25) or rrf (reciprocal-rank fusion of each side's best 1,000, weighted by the BM25 share).")
     var fusion = VectorSearcher.Fusion.standard
 
-    @Option(help: "Relevance feedback: the first pass's best documents the second pass moves the query toward, and the films that vote on genres (0: one pass, no vote).")
+    @Option(help: "Relevance feedback: the first pass's best documents the second pass moves the query toward, and the films that vote on genres with --genre-vote (0: one pass, no vote).")
     var feedbackDocs = RelevanceFeedback.standard.documents
 
     @Option(help: "Relevance feedback: the weight of their mean direction against the query's 1.")
