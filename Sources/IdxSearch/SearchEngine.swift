@@ -204,11 +204,8 @@ public final class SearchEngine: @unchecked Sendable {
         }) ?? []
     }
 
-    /// One hit as `idx search --json` prints it and `idx serve` answers it.
-    public func jsonObject(_ hit: SearchHit, rank: Int, query: String) throws -> [String: Any] {
-        try Self.jsonObject(hit, reader: reader, rank: rank, query: query)
-    }
-
+    /// A hit as a dictionary: what `HitJSON` writes (tested byte for byte), for an answer that
+    /// adds fields to it (serve's /documents).
     public static func jsonObject(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> [String: Any] {
         let m = try reader.documentMetadata(hit.index)
         var o: [String: Any] = ["query": query, "rank": rank, "score": Double(hit.score), "title": m.title,

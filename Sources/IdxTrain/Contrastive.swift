@@ -163,9 +163,13 @@ extension Trainer {
     /// A view of `slot`'s document at `step`: a random crop, then random deletions, wrapped
     /// [BOS] … [EOS] and cut like a training document. A pure function of (seed, step, slot, view).
     func contrastiveView(step: Int, slot: Int, view: Int) -> [Int32] {
-        var doc = pairDocument(step: step, slot: slot)
+        var doc = document(step: step, slot: slot)
         var g = SplitMix64(state: SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .contrastiveView(view)))
         let o = contrastive
+        if o.pairs == .spanNeighbours, slot % 2 == 1, let near = lexicalNeighbours?[document(step: step, slot: slot - 1)], !near.isEmpty {
+            // Both views of this slot come from the same look-alike: the choice depends on the slot, not the view.
+            doc = Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
+        }
         if view == 1, o.pairs == .bm25, let near = lexicalNeighbours?[doc], !near.isEmpty {
             doc = Int(near[Int(g.next() % UInt64(near.count))])
         }
@@ -198,16 +202,6 @@ extension Trainer {
         var kept = crop.filter { _ in g.nextDouble() >= o.deletion }
         if kept.isEmpty { kept = Array(crop) }
         return wrapDocument(kept[...], maxTokens: options.maxLen)
-    }
-
-    /// The document both views of `slot` come from at `step`.
-    func pairDocument(step: Int, slot: Int) -> Int {
-        let doc = document(step: step, slot: slot)
-        if contrastive.pairs == .spanNeighbours, slot % 2 == 1, let near = lexicalNeighbours?[document(step: step, slot: slot - 1)], !near.isEmpty {
-            // Both views of this slot come from the same look-alike: the choice depends on the slot, not the view.
-            return Int(near[Int(SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .lookAlike) % UInt64(near.count))])
-        }
-        return doc
     }
 
     /// The span [start, end) of a `count`-token document that is the first of its two halves
@@ -296,9 +290,7 @@ extension Trainer {
         try gather(&pooled)
         var dz = [Float](repeating: 0, count: 2 * b * c)
         let loss = pooled.withUnsafeBufferPointer { zp in
-            dz.withUnsafeMutableBufferPointer {
-                ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature)
-            }
+            dz.withUnsafeMutableBufferPointer { ContrastiveLoss.forwardBackward(zp.baseAddress!, $0.baseAddress!, pairs: b, dim: c, temperature: contrastive.temperature) }
         }
         guard loss.isFinite else {
             throw IdxError("step \(s): the contrastive loss is \(loss); training diverged. Lower --contrastive-lr; the last checkpoint is kept.")
