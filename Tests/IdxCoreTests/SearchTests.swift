@@ -49,6 +49,12 @@ final class SearchTests: XCTestCase {
         var extreme: Int32 = 0
         idx_int8_dots(lo, 1, 64, hi, &extreme)
         XCTAssertEqual(extreme, -127 * 127 * 64)
+        // The same in a whole block of rows (the vector paths reduce 16 rows at a time), and at -128.
+        for (code, d) in [(Int8(-127), 64), (Int8(-128), 64), (Int8(127), 200)] {
+            var sums = [Int32](repeating: 0, count: 35)
+            idx_int8_dots([Int8](repeating: code, count: 35 * d), 35, d, [Int8](repeating: 127, count: d), &sums)
+            XCTAssertEqual(sums, [Int32](repeating: Int32(code) * 127 * Int32(d), count: 35), "code \(code), d = \(d)")
+        }
     }
 
     func testEveryDotPathGivesTheSameSearchResults() throws {
@@ -61,7 +67,7 @@ final class SearchTests: XCTestCase {
                                         provenance: Synthetic.provenance, append: false, standardize: false)
         try AtomicFile.write(Array(v[0 ..< 20 * d]).withUnsafeBytes { Data($0) }, to: dir + "/q.f32")
         var outputs: [String] = []
-        for path in ["portable", "avx2", "avx512bw"] {
+        for path in ["portable", "avx2", "avx512bw", "avx512vnni"] {
             let r = try IdxExecutable.run(["search", "--index", dir + "/index", "--query-vectors", dir + "/q.f32", "--json", "-k", "10"],
                                           environment: ["IDX_INT8_DOTS": path])
             XCTAssertEqual(r.status, 0, r.stderr)
@@ -70,6 +76,7 @@ final class SearchTests: XCTestCase {
         XCTAssertFalse(outputs[0].isEmpty)
         XCTAssertEqual(outputs[1], outputs[0], "AVX2 path (or the portable one, where the CPU lacks AVX2)")
         XCTAssertEqual(outputs[2], outputs[0], "AVX-512BW path (or the best the CPU has)")
+        XCTAssertEqual(outputs[3], outputs[0], "AVX-512 VNNI path (or the best the CPU has)")
     }
 
     func testTopKKeepsTheBestWhateverThePushOrder() {

@@ -29,12 +29,12 @@ void idx_blas_stop_workers(void);
 #include <stdint.h>
 
 /* out[i] = q · codes[i] (int8 × int8 summed in int32) for the n rows of d int8 codes at
-   `codes` (row-major). Runs AVX-512BW or AVX2 code when the CPU has it (checked once at run
-   time: Swift builds for the x86-64 baseline, whose 128-bit SSE2 has no widening multiply),
-   else portable C; every path gives the same integers. IDX_INT8_DOTS=avx2 or =portable in the
-   environment forces a lesser path. */
+   `codes` (row-major). Runs AVX-512 VNNI, AVX-512BW or AVX2 code when the CPU has it (checked
+   once at run time: Swift builds for the x86-64 baseline, whose 128-bit SSE2 has no widening
+   multiply), else portable C; every path gives the same integers. IDX_INT8_DOTS=avx512bw,
+   =avx2 or =portable in the environment forces a lesser path. */
 void idx_int8_dots(const int8_t *codes, size_t n, size_t d, const int8_t *q, int32_t *out);
-/* Which path idx_int8_dots takes: "avx512bw", "avx2" or "portable". */
+/* Which path idx_int8_dots takes: "avx512vnni", "avx512bw", "avx2" or "portable". */
 const char *idx_int8_dots_path(void);
 
 #endif
