@@ -43,10 +43,11 @@ public enum TOMLValue: Equatable, CustomStringConvertible {
 /// Anything else (inline tables, dates, multi-line strings, nested arrays) is
 /// rejected with the file, line and what to do.
 ///
-/// Kept rather than TOMLKit (in the package mirror): TOMLKit 0.6.0's toml++ aborts the
-/// process on malformed input, valid UTF-8 included, in release builds too (`[ÿ]` fails an
-/// assertion in parse_key; so did 11 of 400 mutated valid-UTF-8 configs), and a config file
-/// must give an error, never a crash; this parser is fuzzed (`scripts/fuzz config`).
+/// Kept rather than TOMLKit (in the package mirror): TOMLKit 0.6.0's toml++ aborts the process
+/// on malformed input, in release builds too: a table header that does not start with a key
+/// (`[=]`, `[.a]`, `[ÿ]`: `parse_key`'s precondition; upstream's fix, marzer/tomlplusplus#301,
+/// came after 0.6.0) and an array holding a closing brace (`s=[}`: `parse_value`'s). A config
+/// file must give an error, never a crash; this parser is fuzzed (`scripts/fuzz config`).
 public struct TOMLDocument {
     /// Keys before any `[section]` live in the section named "".
     public private(set) var sections: [String: [String: TOMLValue]] = ["": [:]]
