@@ -138,6 +138,7 @@ public enum RandomStream: UInt64 {
     case spanSplit = 21           // the span of an inverse-cloze pair
     case keywords = 22            // the words of a keywords view
     case lookAlike = 23           // which BM25 neighbour fills a span-neighbours slot
+    case contentSpanRedraw = 0x5bd1e995  // xor-ed into a content-span pair's span seed: its redraws
     case initialization = 0x1417  // the model's initial weights
 
     /// The stream of contrastive view `view` (0 or 1).

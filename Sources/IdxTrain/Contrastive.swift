@@ -53,6 +53,11 @@ public enum ContrastivePairs: String, Codable, CaseIterable, Sendable {
     /// document (the span left in it one time in ten). A typed query is a handful of words,
     /// often not the synopsis's own: this trains the query ↔ document shape search answers.
     case span
+    /// `span` pairs whose span names something: drawn again (up to 4 times) while fewer than half
+    /// of its tokens are content words (in fewer than about 10% of documents). A typed query
+    /// names things ("robot", "emotions"); a span such as "and his" or "of the" names nothing,
+    /// and its pair teaches only where in a synopsis function words fall.
+    case contentSpan = "content-span"
     /// `span` pairs whose batch is half look-alikes: every second document is one of the
     /// previous document's BM25 `neighbours`, so that each span meets a near miss among its
     /// negatives (hard negatives mined by BM25; the trainer needs `lexicalNeighbours`).
@@ -180,10 +185,11 @@ extension Trainer {
                 : dropFromContext ? ids.filter { !words.contains($0) } : ids
             return wrapDocument((part.isEmpty ? ids : part)[...], maxTokens: options.maxLen)
         }
-        let spanPair = o.pairs == .span || o.pairs == .spanNeighbours || (o.pairs == .mixed && slot % 2 == 1)
+        let spanPair = o.pairs == .span || o.pairs == .contentSpan || o.pairs == .spanNeighbours || (o.pairs == .mixed && slot % 2 == 1)
         if spanPair && ids.count >= 3 {
             let pairSeed = SplitMix64.derive([options.seed, UInt64(step), UInt64(slot)], .spanSplit)
-            let (start, end, keepInContext) = Self.spanSplit(count: ids.count, seed: pairSeed)
+            let (start, end, keepInContext) = o.pairs == .contentSpan ? contentSpanSplit(ids, seed: pairSeed)
+                : Self.spanSplit(count: ids.count, seed: pairSeed)
             let part = view == 0 ? Array(ids[start ..< end]) : keepInContext ? ids : Array(ids[..<start] + ids[end...])
             return wrapDocument(part[...], maxTokens: options.maxLen)
         }
@@ -223,6 +229,25 @@ extension Trainer {
         let n = min(max(1, count / 3), 2 + Int(g.next() % 7))
         let start = Int(g.next() % UInt64(count - n + 1))
         return (start, start + n, g.nextDouble() < 0.1)
+    }
+
+    /// Tokens whose idf is above this are content words for `content-span` (idf 2.3: in fewer
+    /// than about 10% of documents).
+    static let contentIDF: Float = 2.3
+
+    /// The span of a `content-span` pair: `spanSplit`'s, drawn again from the pair's redraw
+    /// stream while fewer than half of its tokens are content words, at most 4 times (the last
+    /// draw is kept whatever it holds). A pure function of the document and the seed.
+    func contentSpanSplit(_ ids: [Int32], seed: UInt64) -> (start: Int, end: Int, keepInContext: Bool) {
+        let idf = tokenIDF
+        var split = Self.spanSplit(count: ids.count, seed: seed)
+        var redraws = SplitMix64(state: seed ^ RandomStream.contentSpanRedraw.rawValue)
+        for _ in 0 ..< 4 {
+            let content = ids[split.start ..< split.end].filter { $0 >= 0 && Int($0) < idf.count && idf[Int($0)] > Self.contentIDF }.count
+            if 2 * content >= split.end - split.start { break }
+            split = Self.spanSplit(count: ids.count, seed: redraws.next())
+        }
+        return split
     }
 
     /// The keywords of a `keywords` pair: 2-6 tokens drawn from the document's 12 highest-idf

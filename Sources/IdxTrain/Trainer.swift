@@ -74,6 +74,7 @@ public final class Trainer {
     /// in checkpoints: a pure function of the corpus, recomputed on resume).
     public var lexicalNeighbours: [[Int32]]?
     /// Each token's inverse document frequency over the corpus, for contrastive `pairs = .keywords`
+    /// and `.contentSpan`
     /// (a pure function of the corpus; computed on first use, never saved).
     lazy var tokenIDF: [Float] = {
         var df = [Int32](repeating: 0, count: config.vocabSize)

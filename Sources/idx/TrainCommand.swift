@@ -54,7 +54,7 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Documents per contrastive step (each seen as two views; the others are the negatives).") var contrastiveBatch = ContrastiveOptions().batchSize
     @Option(help: "AdamW learning rate of the contrastive steps.") var contrastiveLr = ContrastiveOptions().lr
     @Option(help: "InfoNCE temperature of the contrastive steps.") var temperature = ContrastiveOptions().temperature
-    @Option(help: "The two views of a contrastive pair: halves (the document's two disjoint halves), self (two crops of the same document), bm25 (a crop of it and of one of its 5 nearest documents by BM25), span (2-8 tokens of it and the rest: a typed query's shape) mixed (span and halves, half a batch each) or keywords (2-6 of its rarest words and the rest).")
+    @Option(help: "The two views of a contrastive pair: halves (the document's two disjoint halves), self (two crops of the same document), bm25 (a crop of it and of one of its 5 nearest documents by BM25), span (2-8 tokens of it and the rest: a typed query's shape), content-span (span, drawn again while fewer than half its tokens are content words), span-neighbours (span, every second document a BM25 look-alike of the one before), mixed (span and halves, half a batch each) or keywords (2-6 of its rarest words and the rest).")
     var contrastivePairs = ContrastiveOptions().pairs
     @Option(help: .hidden) var exportEmbeddings: String?   // checks against PyTorch (scripts/reference/check-model.py)
     @Option(help: .hidden) var exportCount = 8

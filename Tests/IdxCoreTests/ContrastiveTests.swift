@@ -122,6 +122,46 @@ final class ContrastiveTests: XCTestCase {
         XCTAssertTrue((1 ... pairs / 4).contains(kept), "context kept the span \(kept) of \(pairs) times")
     }
 
+    /// content-span: a span that is at least half content words is `span`'s own; one that is
+    /// not is drawn again, so that far more spans name something, and every span is still a run
+    /// of the document with the context its rest (or the whole document).
+    func testContentSpanDrawsAgainSpansOfFunctionWords() throws {
+        // 60 documents of 10 tokens (whole in a view at --max-len 12): function words 5-9
+        // everywhere, and two words no other document holds (idf 3.4) side by side at a random place.
+        var g = SplitMix64(state: 3)
+        var corpus = TokenizedCorpus()
+        for i in 0 ..< 60 {
+            var doc = (0 ..< 10).map { _ in Int32(5 + g.next() % 5) }
+            let at = Int(g.next() % 9)
+            doc[at] = Int32(10 + 2 * i); doc[at + 1] = Int32(11 + 2 * i)
+            corpus.append(doc)
+        }
+        let config = ModelConfig(vocabSize: 140, dModel: 16, nHeads: 2, nLayers: 1, dFF: 32, maxLen: 16, dropout: 0.1)
+        let make = { (pairs: ContrastivePairs) in
+            try Trainer(config: config, options: self.contrastiveOptions(pairs: pairs), corpus: corpus, tokenizerHash: "00000000000000aa")
+        }
+        let t = try make(.contentSpan), span = try make(.span)
+        let inner = { (v: [Int32]) -> [Int32] in Array(v.dropFirst().dropLast()) }
+        let namesSomething = { (v: [Int32]) in 2 * v.filter { $0 >= 10 }.count >= v.count }
+        var named = 0, namedBySpan = 0, pairs = 0
+        for step in 1 ... 100 {
+            for slot in 0 ..< 4 {
+                let doc = Array(t.corpus.document(t.document(step: step, slot: slot)))
+                let views = (0 ..< 2).map { inner(t.contrastiveView(step: step, slot: slot, view: $0)) }
+                let spanViews = (0 ..< 2).map { inner(span.contrastiveView(step: step, slot: slot, view: $0)) }
+                let starts = (0 ... doc.count - views[0].count).filter { Array(doc[$0 ..< $0 + views[0].count]) == views[0] }
+                XCTAssertFalse(starts.isEmpty, "the span is a run of the document")
+                XCTAssertTrue(views[1] == doc || starts.contains { Array(doc[..<$0] + doc[($0 + views[0].count)...]) == views[1] })
+                if namesSomething(spanViews[0]) { XCTAssertEqual(views, spanViews, "a span that names something is kept") }
+                named += namesSomething(views[0]) ? 1 : 0
+                namedBySpan += namesSomething(spanViews[0]) ? 1 : 0
+                pairs += 1
+            }
+        }
+        XCTAssertGreaterThan(namedBySpan, 0)
+        XCTAssertGreaterThan(Double(named), 1.8 * Double(namedBySpan), "content words in \(named) spans of \(pairs) against \(namedBySpan)")
+    }
+
     /// span-neighbours: even slots as `span`; an odd slot's two views come from one of the BM25
     /// neighbours of the document before it (the batch's hard negatives).
     func testSpanNeighboursPutALookAlikeInEveryOddSlot() throws {
