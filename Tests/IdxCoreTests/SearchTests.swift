@@ -49,7 +49,7 @@ final class SearchTests: XCTestCase {
         var extreme: Int32 = 0
         idx_int8_dots(lo, 1, 64, hi, &extreme)
         XCTAssertEqual(extreme, -127 * 127 * 64)
-        // The same in a whole block of rows (the vector paths reduce 16 rows at a time), and at -128.
+        // The same in whole blocks of rows (the VNNI path reduces 16 rows at a time), and at -128.
         for (code, d) in [(Int8(-127), 64), (Int8(-128), 64), (Int8(127), 200)] {
             var sums = [Int32](repeating: 0, count: 35)
             idx_int8_dots([Int8](repeating: code, count: 35 * d), 35, d, [Int8](repeating: 127, count: d), &sums)
