@@ -185,6 +185,210 @@ const char *idx_int8_dots_path(void) {
     return chosen_name;
 }
 
+/* ---- a scan's scores: the int8 dot products turned into cosines (and hybrid scores) ---- */
+
+/* No contraction into FMA here: the scores must be the bits Swift's
+   norm * (qc + scale * qScale * dot) gives, whichever path computes them. */
+#pragma clang fp contract(off)
+
+static void scores_portable(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                            const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+    for (size_t i = 0; i < n; i++) {
+        float s = norms[i] * (qc[cids[i]] + scales[i] * qScale * (float)dots[i]);
+        if (lexical) s = (1 - w) * s + w * lexical[i];
+        out[i] = s;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void scores_avx512(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                          const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+    const __m512 qs = _mm512_set1_ps(qScale), keep = _mm512_set1_ps(1 - w), share = _mm512_set1_ps(w);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(cids + i)));
+        __m512 centroid = _mm512_i32gather_ps(c, qc, 4);
+        __m512 x = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(scales + i), qs), _mm512_cvtepi32_ps(_mm512_loadu_si512(dots + i)));
+        __m512 s = _mm512_mul_ps(_mm512_loadu_ps(norms + i), _mm512_add_ps(centroid, x));
+        if (lexical) s = _mm512_add_ps(_mm512_mul_ps(keep, s), _mm512_mul_ps(share, _mm512_loadu_ps(lexical + i)));
+        _mm512_storeu_ps(out + i, s);
+    }
+    scores_portable(n - i, dots + i, qScale, norms + i, scales + i, cids + i, qc, lexical ? lexical + i : NULL, w, out + i);
+}
+#endif
+
+#pragma clang fp contract(on)
+
+typedef void (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,
+                          const float *, float, float *);
+static scores_fn chosen_scores;
+static pthread_once_t scores_once = PTHREAD_ONCE_INIT;
+static void init_scores(void) {
+    chosen_scores = scores_portable;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) chosen_scores = scores_avx512;
+#endif
+}
+
+int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
+
+void idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                     const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+    pthread_once(&scores_once, init_scores);
+    chosen_scores(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
+}
+
+int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (path >= 1 && __builtin_cpu_supports("avx512f")) {
+        scores_avx512(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
+        return 1;
+    }
+#endif
+    (void)path;
+    scores_portable(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
+    return 0;
+}
+
+/* ---- C += A · Bt for a few rows of A (a query's tokens through a linear layer) ---- */
+
+/* OpenBLAS packs the whole weight matrix on every call: for a query of eight tokens that
+   copy is most of the work. Here the weight comes pre-transposed (Bt, k × n), so each row of
+   C is a sum of Bt's rows scaled by A's entries, read straight from Bt. Per output, the sum
+   runs over p in order (with FMA on the SIMD paths). */
+static void rows_portable(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t p = 0; p < k; p++) {
+            float x = a[i * lda + p];
+            const float *b = bt + p * ldb;
+            float *out = c + i * ldc;
+            for (size_t j = 0; j < n; j++) out[j] += x * b[j];
+        }
+}
+
+#if defined(__x86_64__)
+/* Up to eight rows of C by 32 columns (16 accumulators), masked at the right edge; `mr` is a
+   constant where it is called, so each row count gets code of its own. Bt is read once per
+   eight rows. */
+__attribute__((target("avx512f"), always_inline))
+static inline void rows_block_avx512(int mr, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc,
+                                     __mmask16 m0, __mmask16 m1) {
+    __m512 acc[8][2];
+    for (int r = 0; r < mr; r++) {
+        acc[r][0] = _mm512_maskz_loadu_ps(m0, c + r * ldc);
+        acc[r][1] = _mm512_maskz_loadu_ps(m1, c + r * ldc + 16);
+    }
+    for (size_t p = 0; p < k; p++) {
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, bt + p * ldb), b1 = _mm512_maskz_loadu_ps(m1, bt + p * ldb + 16);
+        for (int r = 0; r < mr; r++) {
+            __m512 x = _mm512_set1_ps(a[r * lda + p]);
+            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(c + r * ldc, m0, acc[r][0]);
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc[r][1]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void rows_avx512(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
+    for (size_t j = 0; j < n; j += 32) {
+        size_t lanes = n - j;
+        __mmask16 m0 = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
+        __mmask16 m1 = lanes >= 32 ? (__mmask16)0xFFFF : lanes <= 16 ? 0 : (__mmask16)((1u << (lanes - 16)) - 1);
+        for (size_t i = 0; i < m; i += 8) {
+            const float *ai = a + i * lda, *bj = bt + j;
+            float *cij = c + i * ldc + j;
+            switch (m - i < 8 ? m - i : 8) {
+            case 1: rows_block_avx512(1, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 2: rows_block_avx512(2, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 3: rows_block_avx512(3, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 4: rows_block_avx512(4, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 5: rows_block_avx512(5, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 6: rows_block_avx512(6, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 7: rows_block_avx512(7, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            default: rows_block_avx512(8, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            }
+        }
+    }
+}
+
+/* Four rows of C by 32 columns (16 accumulators, 8 lanes each), masked at the right edge. */
+__attribute__((target("avx2,fma")))
+static void rows_avx2(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
+    for (size_t j = 0; j < n; j += 32) {
+        __m256i mk[4];
+        for (int t = 0; t < 4; t++) {
+            int32_t lanes[8];
+            for (int l = 0; l < 8; l++) lanes[l] = j + 8 * (size_t)t + (size_t)l < n ? -1 : 0;
+            mk[t] = _mm256_loadu_si256((const __m256i *)lanes);
+        }
+        size_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+            __m256 acc[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < 4; t++) acc[r][t] = _mm256_maskload_ps(c + (i + r) * ldc + j + 8 * t, mk[t]);
+            for (size_t p = 0; p < k; p++) {
+                const float *b = bt + p * ldb + j;
+                __m256 bv[4];
+                for (int t = 0; t < 4; t++) bv[t] = _mm256_maskload_ps(b + 8 * t, mk[t]);
+                for (int r = 0; r < 4; r++) {
+                    __m256 x = _mm256_set1_ps(a[(i + r) * lda + p]);
+                    for (int t = 0; t < 4; t++) acc[r][t] = _mm256_fmadd_ps(x, bv[t], acc[r][t]);
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                for (int t = 0; t < 4; t++) _mm256_maskstore_ps(c + (i + r) * ldc + j + 8 * t, mk[t], acc[r][t]);
+        }
+        for (; i < m; i++) {
+            __m256 acc[4];
+            for (int t = 0; t < 4; t++) acc[t] = _mm256_maskload_ps(c + i * ldc + j + 8 * t, mk[t]);
+            for (size_t p = 0; p < k; p++) {
+                __m256 x = _mm256_set1_ps(a[i * lda + p]);
+                const float *b = bt + p * ldb + j;
+                for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(x, _mm256_maskload_ps(b + 8 * t, mk[t]), acc[t]);
+            }
+            for (int t = 0; t < 4; t++) _mm256_maskstore_ps(c + i * ldc + j + 8 * t, mk[t], acc[t]);
+        }
+    }
+}
+#endif
+
+typedef void (*rows_fn)(size_t, size_t, size_t, const float *, size_t, const float *, size_t, float *, size_t);
+
+static rows_fn rows_path(int path, int *taken) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (path >= 2 && __builtin_cpu_supports("avx512f")) { *taken = 2; return rows_avx512; }
+    if (path >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { *taken = 1; return rows_avx2; }
+#endif
+    (void)path;
+    *taken = 0;
+    return rows_portable;
+}
+
+static rows_fn chosen_rows;
+static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
+static void init_rows(void) { int taken; chosen_rows = rows_path(2, &taken); }
+
+void idx_sgemm_rows(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
+    pthread_once(&rows_once, init_rows);
+    chosen_rows(m, n, k, a, lda, bt, ldb, c, ldc);
+}
+
+int idx_sgemm_rows_with(int path, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
+    int taken;
+    rows_path(path, &taken)(m, n, k, a, lda, bt, ldb, c, ldc);
+    return taken;
+}
+
 void idx_blas_stop_workers(void) {
     int (*shutdown)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "blas_thread_shutdown_");
     if (shutdown != NULL) shutdown();

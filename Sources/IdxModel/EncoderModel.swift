@@ -21,19 +21,22 @@ public final class EncoderModel {
     public let titlesInText: Bool
     let layout: ParameterLayout
     let parameters: FloatBuffer
-    private lazy var inference = InferenceEncoder(config: config, layout: layout, parameters: parameters.ptr)
+    /// The layers' weights transposed, for short inputs (queries); shared by `worker()`s.
+    let transposed: TransposedWeights
+    private lazy var inference = InferenceEncoder(config: config, layout: layout, parameters: parameters.ptr, transposed: transposed)
     public lazy var net = EncoderNetwork(config: config, sharedParameters: parameters)
 
-    init(config: ModelConfig, parameters: FloatBuffer, tokenizerHash: String, modelHash: String, directory: String,
-         trainedMaxTokens: Int = 32, titlesInText: Bool = false) {
+    init(config: ModelConfig, parameters: FloatBuffer, transposed: TransposedWeights? = nil, tokenizerHash: String, modelHash: String,
+         directory: String, trainedMaxTokens: Int = 32, titlesInText: Bool = false) {
         self.config = config; layout = ParameterLayout(config); self.parameters = parameters
+        self.transposed = transposed ?? TransposedWeights(config: config, layout: layout, parameters: parameters.ptr)
         self.tokenizerHash = tokenizerHash; self.modelHash = modelHash; self.directory = directory
         self.trainedMaxTokens = trainedMaxTokens; self.titlesInText = titlesInText
     }
 
     /// Another model over the same (read-only) weights, with its own buffers: one per thread.
     public func worker() -> EncoderModel {
-        EncoderModel(config: config, parameters: parameters, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory,
+        EncoderModel(config: config, parameters: parameters, transposed: transposed, tokenizerHash: tokenizerHash, modelHash: modelHash, directory: directory,
                      trainedMaxTokens: trainedMaxTokens, titlesInText: titlesInText)
     }
 
@@ -89,6 +92,16 @@ public final class EncoderModel {
         return [Float](unsafeUninitializedCapacity: range.count * c) { out, count in
             inference.embed(corpus, range: range, maxTokens: maxTokens, batchSize: batchSize, into: out.baseAddress!)
             count = range.count * c
+        }
+    }
+
+    /// Queries' embeddings (as `embed`, all in one forward): a query's vector is the same alone
+    /// or in any batch, bit for bit.
+    public func embedQueries(_ queries: TokenizedCorpus, maxTokens: Int) -> [Float] {
+        let c = config.dModel, n = queries.count
+        return [Float](unsafeUninitializedCapacity: n * c) { out, count in
+            inference.embed(queries, range: 0 ..< n, maxTokens: maxTokens, batchSize: max(n, 1), rowwise: true, into: out.baseAddress!)
+            count = n * c
         }
     }
 

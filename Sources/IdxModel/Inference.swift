@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSupport
 import Foundation
 import IdxCorpus
 
@@ -15,14 +16,15 @@ final class InferenceEncoder {
     let cfg: ModelConfig
     let layout: ParameterLayout
     let params: UnsafePointer<Float>
+    let transposed: TransposedWeights
     private var capacity = 0
     private var x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>
     private var qkv: UnsafeMutablePointer<Float>, hid: UnsafeMutablePointer<Float>
     private let scores: UnsafeMutablePointer<Float>
     private var tokens: [Int32] = [], positions: [Int32] = [], docStart: [Int] = [0]
 
-    init(config: ModelConfig, layout: ParameterLayout, parameters: UnsafePointer<Float>) {
-        cfg = config; self.layout = layout; params = parameters
+    init(config: ModelConfig, layout: ParameterLayout, parameters: UnsafePointer<Float>, transposed: TransposedWeights) {
+        cfg = config; self.layout = layout; params = parameters; self.transposed = transposed
         x = .allocate(capacity: 1); y = .allocate(capacity: 1); att = .allocate(capacity: 1)
         qkv = .allocate(capacity: 1); hid = .allocate(capacity: 1)
         scores = .allocate(capacity: config.maxLen * ((config.maxLen + 7) / 8 * 8))
@@ -41,7 +43,11 @@ final class InferenceEncoder {
 
     /// Embeds documents `range` of `corpus` ([BOS] ids [EOS], cut to `maxTokens`), `batchSize`
     /// documents per forward, into `out` (range.count × dModel).
-    func embed(_ corpus: TokenizedCorpus, range: Range<Int>, maxTokens: Int, batchSize: Int, into out: UnsafeMutablePointer<Float>) {
+    /// `rowwise`: every linear layer through `idx_sgemm_rows`, whatever the batch's size, so that a
+    /// document's vector does not depend on the batch it is in (queries: one alone or batched
+    /// with others must score alike); otherwise only batches of at most `smallRows` rows.
+    func embed(_ corpus: TokenizedCorpus, range: Range<Int>, maxTokens: Int, batchSize: Int, rowwise: Bool = false,
+               into out: UnsafeMutablePointer<Float>) {
         let cut = max(2, min(maxTokens, cfg.maxLen))
         var start = range.lowerBound
         while start < range.upperBound {
@@ -56,7 +62,7 @@ final class InferenceEncoder {
                 for p in 0 ..< tokens.count - docStart[docStart.count - 1] { positions.append(Int32(p)) }
                 docStart.append(tokens.count)
             }
-            forward()
+            forward(rowwise: rowwise)
             pool(into: out + (start - range.lowerBound) * cfg.dModel)
             start = end
         }
@@ -68,41 +74,56 @@ final class InferenceEncoder {
         positions = sequences.flatMap { (0 ..< $0.count).map { Int32($0) } }
         docStart = [0]
         for s in sequences { docStart.append(docStart[docStart.count - 1] + s.count) }
-        forward()
+        forward(rowwise: false)
         var out = [Float](repeating: 0, count: sequences.count * cfg.dModel)
         out.withUnsafeMutableBufferPointer { pool(into: $0.baseAddress!) }
         return out
     }
 
     /// The encoder over `tokens`/`positions`/`docStart`; the final hidden states end in `x`.
-    private func forward() {
+    private func forward(rowwise: Bool) {
         let n = tokens.count, c = cfg.dModel, f = cfg.dFF, h = cfg.nHeads
         ensure(rows: n)
         let p = params
+        let rowwise = rowwise || n <= Self.smallRows
         let tokW = p + layout.tokEmb, posW = p + layout.posEmb
         tokens.withUnsafeBufferPointer { tk in
             positions.withUnsafeBufferPointer { ps in
                 for r in 0 ..< n { add(x + r * c, tokW + Int(tk[r]) * c, posW + Int(ps[r]) * c, c) }
             }
         }
-        let n32 = Int32(n), c32 = Int32(c), f32 = Int32(f)
-        for L in layout.layers {
+        for (L, T) in zip(layout.layers, transposed.layers) {
             // qkv = x W_inᵀ + b_in
             broadcastRows(qkv, p + L.inProjB, n, 3 * c)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n32, 3 * c32, c32, 1, x, c32, p + L.inProjW, c32, 1, qkv, 3 * c32)
+            linear(qkv, x, rows: n, in: c, out: 3 * c, weight: p + L.inProjW, transposed: T.inProj, rowwise: rowwise)
             docStart.withUnsafeBufferPointer { attention($0, c, h) }
             // y = LayerNorm1(x + att W_outᵀ + b_out)
             addRows(y, x, p + L.outProjB, n, c)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n32, c32, c32, 1, att, c32, p + L.outProjW, c32, 1, y, c32)
+            linear(y, att, rows: n, in: c, out: c, weight: p + L.outProjW, transposed: T.outProj, rowwise: rowwise)
             layerNorm(y, p + L.norm1W, p + L.norm1B, n, c)
             // hid = relu(y W1ᵀ + b1)
             broadcastRows(hid, p + L.lin1B, n, f)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n32, f32, c32, 1, y, c32, p + L.lin1W, c32, 1, hid, f32)
+            linear(hid, y, rows: n, in: c, out: f, weight: p + L.lin1W, transposed: T.lin1, rowwise: rowwise)
             relu(hid, n * f)
             // x = LayerNorm2(y + hid W2ᵀ + b2)
             addRows(x, y, p + L.lin2B, n, c)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n32, c32, f32, 1, hid, f32, p + L.lin2W, f32, 1, x, c32)
+            linear(x, hid, rows: n, in: f, out: c, weight: p + L.lin2W, transposed: T.lin2, rowwise: rowwise)
             layerNorm(x, p + L.norm2W, p + L.norm2B, n, c)
+        }
+    }
+
+    /// Rows up to which a linear layer runs `idx_sgemm_rows` over the transposed weight: a
+    /// query's tokens, where OpenBLAS would spend most of its time packing the weight.
+    static let smallRows = 64
+
+    /// out (rows × out) += inp (rows × in) · weightᵀ, the weight stored PyTorch's way (out × in);
+    /// `rowwise`: through its transposed copy, one row at a time (each row's result independent of the others).
+    private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows n: Int, in k: Int, out m: Int,
+                        weight: UnsafePointer<Float>, transposed wt: UnsafePointer<Float>, rowwise: Bool) {
+        if rowwise {
+            idx_sgemm_rows(n, m, k, inp, k, wt, m, out, m)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(k), 1, inp, Int32(k), weight, Int32(k), 1, out, Int32(m))
         }
     }
 
@@ -140,6 +161,33 @@ final class InferenceEncoder {
             }
             let inv = 1 / Double(max(b - a, 1))
             for k in 0 ..< c { out[doc * c + k] = Float(acc[k] * inv) }
+        }
+    }
+}
+
+/// Each layer's four weight matrices transposed (in × out, row-major), for `idx_sgemm_rows`:
+/// made once per loaded model and shared, read-only, by all its encoders.
+final class TransposedWeights: @unchecked Sendable {
+    struct Layer { let inProj, outProj, lin1, lin2: UnsafePointer<Float> }
+    private let buffer: FloatBuffer
+    let layers: [Layer]
+
+    init(config cfg: ModelConfig, layout: ParameterLayout, parameters p: UnsafePointer<Float>) {
+        let c = cfg.dModel, f = cfg.dFF
+        let perLayer = 3 * c * c + c * c + f * c + c * f
+        buffer = FloatBuffer(max(1, perLayer * layout.layers.count))
+        let base = buffer.ptr
+        var offset = 0
+        // `rows` × `cols` at `src` into `cols` × `rows` at the next free place.
+        func transpose(_ src: UnsafePointer<Float>, rows: Int, cols: Int) -> UnsafePointer<Float> {
+            let dst = base + offset
+            for r in 0 ..< rows { for k in 0 ..< cols { dst[k * rows + r] = src[r * cols + k] } }
+            offset += rows * cols
+            return UnsafePointer(dst)
+        }
+        layers = layout.layers.map { L in
+            Layer(inProj: transpose(p + L.inProjW, rows: 3 * c, cols: c), outProj: transpose(p + L.outProjW, rows: c, cols: c),
+                  lin1: transpose(p + L.lin1W, rows: f, cols: c), lin2: transpose(p + L.lin2W, rows: c, cols: f))
         }
     }
 }

@@ -108,10 +108,19 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// The best `settings.k` documents for `query`, best first.
     public func search(_ query: SearchQuery, _ settings: SearchSettings) throws -> [SearchHit] {
+        try search(together: [query], settings)[0].get()
+    }
+
+    /// A query read and scored, ready for the scan: its vector (nil: to embed `ids`) and BM25 side.
+    private struct PreparedQuery {
+        var vector: [Float]?
+        var ids: [Int32]
+        var lexical: LexicalScores?
+    }
+
+    /// Cleans and tokenizes a query and scores its BM25 side; refuses one with nothing to search.
+    private func prepare(_ query: SearchQuery, _ settings: SearchSettings, model: EncoderModel, tokenizer: WordLevelTokenizer) throws -> PreparedQuery {
         let text = query.text
-        guard let model, let tokenizer else {
-            throw IdxError("\(reader.directory): built from raw vectors, with no model to embed text; search it with --query-vectors.")
-        }
         let cleaned = Cleaning.cleanKeepingShort(text)
         let ids = tokenizer.encode(cleaned)
         if ids.isEmpty {
@@ -131,29 +140,78 @@ public final class SearchEngine: @unchecked Sendable {
             throw IdxError("query \"\(Self.quoted(text))\": none of its words is in the vocabulary of \(model.directory)"
                            + (reader.lexical == nil ? "" : " or in any indexed document") + "; try other words.")
         }
-        var vector = [Float](repeating: 0, count: reader.dimension)
         if let given = query.vector {
             precondition(given.count == reader.dimension, "query vector has \(given.count) dimensions, the index \(reader.dimension)")
-            vector = given
-        } else if known {
-            var one = TokenizedCorpus()
-            one.append(ids)
-            let maxTokens = reader.manifest.maxTokens
-            let encoder = encoderLock.withLock { idleEncoders.popLast() } ?? model.worker()
-            let raw = encoder.embed(one, range: 0 ..< 1, maxTokens: maxTokens, batchSize: 1)
-            encoderLock.withLock { idleEncoders.append(encoder) }
-            vector = reader.prepareQuery(raw)
-        } else {
+        } else if !known {
             lexical!.weight = 1 // no word the model knows: its embedding would say nothing
         }
-        // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
-        // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best.
+        return PreparedQuery(vector: query.vector ?? (known ? nil : [Float](repeating: 0, count: reader.dimension)), ids: ids, lexical: lexical)
+    }
+
+    /// Queries searched together, on this thread (with `settings.threads` scan threads): one
+    /// forward embeds them all, and each pass of the scan reads the index once for all of them.
+    /// Each query's answer is the one it gets alone (the embedding is row-wise, the scan's
+    /// arithmetic per query). One result, or the error that query met, per query, in order.
+    public func search(together queries: [SearchQuery], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {
+        guard let model, let tokenizer else {
+            let e = IdxError("\(reader.directory): built from raw vectors, with no model to embed text; search it with --query-vectors.")
+            return queries.map { _ in .failure(e) }
+        }
+        var results = [Result<[SearchHit], IdxError>?](repeating: nil, count: queries.count)
+        var prepared: [(position: Int, query: PreparedQuery)] = []
+        for (i, q) in queries.enumerated() {
+            do { prepared.append((i, try prepare(q, settings, model: model, tokenizer: tokenizer))) } catch {
+                results[i] = .failure(Self.asIdxError(error, query: q))
+            }
+        }
+        if !prepared.isEmpty {
+            // The queries the model reads, embedded in one forward.
+            var toEmbed = TokenizedCorpus()
+            for p in prepared where p.query.vector == nil { toEmbed.append(p.query.ids) }
+            var embedded: [Float] = []
+            if toEmbed.count > 0 {
+                let encoder = encoderLock.withLock { idleEncoders.popLast() } ?? model.worker()
+                embedded = encoder.embedQueries(toEmbed, maxTokens: reader.manifest.maxTokens)
+                encoderLock.withLock { idleEncoders.append(encoder) }
+            }
+            let d = reader.dimension
+            var next = 0
+            let vectors = prepared.map { p -> [Float] in
+                if let v = p.query.vector { return v }
+                defer { next += 1 }
+                return reader.prepareQuery(Array(embedded[next * d ..< (next + 1) * d]))
+            }
+            // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
+            // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best;
+            // a query that still has too few asks again, alone, for twice as many.
+            let films = settings.feedback.isGenreVote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
+            let depth = min(reader.count, films + 10)
+            do {
+                let hits = try searcher.search(vectors, k: depth, genre: settings.genre,
+                                               excluding: prepared.map { queries[$0.position].excluding }, threads: settings.threads,
+                                               rerank: settings.rerank, lexical: prepared.map(\.query.lexical),
+                                               feedback: settings.feedback, fusion: settings.fusion)
+                for (b, p) in prepared.enumerated() {
+                    do {
+                        results[p.position] = .success(try bestFilms(hits[b], depth: depth, vector: vectors[b], query: queries[p.position],
+                                                                     lexical: p.query.lexical, settings))
+                    } catch { results[p.position] = .failure(Self.asIdxError(error, query: queries[p.position])) }
+                }
+            } catch {
+                for p in prepared { results[p.position] = .failure(Self.asIdxError(error, query: queries[p.position])) }
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// The best films of `hits` (a pass at `depth`): each film's best hit, at most `settings.k`
+    /// (then the genre vote, when asked for); searches again, deeper, while too few remain.
+    private func bestFilms(_ hits: [SearchHit], depth: Int, vector: [Float], query: SearchQuery, lexical: LexicalScores?,
+                       _ settings: SearchSettings) throws -> [SearchHit] {
         let vote = settings.feedback.isGenreVote
         let films = vote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
-        var depth = min(reader.count, films + 10)
+        var hits = hits, depth = depth
         while true {
-            let hits = try searcher.search(vector, k: depth, genre: settings.genre, excluding: query.excluding, threads: settings.threads,
-                                           rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
             var seen = Set<String>(), kept: [SearchHit] = [], genres: [[String]] = []
             for h in hits where kept.count < films {
                 let m = try reader.documentMetadata(h.index)
@@ -171,7 +229,13 @@ public final class SearchEngine: @unchecked Sendable {
                 }
             }
             depth = min(reader.count, depth * 2)
+            hits = try searcher.search(vector, k: depth, genre: settings.genre, excluding: query.excluding, threads: settings.threads,
+                                       rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
         }
+    }
+
+    static func asIdxError(_ error: Error, query: SearchQuery) -> IdxError {
+        (error as? IdxError) ?? IdxError("query \"\(Self.quoted(query.text))\": \(error)")
     }
 
     /// `Genres.expanded(m)`, through `genreLists`.
@@ -191,17 +255,16 @@ public final class SearchEngine: @unchecked Sendable {
         search(texts.map { SearchQuery($0) }, settings)
     }
 
-    /// A batch of queries, one a core (each query's scan then runs on one thread; the answers
-    /// do not depend on it): one result, or the error that query met, per query, in order.
+    /// A batch of queries: one result, or the error that query met, per query, in order. The
+    /// batch is cut into parts (VectorSearcher.batchParts: one a core at least, each a batch of
+    /// its own, its scan on one thread); the answers do not depend on how it is cut.
     public func search(_ queries: [SearchQuery], _ settings: SearchSettings) -> [Result<[SearchHit], IdxError>] {
+        guard queries.count > 1 else { return search(together: queries, settings) }
         var one = settings
-        if queries.count > 1 { one.threads = 1 }
+        one.threads = 1
+        let parts = VectorSearcher.batchParts(queries.count)
         // Errors are results here, so the map itself never throws.
-        return (try? ParallelMap.map(queries.count) { i -> Result<[SearchHit], IdxError> in
-            do { return .success(try search(queries[i], one)) } catch let e as IdxError { return .failure(e) } catch {
-                return .failure(IdxError("query \"\(Self.quoted(queries[i].text))\": \(error)"))
-            }
-        }) ?? []
+        return ((try? ParallelMap.map(parts.count) { search(together: Array(queries[parts[$0]]), one) }) ?? []).flatMap { $0 }
     }
 
     /// A hit as a dictionary: what `HitJSON` writes (tested byte for byte), for an answer that

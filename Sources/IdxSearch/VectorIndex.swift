@@ -36,12 +36,21 @@ extension VectorSearcher: VectorIndex {
         let d = dimension
         precondition(queries.count % d == 0, "queries hold \(queries.count) floats, not rows of \(d)")
         let n = queries.count / d
-        // One query: its scan takes every core. A batch: one query a core (the answers do not
-        // depend on the thread count: TopK keeps the same set whatever the order of its pushes).
-        return try ParallelMap.map(n) { i in
-            try scanAndRerank(Array(queries[i * d ..< (i + 1) * d]), k: k, filter: filter, threads: n > 1 ? 1 : 0,
-                              rerank: nil, lexical: nil)
+        let rows = (0 ..< n).map { Array(queries[$0 * d ..< ($0 + 1) * d]) }
+        let filters = Array(repeating: filter, count: n)
+        // One query: its scan takes every core. A batch: one part a core, each scanned once for
+        // all its queries (the answers do not depend on the thread count or the parts: TopK keeps
+        // the same set whatever the order of its pushes, and a query's arithmetic is its own).
+        guard n > 1 else {
+            return try scanAndRerank(rows, k: [k], filters: filters, threads: 0, rerank: [nil], lexical: [nil])
         }
+        let parts = Self.batchParts(n)
+        return try ParallelMap.map(parts.count) { p in
+            let part = parts[p]
+            return try scanAndRerank(Array(rows[part]), k: Array(repeating: k, count: part.count), filters: Array(filters[part]),
+                                     threads: 1, rerank: Array(repeating: nil, count: part.count),
+                                     lexical: Array(repeating: nil, count: part.count))
+        }.flatMap { $0 }
     }
 
     public func reconstruct(_ i: Int, into row: UnsafeMutablePointer<Float>) {

@@ -5,7 +5,7 @@ import IdxBase
 import IdxCorpus
 import IdxStore
 
-public struct SearchHit: Equatable {
+public struct SearchHit: Equatable, Sendable {
     public var index: Int      // global document index in the index
     public var score: Float    // cosine, or the hybrid score when searched with lexical scores
     public var dense: Float    // the cosine part
@@ -28,40 +28,69 @@ public struct VectorSearcher {
     /// The int8 dot-product code this CPU runs: "avx512bw", "avx2" or "portable".
     public static var dotKernel: String { String(cString: idx_int8_dots_path()) }
 
-    /// Rows whose int8 dot products are computed in one call (the Int32 results stay in L1).
-    static let dotBlock = 1024
+    /// Rows whose int8 dot products are computed in one call: 16 KB of codes, which stay in
+    /// the L1 cache while every query of a batch reads them (the Int32 results stay there too).
+    static func dotBlock(dimension d: Int) -> Int { max(16, 16_384 / max(d, 1)) }
 
-    /// The approximate scan of `rows` of one segment into `top`.
-    /// With `lexical`, a row scores (1 − w) · cosine + w · lexical[base + row] (w = lexicalWeight).
-    /// The int8 dot products run in C (`idx_int8_dots`: AVX-512BW or AVX2 when the CPU has
-    /// them, chosen at run time; Swift alone builds for the 128-bit SSE2 baseline).
-    static func scan(_ s: SegmentReader, rows: Range<Int>, q8: UnsafePointer<Int8>, qScale: Float, qCentroids: [Float],
-                     allowed: [Bool]?, excluded: Int, base: Int, lexical: UnsafePointer<Float>?, lexicalWeight w: Float,
-                     into top: inout TopK) {
+    /// Queries at most this many are scanned as one batch.
+    public static let batchLimit = 32
+
+    /// A batch of `n` queries cut into parts to run in parallel: as many as there are cores,
+    /// more when a part would exceed `batchLimit`.
+    public static func batchParts(_ n: Int) -> [Range<Int>] {
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let size = max(1, min(batchLimit, (n + cores - 1) / cores))
+        return stride(from: 0, to: n, by: size).map { $0 ..< min(n, $0 + size) }
+    }
+
+    /// One query of a batched scan: what scores a row for it (its int8 codes are row b of the batch's q8).
+    struct ScanQuery {
+        var qScale: Float
+        /// Query · centroid, per segment.
+        var qCentroids: [[Float]]
+        /// Hybrid scoring's BM25 share (0: cosine alone) and the document it never returns.
+        var lexicalWeight: Float, excluded: Int
+    }
+
+    /// The approximate scan of `rows` of one segment for every query of a batch, query `b`'s
+    /// hits into `tops[b]`. A row scores norm · (q·centroid + scale · qScale · (q8 · code)),
+    /// then with lexical scores (1 − w) · that + w · lexical[base + row].
+    /// The int8 dot products and the scores run in C (`idx_int8_dots`, `idx_scan_scores`:
+    /// AVX-512 or AVX2 code when the CPU has it, chosen at run time; Swift alone builds for the
+    /// 128-bit SSE2 baseline), a block of rows for every query in turn, so that a batch reads
+    /// the codes from memory once.
+    static func scan(_ s: SegmentReader, segment k: Int, rows: Range<Int>, queries: [ScanQuery], q8: UnsafePointer<Int8>,
+                     lexical: [UnsafePointer<Float>?], allowed: [Bool]?, base: Int, into tops: UnsafeMutablePointer<TopK>) {
         let d = s.dimension
-        var dots = [Int32](repeating: 0, count: min(dotBlock, rows.count))
+        let block = dotBlock(dimension: d)
+        var dots = [Int32](repeating: 0, count: min(block, rows.count))
+        var scores = [Float](repeating: 0, count: min(block, rows.count))
         s.scales.withUnsafeBufferPointer { scales in
             s.norms.withUnsafeBufferPointer { norms in
-                s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in qCentroids.withUnsafeBufferPointer { qc in
-                    dots.withUnsafeMutableBufferPointer { dots in
-                        var threshold = top.threshold
-                        for start in stride(from: rows.lowerBound, to: rows.upperBound, by: dotBlock) {
-                            let n = min(dotBlock, rows.upperBound - start)
-                            idx_int8_dots(s.codes + start * d, n, d, q8, dots.baseAddress!)
-                            for r in 0 ..< n {
-                                let i = start + r
-                                var score = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dots[r]))
-                                if let lexical { score = (1 - w) * score + w * lexical[base + i] }
-                                if score > threshold {
+                s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in
+                    dots.withUnsafeMutableBufferPointer { dots in scores.withUnsafeMutableBufferPointer { scores in
+                        for start in stride(from: rows.lowerBound, to: rows.upperBound, by: block) {
+                            let n = min(block, rows.upperBound - start)
+                            for (b, query) in queries.enumerated() {
+                                idx_int8_dots(s.codes + start * d, n, d, q8 + b * d, dots.baseAddress!)
+                                query.qCentroids[k].withUnsafeBufferPointer { qc in
+                                    idx_scan_scores(n, dots.baseAddress!, query.qScale, norms.baseAddress! + start, scales.baseAddress! + start,
+                                                    cids.baseAddress! + start, qc.baseAddress!, lexical[b].map { $0 + base + start },
+                                                    query.lexicalWeight, scores.baseAddress!)
+                                }
+                                let excluded = query.excluded
+                                var threshold = tops[b].threshold
+                                for r in 0 ..< n where scores[r] > threshold {
+                                    let i = start + r
                                     if let allowed, !allowed[Int(genres[i])] { continue }
                                     if base + i == excluded { continue }
-                                    top.push(score, base + i)
-                                    threshold = top.threshold
+                                    tops[b].push(scores[r], base + i)
+                                    threshold = tops[b].threshold
                                 }
                             }
                         }
-                    }
-                } } }
+                    } }
+                } }
             }
         }
     }
@@ -76,27 +105,51 @@ public struct VectorSearcher {
     public func search(_ query: [Float], k: Int, genre: String? = nil, excluding: Int? = nil, threads: Int = 0,
                        rerank: Int? = nil, lexical: LexicalScores? = nil,
                        feedback: RelevanceFeedback? = nil, fusion: Fusion = .blend) throws -> [SearchHit] {
-        let filter = SearchFilter(genre: genre, excluding: excluding)
-        func pass(_ q: [Float], k: Int, lexical: LexicalScores?) throws -> [SearchHit] {
-            if fusion == .reciprocalRank, let lexical, lexical.weight > 0, lexical.weight < 1 {
-                return try reciprocalRankFusion(q, k: k, filter: filter, threads: threads, rerank: rerank, lexical: lexical)
+        try search([query], k: k, genre: genre, excluding: [excluding], threads: threads, rerank: rerank, lexical: [lexical],
+                   feedback: feedback, fusion: fusion)[0]
+    }
+
+    /// `search` for a batch of queries at once (each with its own `excluding` and `lexical`):
+    /// every pass scans the index once for the whole batch. Each query's answer is the one it
+    /// gets alone.
+    public func search(_ queries: [[Float]], k: Int, genre: String? = nil, excluding: [Int?], threads: Int = 0,
+                       rerank: Int? = nil, lexical: [LexicalScores?],
+                       feedback: RelevanceFeedback? = nil, fusion: Fusion = .blend) throws -> [[SearchHit]] {
+        precondition(excluding.count == queries.count && lexical.count == queries.count, "one exclusion and one lexical side a query")
+        guard !queries.isEmpty else { return [] }
+        let filters = excluding.map { SearchFilter(genre: genre, excluding: $0) }
+        func pass(_ qs: [[Float]], k: Int, lexical: [LexicalScores?]) throws -> [[SearchHit]] {
+            // Reciprocal-rank fusion scans without BM25 (its dense side), blending with it.
+            let fused = lexical.map { l in fusion == .reciprocalRank && l.map { $0.weight > 0 && $0.weight < 1 } ?? false }
+            let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
+            // The int8 scan's best `depth` re-ranked exactly, no more: a rank near the bottom adds
+            // about 1/1060 whichever it is, so a wider exact re-rank would buy nothing.
+            let scanned = try scanAndRerank(qs, k: fused.map { $0 ? depth : k }, filters: filters, threads: threads,
+                                            rerank: fused.map { $0 ? rerank ?? depth : rerank },
+                                            lexical: zip(fused, lexical).map { $0 ? nil : $1 })
+            return try qs.indices.map { b in
+                guard fused[b], let l = lexical[b] else { return scanned[b] }
+                return try reciprocalRankFusion(qs[b], dense: scanned[b], k: k, filter: filters[b], lexical: l)
             }
-            return try scanAndRerank(q, k: k, filter: filter, threads: threads, rerank: rerank, lexical: lexical)
         }
         // BM25 alone (w = 1) has no dense side to move.
-        guard let feedback, feedback.isActive, (lexical?.weight ?? 0) < 1 else {
-            return try pass(query, k: k, lexical: lexical)
-        }
+        guard let feedback, feedback.isActive else { return try pass(queries, k: k, lexical: lexical) }
+        let moving = lexical.map { ($0?.weight ?? 0) < 1 }
         let d = reader.dimension
-        let first = try pass(query, k: max(k, feedback.documents), lexical: lexical).prefix(feedback.documents)
-        var rows = [Float](repeating: 0, count: first.count * d)
-        let moved = rows.withUnsafeMutableBufferPointer { p -> [Float] in
-            for (i, h) in first.enumerated() { reconstruct(h.index, into: p.baseAddress! + i * d) }
-            return feedback.expanded(query, rows: p.baseAddress!, count: first.count, dim: d)
+        let firsts = try pass(queries, k: max(k, feedback.documents), lexical: lexical)
+        var moved = queries, second = lexical
+        for b in queries.indices where moving[b] {
+            let first = firsts[b].prefix(feedback.documents)
+            var rows = [Float](repeating: 0, count: first.count * d)
+            moved[b] = rows.withUnsafeMutableBufferPointer { p -> [Float] in
+                for (i, h) in first.enumerated() { reconstruct(h.index, into: p.baseAddress! + i * d) }
+                return feedback.expanded(queries[b], rows: p.baseAddress!, count: first.count, dim: d)
+            }
+            if let expand = lexical[b]?.expanded, feedback.isLexical { second[b]!.scores = expand(first.map(\.index)) }
         }
-        var second = lexical
-        if let expand = lexical?.expanded, feedback.isLexical { second!.scores = expand(first.map(\.index)) }
-        return try pass(moved, k: k, lexical: second)
+        let seconds = try pass(moved, k: k, lexical: second)
+        // A query that did not move keeps its one pass, cut to k.
+        return queries.indices.map { b in moving[b] ? seconds[b] : Array(firsts[b].prefix(k)) }
     }
 
     /// How the dense and BM25 sides combine.
@@ -127,13 +180,11 @@ public struct VectorSearcher {
         return fused
     }
 
-    /// One pass of reciprocal-rank fusion; hits carry the fused score, their cosine and normalised BM25.
-    func reciprocalRankFusion(_ query: [Float], k: Int, filter: SearchFilter, threads: Int, rerank: Int?,
+    /// One pass of reciprocal-rank fusion over the dense side's ranking `dense` (the scan's best,
+    /// re-ranked exactly); hits carry the fused score, their cosine and normalised BM25.
+    func reciprocalRankFusion(_ query: [Float], dense: [SearchHit], k: Int, filter: SearchFilter,
                               lexical: LexicalScores) throws -> [SearchHit] {
         let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
-        // The int8 scan's best `depth` re-ranked exactly, no more: a rank near the bottom adds
-        // about 1/1060 whichever it is, so a wider exact re-rank would buy nothing.
-        let dense = try scanAndRerank(query, k: depth, filter: filter, threads: threads, rerank: rerank ?? depth, lexical: nil)
         let excluded = filter.excluding ?? -1
         let genreIds = filter.genre.map { genre in reader.segments.map { Set($0.genreIds(holding: genre)) } }
         var top = TopK(capacity: depth)
@@ -153,10 +204,23 @@ public struct VectorSearcher {
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
         var best = TopK(capacity: k)
         for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
-        // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
+        // The cosine a hit reports: the dense side's (one pass over it), or computed for the few
+        // that only BM25 found.
+        let kept = best.rankedPairs()
+        let sortedIds = kept.map(\.index).sorted()
+        func position(_ i: Int) -> Int {  // of i in sortedIds, or where it would go
+            var lo = 0, hi = sortedIds.count
+            while lo < hi { let mid = (lo + hi) / 2; if sortedIds[mid] < i { lo = mid + 1 } else { hi = mid } }
+            return lo
+        }
+        var cosines = [Float?](repeating: nil, count: kept.count)  // by position in sortedIds
+        for h in dense {
+            let at = position(h.index)
+            if at < sortedIds.count, sortedIds[at] == h.index { cosines[at] = h.dense }
+        }
         var v = [Float](repeating: 0, count: reader.dimension)
-        return best.rankedPairs().map { i, score -> SearchHit in
-            let cos = dense.first(where: { $0.index == i })?.dense ?? v.withUnsafeMutableBufferPointer { p -> Float in
+        return kept.map { i, score -> SearchHit in
+            let cos = cosines[position(i)] ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 reconstruct(i, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
             }
@@ -164,23 +228,51 @@ public struct VectorSearcher {
         }
     }
 
-    /// One pass: the int8 scan of every segment, then the exact re-rank of its best candidates.
+    /// One pass for one query: the int8 scan of every segment, then the exact re-rank of its best candidates.
     func scanAndRerank(_ query: [Float], k: Int, filter: SearchFilter, threads: Int,
                        rerank: Int?, lexical: LexicalScores?) throws -> [SearchHit] {
-        let d = reader.dimension
-        precondition(query.count == d, "query has \(query.count) dimensions, the index \(d)")
-        precondition(lexical.map { $0.scores.count == reader.count } ?? true, "lexical scores do not cover the index")
-        let w = lexical?.weight ?? 0
-        guard k > 0, reader.count > 0 else { return [] }
-        let candidates = max(k, rerank ?? max(8 * k, 100))
+        try scanAndRerank([query], k: [k], filters: [filter], threads: threads, rerank: [rerank], lexical: [lexical])[0]
+    }
 
-        var maxAbs: Float = 0
-        for x in query { maxAbs = max(maxAbs, abs(x)) }
-        let qScale = maxAbs > 0 ? maxAbs / 127 : 1
-        let q8 = query.map { Int8(max(-127, min(127, ($0 / qScale).rounded()))) }
+    /// One pass for a batch (every filter of one genre): one int8 scan of every segment for all
+    /// the queries, then each query's exact re-rank of its best candidates.
+    func scanAndRerank(_ queries: [[Float]], k ks: [Int], filters: [SearchFilter], threads: Int,
+                       rerank: [Int?], lexical: [LexicalScores?]) throws -> [[SearchHit]] {
+        let d = reader.dimension, batch = queries.count
+        for (query, l) in zip(queries, lexical) {
+            precondition(query.count == d, "query has \(query.count) dimensions, the index \(d)")
+            precondition(l.map { $0.scores.count == reader.count } ?? true, "lexical scores do not cover the index")
+        }
+        guard batch > 0 else { return [] }
+        guard reader.count > 0 else { return Array(repeating: [], count: batch) }
+        let candidates = zip(ks, rerank).map { k, r in max(k, r ?? max(8 * k, 100), 1) }
+
+        var q8 = [Int8](repeating: 0, count: batch * d)
+        var scanQueries: [ScanQuery] = []
+        for (b, query) in queries.enumerated() {
+            var maxAbs: Float = 0
+            for x in query { maxAbs = max(maxAbs, abs(x)) }
+            let qScale = maxAbs > 0 ? maxAbs / 127 : 1
+            for j in 0 ..< d { q8[b * d + j] = Int8(max(-127, min(127, (query[j] / qScale).rounded()))) }
+            // query · centroid for every centroid of every segment.
+            let qCentroids = query.withUnsafeBufferPointer { q in
+                reader.segments.map { s -> [Float] in
+                    s.centroids.withUnsafeBufferPointer { cs in
+                        (0 ..< s.centroidCount).map { c in
+                            var acc: Float = 0
+                            for j in 0 ..< d { acc += q[j] * cs[c * d + j] }
+                            return acc
+                        }
+                    }
+                }
+            }
+            scanQueries.append(ScanQuery(qScale: qScale, qCentroids: qCentroids, lexicalWeight: lexical[b]?.weight ?? 0,
+                                         excluded: filters[b].excluding ?? -1))
+        }
 
         var allowedBySegment: [[Bool]?] = Array(repeating: nil, count: reader.segments.count)
-        if let genre = filter.genre {
+        if let genre = filters[0].genre {
+            precondition(filters.allSatisfy { $0.genre == genre }, "one genre filter a batch")
             var any = false
             for (k, s) in reader.segments.enumerated() {
                 var allowed = [Bool](repeating: false, count: s.genreNames.count)
@@ -193,7 +285,7 @@ public struct VectorSearcher {
             }
         }
 
-        // Tasks: (segment, row range), scanned in parallel, one heap per task.
+        // Tasks: (segment, row range), scanned in parallel, one heap a query per worker.
         var tasks: [(Int, Range<Int>)] = []
         for (k, s) in reader.segments.enumerated() {
             var start = 0
@@ -202,76 +294,77 @@ public struct VectorSearcher {
                 start += Self.taskRows
             }
         }
-        // query · centroid for every centroid of every segment.
-        let qCentroids = query.withUnsafeBufferPointer { q in
-            reader.segments.map { s -> [Float] in
-                s.centroids.withUnsafeBufferPointer { cs in
-                    (0 ..< s.centroidCount).map { c in
-                        var acc: Float = 0
-                        for j in 0 ..< d { acc += q[j] * cs[c * d + j] }
-                        return acc
+        let workers = min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, tasks.count)
+        var heaps = (0 ..< workers).flatMap { _ in candidates.map { TopK(capacity: $0) } }
+        withPointers(to: lexical.map { $0?.scores }) { lex in
+            q8.withUnsafeBufferPointer { q8 in
+                let q8 = q8.baseAddress!
+                if workers <= 1 {
+                    heaps.withUnsafeMutableBufferPointer { h in
+                        for (k, rows) in tasks {
+                            Self.scan(reader.segments[k], segment: k, rows: rows, queries: scanQueries, q8: q8, lexical: lex,
+                                      allowed: allowedBySegment[k], base: reader.segmentStarts[k], into: h.baseAddress!)
+                        }
                     }
-                }
-            }
-        }
-        let workers = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
-        let excluded = filter.excluding ?? -1
-        var heaps = [TopK](repeating: TopK(capacity: candidates), count: min(workers, tasks.count))
-        let lexicalScores = lexical?.scores ?? []
-        q8.withUnsafeBufferPointer { q in lexicalScores.withUnsafeBufferPointer { lx in
-            let q = q.baseAddress!
-            let lex: UnsafePointer<Float>? = lexical == nil ? nil : lx.baseAddress
-            if heaps.count <= 1 {
-                for (k, rows) in tasks {
-                    Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
-                              allowed: allowedBySegment[k], excluded: excluded, base: reader.segmentStarts[k], lexical: lex, lexicalWeight: w,
-                              into: &heaps[0])
-                }
-            } else {
-                let n = heaps.count
-                let lexicalWeight = w
-                let tasks = tasks, allowedBySegment = allowedBySegment
-                // The index, the query and the BM25 scores are only read.
-                let shared = SharedWithWorkers((reader: reader, q8: q, lexical: lex))
-                heaps.withUnsafeMutableBufferPointer { h in
-                    // Worker `worker` pushes only into its own heap, h[worker].
-                    let h = SharedWithWorkers(h)
-                    DispatchQueue.concurrentPerform(iterations: n) { worker in
-                        let (reader, q, lex) = shared.value
-                        var t = worker
-                        while t < tasks.count {
-                            let (k, rows) = tasks[t]
-                            Self.scan(reader.segments[k], rows: rows, q8: q, qScale: qScale, qCentroids: qCentroids[k],
-                                      allowed: allowedBySegment[k], excluded: excluded, base: reader.segmentStarts[k], lexical: lex,
-                                      lexicalWeight: lexicalWeight, into: &h.value[worker])
-                            t += n
+                } else {
+                    let tasks = tasks, allowedBySegment = allowedBySegment, scanQueries = scanQueries
+                    // The index, the queries and the BM25 scores are only read.
+                    let shared = SharedWithWorkers((reader: reader, q8: q8, lexical: lex))
+                    heaps.withUnsafeMutableBufferPointer { h in
+                        // Worker `worker` pushes only into its own heaps, h[worker * batch ..< (worker + 1) * batch].
+                        let h = SharedWithWorkers(h)
+                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            let (reader, q8, lex) = shared.value
+                            var t = worker
+                            while t < tasks.count {
+                                let (k, rows) = tasks[t]
+                                Self.scan(reader.segments[k], segment: k, rows: rows, queries: scanQueries, q8: q8, lexical: lex,
+                                          allowed: allowedBySegment[k], base: reader.segmentStarts[k],
+                                          into: h.value.baseAddress! + worker * batch)
+                                t += workers
+                            }
                         }
                     }
                 }
             }
-        } }
+        }
 
-        // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
-        // product), in index order so that a hit's position breaks ties as its index would.
-        let ids = heaps.flatMap { $0.keptIndices() }.sorted()
-        var decoded = [Float](repeating: 0, count: ids.count * d)
-        var exact = [Float](repeating: 0, count: ids.count)
-        decoded.withUnsafeMutableBufferPointer { m in
-            for (row, id) in ids.enumerated() {
-                let (k, r) = reader.locate(id)
-                reader.segments[k].decode(r, into: m.baseAddress! + row * d)
+        return (0 ..< batch).map { b in
+            // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
+            // product), in index order so that a hit's position breaks ties as its index would.
+            let ids = (0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() }.sorted()
+            var decoded = [Float](repeating: 0, count: ids.count * d)
+            var exact = [Float](repeating: 0, count: ids.count)
+            decoded.withUnsafeMutableBufferPointer { m in
+                for (row, id) in ids.enumerated() {
+                    let (k, r) = reader.locate(id)
+                    reader.segments[k].decode(r, into: m.baseAddress! + row * d)
+                }
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ids.count), Int32(d), 1, m.baseAddress!, Int32(d), queries[b], 1, 0, &exact, 1)
             }
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ids.count), Int32(d), 1, m.baseAddress!, Int32(d), query, 1, 0, &exact, 1)
+            let w = lexical[b]?.weight ?? 0
+            let hits = zip(ids, exact).map { id, score -> SearchHit in
+                guard let l = lexical[b] else { return SearchHit(index: id, score: score) }
+                let x = l.scores[id]
+                return SearchHit(index: id, score: (1 - w) * score + w * x, dense: score, lexical: x)
+            }
+            // Best first, ties by lower index (as TopK ranks).
+            let order = hits.indices.map { TopK.rankKey(hits[$0].score, $0) }.sorted()
+            return order.prefix(ks[b]).map { hits[TopK.index($0)] }
         }
-        let hits = zip(ids, exact).map { id, score -> SearchHit in
-            guard let lexical else { return SearchHit(index: id, score: score) }
-            let l = lexical.scores[id]
-            return SearchHit(index: id, score: (1 - w) * score + w * l, dense: score, lexical: l)
-        }
-        // Best first, ties by lower index (as TopK ranks).
-        let order = hits.indices.map { TopK.rankKey(hits[$0].score, $0) }.sorted()
-        return order.prefix(k).map { hits[TopK.index($0)] }
     }
+}
+
+/// Pointers to each array's elements (nil for nil) while `body` runs.
+func withPointers<R>(to arrays: [[Float]?], _ body: ([UnsafePointer<Float>?]) throws -> R) rethrows -> R {
+    var pointers: [UnsafePointer<Float>?] = []
+    pointers.reserveCapacity(arrays.count)
+    func nest(_ i: Int) throws -> R {
+        guard i < arrays.count else { return try body(pointers) }
+        guard let a = arrays[i] else { pointers.append(nil); return try nest(i + 1) }
+        return try a.withUnsafeBufferPointer { p in pointers.append(p.baseAddress); return try nest(i + 1) }
+    }
+    return try nest(0)
 }
 
 /// Exact float32 cosine top-k (the reference for recall), and tie-aware recall.

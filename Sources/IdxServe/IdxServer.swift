@@ -45,7 +45,7 @@ public struct IdxServer: Sendable {
             let response = StaticAssets.response(asset)
             router.get(RouterPath(asset.path)) { _, _ in response }
         }
-        router.get("/search") { request, _ in try api.search(request) }
+        router.get("/search") { request, _ in try await api.search(request) }
         router.post("/search") { request, _ in try await api.searchBatch(request) }
         router.get("/documents/:id") { _, context in try api.document(context.parameters.get("id")) }
         router.get("/neighbours/:id") { request, context in try api.neighbours(context.parameters.get("id"), request) }

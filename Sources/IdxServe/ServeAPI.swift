@@ -8,6 +8,8 @@ import IdxSearch
 struct ServeAPI: Sendable {
     let holder: GenerationHolder
     let configuration: ServeConfiguration
+    /// GET /search's queries, batched while they come together.
+    let batcher = QueryBatcher()
     let started = Date()
     var limits: ServeLimits { configuration.limits }
 
@@ -16,7 +18,7 @@ struct ServeAPI: Sendable {
     /// GET /search?q=…&k=…&genre=…[&lexical_weight=…&feedback_docs=…&genre_vote=…]: a JSON array
     /// of the hits, best first (the last three as `idx search --lexical-weight`, `--feedback-docs`,
     /// `--genre-vote`).
-    func search(_ request: Request) throws -> Response {
+    func search(_ request: Request) async throws -> Response {
         let params = FormQuery.parse(request.uri.query)
         guard let q = params["q"], !q.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw APIError(.badRequest, field: "q", "no query: give the text to search for, e.g. /search?q=alien+robot")
@@ -26,8 +28,9 @@ struct ServeAPI: Sendable {
         var settings = try settings(k: params["k"], genre: params["genre"], served: served)
         try tune(&settings, lexicalWeight: params["lexical_weight"], feedbackDocs: params["feedback_docs"], genreVote: params["genre_vote"])
         let hits: [SearchHit]
-        do { hits = try served.engine.search(q, settings) } catch let e as IdxError {
-            throw APIError(.badRequest, field: "q", e.message)
+        switch await batcher.search(SearchQuery(q), settings, engine: served.engine) {
+        case .success(let found): hits = found
+        case .failure(let e): throw APIError(.badRequest, field: "q", e.message)
         }
         return JSONResponse.make(try objects(hits, served: served, query: q))
     }

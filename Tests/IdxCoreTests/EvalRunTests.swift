@@ -263,6 +263,47 @@ final class EvalRunTests: XCTestCase {
         }
     }
 
+    /// A batch of queries (one forward, one scan a pass for all of them) answers each query as
+    /// it is answered alone, bit for bit, and gives each failing query its own error, under
+    /// every fusion and feedback setting and with a genre filter; a document's own vector
+    /// with itself excluded too.
+    func testBatchedSearchAnswersEachQueryAsAlone() throws {
+        let (index, _) = try buildIndex()
+        let engine = try SearchEngine(index: index)
+        let texts = ["a detective hunts a killer in the city", "love", "zzqx unknownword", "", "space robots attack the earth",
+                     "two friends fall in love", "a family moves to a haunted house", "war", "an alien robot", "!!!"]
+        var queries = texts.map { SearchQuery($0) }
+        queries.append(SearchQuery("own vector", vector: engine.reader.decodedVector(3), excluding: 3))
+        // Parts of more than `InferenceEncoder.smallRows` tokens, where a batched forward could differ from one alone.
+        queries = Array(repeating: queries, count: 6).flatMap { $0 }
+        var settings: [SearchSettings] = []
+        for fusion in VectorSearcher.Fusion.allCases {
+            for feedbackDocs in [0, 5] {
+                for weight: Float? in [nil, 0, 0.5, 1] {
+                    var s = SearchSettings(k: 7)
+                    s.fusion = fusion; s.feedback.documents = feedbackDocs; s.lexicalWeight = weight
+                    settings.append(s)
+                }
+            }
+        }
+        var genre = SearchSettings(k: 5)
+        genre.genre = try engine.reader.documentMetadata(0).genre.components(separatedBy: ",")[0]
+        settings.append(genre)
+        var failures = 0
+        for s in settings {
+            let batch = engine.search(queries, s)
+            XCTAssertEqual(batch.count, queries.count)
+            for (q, got) in zip(queries, batch) {
+                switch (Result { try engine.search(q, s) }, got) {
+                case let (.success(alone), .success(batched)): XCTAssertEqual(batched, alone, "\(q.text), \(s)")
+                case let (.failure(alone as IdxError), .failure(batched)): XCTAssertEqual(batched.message, alone.message); failures += 1
+                default: XCTFail("\(q.text), \(s): alone and batched differ in success")
+                }
+            }
+        }
+        XCTAssertGreaterThan(failures, 0, "some queries fail, each with its own error")
+    }
+
     /// Reciprocal-rank fusion: each document's score is (1 − w) / (60 + its cosine rank) +
     /// w / (60 + its BM25 rank), recomputed here from exact cosines and BM25 scores.
     func testReciprocalRankFusionMatchesItsDefinition() throws {

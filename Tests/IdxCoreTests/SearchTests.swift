@@ -57,6 +57,33 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// The scan's scores, on every path the CPU has, are the bits Swift's own expression gives
+    /// (no fused multiply-add anywhere), with and without BM25 scores, at and around 16 rows.
+    func testScanScoresAreTheSwiftExpressionsBits() {
+        var g = Synthetic.Generator(state: 13)
+        func unit() -> Float { Float(g.next() % 2_000_001) / 1_000_000 - 1 }
+        for n in [1, 15, 16, 17, 100] {
+            let dots = (0 ..< n).map { _ in Int32(Int(g.next() % 40_001) - 20_000) }
+            let norms = (0 ..< n).map { _ in 0.5 + abs(unit()) }, scales = (0 ..< n).map { _ in abs(unit()) / 100 }
+            let qc = (0 ..< 200).map { _ in unit() }, cids = (0 ..< n).map { _ in UInt8(g.next() % 200) }
+            let lexical = (0 ..< n).map { _ in abs(unit()) }
+            let qScale = abs(unit()) / 127, w: Float = 0.37
+            for withLexical in [false, true] {
+                let expected = (0 ..< n).map { i -> Float in
+                    let s = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dots[i]))
+                    return withLexical ? (1 - w) * s + w * lexical[i] : s
+                }
+                for path: Int32 in [0, 1] {
+                    var out = [Float](repeating: .nan, count: n)
+                    let taken = lexical.withUnsafeBufferPointer { lx in
+                        idx_scan_scores_with(path, n, dots, qScale, norms, scales, cids, qc, withLexical ? lx.baseAddress : nil, w, &out)
+                    }
+                    XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "n \(n), path \(taken), lexical \(withLexical)")
+                }
+            }
+        }
+    }
+
     func testEveryDotPathGivesTheSameSearchResults() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("idx-dots-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -27,15 +27,34 @@ final class ServeAPITests: XCTestCase {
             ("a haunted house", ["--genre-vote", "0", "-k", "4"], "&genre_vote=0&k=4"),
             ("a haunted house", ["--genre-vote", "2.5"], "&genre_vote=2.5"),
         ]
+        var expected: [String: String] = [:]
         for c in cases {
             let cli = try IdxBinary.run(["search", "--index", dir + "/index", "--json"] + c.args + [c.q])
             XCTAssertEqual(cli.status, 0, cli.stderr)
             let lines = cli.stdout.split(separator: "\n").map(String.init)
             XCTAssertFalse(lines.isEmpty, "idx search --json printed nothing for \(c.q)")
-            let (status, body) = try await server.request("/search?q=\(urlQuery(c.q))\(c.query)")
+            let path = "/search?q=\(urlQuery(c.q))\(c.query)"
+            expected[path] = "[" + lines.joined(separator: ",") + "]"
+            let (status, body) = try await server.request(path)
             XCTAssertEqual(status, 200)
             // The same objects, serialized the same way: byte for byte.
-            XCTAssertEqual(String(decoding: body, as: UTF8.self), "[" + lines.joined(separator: ",") + "]", "query \(c.q)")
+            XCTAssertEqual(String(decoding: body, as: UTF8.self), expected[path], "query \(c.q)")
+        }
+        // Concurrent requests are searched in batches (QueryBatcher): each still answers as alone.
+        let paths = Array(expected.keys)
+        try await withThrowingTaskGroup(of: (String, Int, String).self) { group in
+            for _ in 0 ..< 6 {
+                for path in paths.shuffled() {
+                    group.addTask {
+                        let (status, body) = try await server.request(path)
+                        return (path, status, String(decoding: body, as: UTF8.self))
+                    }
+                }
+            }
+            for try await (path, status, body) in group {
+                XCTAssertEqual(status, 200)
+                XCTAssertEqual(body, expected[path], "concurrent \(path)")
+            }
         }
 
         // The batch route answers each query as the single one does.

@@ -37,4 +37,25 @@ void idx_int8_dots(const int8_t *codes, size_t n, size_t d, const int8_t *q, int
 /* Which path idx_int8_dots takes: "avx512vnni", "avx512bw", "avx2" or "portable". */
 const char *idx_int8_dots_path(void);
 
+/* A scan's scores for n rows from their int8 dot products with the query:
+   out[i] = norms[i] * (qc[cids[i]] + scales[i] * qScale * dots[i]), then, with `lexical`
+   (else NULL), (1 - w) * out[i] + w * lexical[i]; evaluated in that order without fused
+   multiply-adds, so every path (AVX-512F when the CPU has it, else portable C) gives the bits
+   the same expression gives in Swift. */
+void idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                     const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
+/* The same through a given path (1: AVX-512F, 0: portable), or portable where the CPU lacks
+   it; returns the path taken. For tests. */
+int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
+
+/* C (m × n, row stride ldc) += A (m × k, stride lda) · Bt (k × n, stride ldb), all row-major
+   float: a linear layer over a few rows with its weight stored transposed. For small m (a
+   query's tokens), where a BLAS sgemm spends its time packing the weight. AVX-512F or
+   AVX2+FMA code when the CPU has it (checked once), else portable C. */
+void idx_sgemm_rows(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc);
+/* The same through a given path (2: AVX-512F, 1: AVX2+FMA, 0: portable), or the best below it
+   the CPU has; returns the path taken. For tests. */
+int idx_sgemm_rows_with(int path, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc);
+
 #endif
