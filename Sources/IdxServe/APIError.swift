@@ -44,15 +44,47 @@ enum FormQuery {
     static func parse(_ query: String?) -> [String: String] {
         var out: [String: String] = [:]
         guard let query, !query.isEmpty else { return out }
-        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String {
-                let spaced = s.replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
-            }
+        for pair in query.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
             let key = decode(parts[0])
             if out[key] == nil { out[key] = parts.count > 1 ? decode(parts[1]) : "" }
         }
         return out
+    }
+
+    /// '+' as a space and %XX as the byte XX; a component with a malformed escape, or whose
+    /// bytes are not UTF-8 once decoded, is kept as it came (with '+' as a space).
+    static func decode(_ bytes: Substring.UTF8View.SubSequence) -> String {
+        var spaced = [UInt8](), decoded = [UInt8]()
+        spaced.reserveCapacity(bytes.count); decoded.reserveCapacity(bytes.count)
+        var malformed = false
+        var i = bytes.startIndex
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case UInt8(ascii: "0") ... UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+            case UInt8(ascii: "a") ... UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A") ... UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        while i < bytes.endIndex {
+            let b = bytes[i] == UInt8(ascii: "+") ? UInt8(ascii: " ") : bytes[i]
+            spaced.append(b)
+            if b == UInt8(ascii: "%") {
+                let j = bytes.index(after: i)
+                if j < bytes.endIndex, bytes.index(after: j) < bytes.endIndex,
+                   let hi = hex(bytes[j]), let lo = hex(bytes[bytes.index(after: j)]) {
+                    decoded.append(hi << 4 | lo)
+                    spaced.append(bytes[j]); spaced.append(bytes[bytes.index(after: j)])
+                    i = bytes.index(j, offsetBy: 2)
+                    continue
+                }
+                malformed = true
+            }
+            decoded.append(b)
+            i = bytes.index(after: i)
+        }
+        if !malformed, let text = String(validating: decoded, as: UTF8.self) { return text }
+        return String(decoding: spaced, as: UTF8.self)
     }
 }

@@ -233,5 +233,11 @@ final class ServeAPITests: XCTestCase {
         XCTAssertEqual(q["k"], "5")
         XCTAssertEqual(q["x"], "+1&")
         XCTAssertEqual(q["flag"], "")
+        // As Foundation's removingPercentEncoding after '+' → ' ': a malformed escape or bytes
+        // that are not UTF-8 leave the component as it came.
+        for raw in ["a%2", "%zz+b", "caf%C3%A9", "%E2%82%AC+%26", "%ff", "%", "100%25", "%c3", "a+b%20c"] {
+            let spaced = raw.replacingOccurrences(of: "+", with: " ")
+            XCTAssertEqual(FormQuery.parse("q=" + raw)["q"], spaced.removingPercentEncoding ?? spaced, raw)
+        }
     }
 }
