@@ -267,20 +267,6 @@ public final class SearchEngine: @unchecked Sendable {
         return ((try? ParallelMap.map(parts.count) { search(together: Array(queries[parts[$0]]), one) }) ?? []).flatMap { $0 }
     }
 
-    /// A hit as a dictionary: what `HitJSON` writes (tested byte for byte), for an answer that
-    /// adds fields to it (serve's /documents).
-    public static func jsonObject(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> [String: Any] {
-        let m = try reader.documentMetadata(hit.index)
-        var o: [String: Any] = ["query": query, "rank": rank, "score": Double(hit.score), "title": m.title,
-                                "genre": m.genre, "expandedGenres": m.expandedGenres, "description": m.description,
-                                "id": try reader.documentId(hit.index), "source": "\(m.sourceFile):\(m.sourceRow)"]
-        o["cosine"] = Double(hit.dense)
-        o["bm25"] = Double(hit.lexical)
-        o["year"] = m.year.map { $0 as Any } ?? NSNull()
-        o["rating"] = m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()
-        return o
-    }
-
     /// One hit as `idx search --json` prints it: the JSON object on one line.
     public static func jsonLine(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> String {
         var out: [UInt8] = []
@@ -303,9 +289,10 @@ public final class SearchEngine: @unchecked Sendable {
     }
 }
 
-/// A hit as `idx search --json` prints it and idx serve answers it: the bytes CompactJSON writes
-/// for `SearchEngine.jsonObject`, written field by field (no dictionary of Any per hit, with
-/// its casts and its key sort, on the path every answer takes).
+/// A hit as `idx search --json` prints it and idx serve answers it: the bytes CompactJSON (that
+/// is, Foundation's JSONSerialization with sorted keys) writes for the hit's fields as a
+/// dictionary, written field by field (no dictionary of Any per hit, with its casts and its key
+/// sort, on the path every answer takes; a test compares the bytes).
 public struct HitJSON: CompactJSON.Writable {
     let hit: SearchHit, metadata: DocumentMetadata, id: Int64, rank: Int, query: String
 

@@ -3,8 +3,8 @@ import Hummingbird
 import IdxBase
 import IdxSearch
 
-/// The JSON API. Every search goes through SearchEngine.search (single or batch) and every
-/// hit is written by SearchEngine.jsonObject: the objects `idx search --json` prints.
+/// The JSON API. Every search goes through SearchEngine.search (batched: QueryBatcher, or a
+/// POST's batch) and every hit is written by HitJSON: the objects `idx search --json` prints.
 struct ServeAPI: Sendable {
     let holder: GenerationHolder
     let configuration: ServeConfiguration
@@ -89,7 +89,9 @@ struct ServeAPI: Sendable {
     func document(_ id: String?) throws -> Response {
         let served = holder.current
         let row = try self.row(id, served: served)
-        var o = try SearchEngine.jsonObject(SearchHit(index: row, score: 0), reader: served.reader, rank: 0, query: "")
+        var fields: [UInt8] = []
+        try HitJSON(SearchHit(index: row, score: 0), reader: served.reader, rank: 0, query: "").writeJSON(into: &fields)
+        var o = try JSONSerialization.jsonObject(with: Data(fields)) as? [String: Any] ?? [:]
         for key in ["query", "rank", "score", "cosine", "bm25"] { o[key] = nil }
         o["x"] = Double(served.map.coordinates[2 * row])
         o["y"] = Double(served.map.coordinates[2 * row + 1])

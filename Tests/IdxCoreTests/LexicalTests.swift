@@ -70,11 +70,20 @@ final class LexicalTests: XCTestCase {
             for query in ["alien robot", "\"quoted\" \\ \u{1}"] {
                 var written: [UInt8] = []
                 try HitJSON(hit, reader: reader, rank: i + 1, query: query).writeJSON(into: &written)
-                let expected = try CompactJSON.data(try SearchEngine.jsonObject(hit, reader: reader, rank: i + 1, query: query))
+                let expected = try CompactJSON.data(try Self.hitFields(hit, reader: reader, rank: i + 1, query: query))
                 XCTAssertEqual(String(decoding: written, as: UTF8.self), String(decoding: expected, as: UTF8.self))
                 XCTAssertEqual(try CompactJSON.data([HitJSON(hit, reader: reader, rank: i + 1, query: query)]), [UInt8(ascii: "[")] + expected + [UInt8(ascii: "]")])
             }
         }
+    }
+
+    /// A hit's fields as a dictionary (the reference HitJSON's bytes are checked against).
+    static func hitFields(_ hit: SearchHit, reader: VectorIndexReader, rank: Int, query: String) throws -> [String: Any] {
+        let m = try reader.documentMetadata(hit.index)
+        return ["query": query, "rank": rank, "score": Double(hit.score), "title": m.title, "genre": m.genre,
+                "expandedGenres": m.expandedGenres, "description": m.description, "id": try reader.documentId(hit.index),
+                "source": "\(m.sourceFile):\(m.sourceRow)", "cosine": Double(hit.dense), "bm25": Double(hit.lexical),
+                "year": m.year.map { $0 as Any } ?? NSNull(), "rating": m.rating.map { (Double($0) * 100).rounded() / 100 as Any } ?? NSNull()]
     }
 
     /// BM25 by its textbook formula, computed here from the texts alone.
