@@ -191,21 +191,28 @@ const char *idx_int8_dots_path(void) {
    norm * (qc + scale * qScale * dot) gives, whichever path computes them. */
 #pragma clang fp contract(off)
 
-static void scores_portable(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                            const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+static size_t scores_portable(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                              const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                              float *out, uint32_t *above) {
+    size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         float s = norms[i] * (qc[cids[i]] + scales[i] * qScale * (float)dots[i]);
         if (lexical) s = (1 - w) * s + w * lexical[i];
         out[i] = s;
+        if (s > threshold) above[count++] = (uint32_t)i;
     }
+    return count;
 }
 
 #if defined(__x86_64__)
 __attribute__((target("avx512f")))
-static void scores_avx512(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                          const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+static size_t scores_avx512(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                            const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                            float *out, uint32_t *above) {
     const __m512 qs = _mm512_set1_ps(qScale), keep = _mm512_set1_ps(1 - w), share = _mm512_set1_ps(w);
-    size_t i = 0;
+    const __m512 bar = _mm512_set1_ps(threshold);
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    size_t i = 0, count = 0;
     for (; i + 16 <= n; i += 16) {
         __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(cids + i)));
         __m512 centroid = _mm512_i32gather_ps(c, qc, 4);
@@ -213,15 +220,23 @@ static void scores_avx512(size_t n, const int32_t *dots, float qScale, const flo
         __m512 s = _mm512_mul_ps(_mm512_loadu_ps(norms + i), _mm512_add_ps(centroid, x));
         if (lexical) s = _mm512_add_ps(_mm512_mul_ps(keep, s), _mm512_mul_ps(share, _mm512_loadu_ps(lexical + i)));
         _mm512_storeu_ps(out + i, s);
+        __mmask16 high = _mm512_cmp_ps_mask(s, bar, _CMP_GT_OQ);
+        if (high) {
+            _mm512_mask_compressstoreu_epi32(above + count, high, _mm512_add_epi32(lanes, _mm512_set1_epi32((int)i)));
+            count += (size_t)__builtin_popcount(high);
+        }
     }
-    scores_portable(n - i, dots + i, qScale, norms + i, scales + i, cids + i, qc, lexical ? lexical + i : NULL, w, out + i);
+    size_t rest = scores_portable(n - i, dots + i, qScale, norms + i, scales + i, cids + i, qc, lexical ? lexical + i : NULL, w,
+                                  threshold, out + i, above + count);
+    for (size_t r = 0; r < rest; r++) above[count + r] += (uint32_t)i;
+    return count + rest;
 }
 #endif
 
 #pragma clang fp contract(on)
 
-typedef void (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,
-                          const float *, float, float *);
+typedef size_t (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,
+                            const float *, float, float, float *, uint32_t *);
 static scores_fn chosen_scores;
 static pthread_once_t scores_once = PTHREAD_ONCE_INIT;
 static void init_scores(void) {
@@ -232,27 +247,26 @@ static void init_scores(void) {
 #endif
 }
 
-int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
-
-void idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                     const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                       const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                       float *out, uint32_t *above) {
     pthread_once(&scores_once, init_scores);
-    chosen_scores(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
+    return chosen_scores(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
 }
 
-int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out) {
+size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                            const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                            float *out, uint32_t *above, int *taken) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (path >= 1 && __builtin_cpu_supports("avx512f")) {
-        scores_avx512(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
-        return 1;
+        *taken = 1;
+        return scores_avx512(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
     }
 #endif
     (void)path;
-    scores_portable(n, dots, qScale, norms, scales, cids, qc, lexical, w, out);
-    return 0;
+    *taken = 0;
+    return scores_portable(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
 }
 
 /* ---- C += A · Bt for a few rows of A (a query's tokens through a linear layer) ---- */

@@ -65,22 +65,28 @@ public struct VectorSearcher {
         let block = dotBlock(dimension: d)
         var dots = [Int32](repeating: 0, count: min(block, rows.count))
         var scores = [Float](repeating: 0, count: min(block, rows.count))
+        var above = [UInt32](repeating: 0, count: min(block, rows.count))
         s.scales.withUnsafeBufferPointer { scales in
             s.norms.withUnsafeBufferPointer { norms in
                 s.genreIds.withUnsafeBufferPointer { genres in s.centroidIds.withUnsafeBufferPointer { cids in
                     dots.withUnsafeMutableBufferPointer { dots in scores.withUnsafeMutableBufferPointer { scores in
+                    above.withUnsafeMutableBufferPointer { above in
                         for start in stride(from: rows.lowerBound, to: rows.upperBound, by: block) {
                             let n = min(block, rows.upperBound - start)
                             for (b, query) in queries.enumerated() {
                                 idx_int8_dots(s.codes + start * d, n, d, q8 + b * d, dots.baseAddress!)
-                                query.qCentroids[k].withUnsafeBufferPointer { qc in
+                                // The rows above the block's starting threshold; each is tested again
+                                // against the threshold as pushes raise it.
+                                let count = query.qCentroids[k].withUnsafeBufferPointer { qc in
                                     idx_scan_scores(n, dots.baseAddress!, query.qScale, norms.baseAddress! + start, scales.baseAddress! + start,
                                                     cids.baseAddress! + start, qc.baseAddress!, lexical[b].map { $0 + base + start },
-                                                    query.lexicalWeight, scores.baseAddress!)
+                                                    query.lexicalWeight, tops[b].threshold, scores.baseAddress!, above.baseAddress!)
                                 }
                                 let excluded = query.excluded
                                 var threshold = tops[b].threshold
-                                for r in 0 ..< n where scores[r] > threshold {
+                                for j in 0 ..< count {
+                                    let r = Int(above[j])
+                                    guard scores[r] > threshold else { continue }
                                     let i = start + r
                                     if let allowed, !allowed[Int(genres[i])] { continue }
                                     if base + i == excluded { continue }
@@ -89,7 +95,7 @@ public struct VectorSearcher {
                                 }
                             }
                         }
-                    } }
+                    } } }
                 } }
             }
         }

@@ -58,7 +58,8 @@ final class SearchTests: XCTestCase {
     }
 
     /// The scan's scores, on every path the CPU has, are the bits Swift's own expression gives
-    /// (no fused multiply-add anywhere), with and without BM25 scores, at and around 16 rows.
+    /// (no fused multiply-add anywhere), with and without BM25 scores, at and around 16 rows,
+    /// and the rows listed above a threshold are exactly those.
     func testScanScoresAreTheSwiftExpressionsBits() {
         var g = Synthetic.Generator(state: 13)
         func unit() -> Float { Float(g.next() % 2_000_001) / 1_000_000 - 1 }
@@ -73,12 +74,18 @@ final class SearchTests: XCTestCase {
                     let s = norms[i] * (qc[Int(cids[i])] + scales[i] * qScale * Float(dots[i]))
                     return withLexical ? (1 - w) * s + w * lexical[i] : s
                 }
-                for path: Int32 in [0, 1] {
-                    var out = [Float](repeating: .nan, count: n)
-                    let taken = lexical.withUnsafeBufferPointer { lx in
-                        idx_scan_scores_with(path, n, dots, qScale, norms, scales, cids, qc, withLexical ? lx.baseAddress : nil, w, &out)
+                // A threshold some rows pass (the median), none, and all.
+                for threshold in [expected.sorted()[n / 2], .infinity, -.infinity] {
+                    for path: Int32 in [0, 1] {
+                        var out = [Float](repeating: .nan, count: n), above = [UInt32](repeating: 0, count: n), taken: Int32 = -1
+                        let count = lexical.withUnsafeBufferPointer { lx in
+                            idx_scan_scores_with(path, n, dots, qScale, norms, scales, cids, qc, withLexical ? lx.baseAddress : nil, w,
+                                                 threshold, &out, &above, &taken)
+                        }
+                        let label = "n \(n), path \(taken), lexical \(withLexical), threshold \(threshold)"
+                        XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), label)
+                        XCTAssertEqual(Array(above.prefix(count)), expected.indices.filter { expected[$0] > threshold }.map { UInt32($0) }, label)
                     }
-                    XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "n \(n), path \(taken), lexical \(withLexical)")
                 }
             }
         }

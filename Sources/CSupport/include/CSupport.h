@@ -41,13 +41,16 @@ const char *idx_int8_dots_path(void);
    out[i] = norms[i] * (qc[cids[i]] + scales[i] * qScale * dots[i]), then, with `lexical`
    (else NULL), (1 - w) * out[i] + w * lexical[i]; evaluated in that order without fused
    multiply-adds, so every path (AVX-512F when the CPU has it, else portable C) gives the bits
-   the same expression gives in Swift. */
-void idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                     const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
+   the same expression gives in Swift. The rows whose score is above `threshold` are listed
+   in `above` (n entries of room), in order; returns how many. */
+size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                       const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                       float *out, uint32_t *above);
 /* The same through a given path (1: AVX-512F, 0: portable), or portable where the CPU lacks
-   it; returns the path taken. For tests. */
-int idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
-                         const uint8_t *cids, const float *qc, const float *lexical, float w, float *out);
+   it; `taken` is set to the path taken. For tests. */
+size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                            const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                            float *out, uint32_t *above, int *taken);
 
 /* C (m × n, row stride ldc) += A (m × k, stride lda) · Bt (k × n, stride ldb), all row-major
    float: a linear layer over a few rows with its weight stored transposed. For small m (a
