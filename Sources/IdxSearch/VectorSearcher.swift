@@ -125,7 +125,8 @@ public struct VectorSearcher {
         guard !queries.isEmpty else { return [] }
         let filters = excluding.map { SearchFilter(genre: genre, excluding: $0) }
         func pass(_ qs: [[Float]], k: Int, lexical: [LexicalScores?]) throws -> [[SearchHit]] {
-            // Reciprocal-rank fusion scans without BM25 (its dense side), blending with it.
+            // A query fused by reciprocal rank scans by cosine alone (its dense side), to the fusion's
+            // depth; the others scan with BM25 blended in (or none), to k.
             let fused = lexical.map { l in fusion == .reciprocalRank && l.map { $0.weight > 0 && $0.weight < 1 } ?? false }
             let depth = min(reader.count, max(k, Self.reciprocalRankDepth))
             // The int8 scan's best `depth` re-ranked exactly, no more: a rank near the bottom adds
