@@ -237,15 +237,20 @@ static size_t scores_avx512(size_t n, const int32_t *dots, float qScale, const f
 
 typedef size_t (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,
                             const float *, float, float, float *, uint32_t *);
-static scores_fn chosen_scores;
-static pthread_once_t scores_once = PTHREAD_ONCE_INIT;
-static void init_scores(void) {
-    chosen_scores = scores_portable;
+/* The best path at or below `path` (1: AVX-512F, 0: portable) the CPU has. */
+static scores_fn scores_path(int path, int *taken) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) chosen_scores = scores_avx512;
+    if (path >= 1 && __builtin_cpu_supports("avx512f")) { *taken = 1; return scores_avx512; }
 #endif
+    (void)path;
+    *taken = 0;
+    return scores_portable;
 }
+
+static scores_fn chosen_scores;
+static pthread_once_t scores_once = PTHREAD_ONCE_INIT;
+static void init_scores(void) { int taken; chosen_scores = scores_path(1, &taken); }
 
 size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
                        const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
@@ -257,16 +262,7 @@ size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float 
 size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
                             const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
                             float *out, uint32_t *above, int *taken) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (path >= 1 && __builtin_cpu_supports("avx512f")) {
-        *taken = 1;
-        return scores_avx512(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
-    }
-#endif
-    (void)path;
-    *taken = 0;
-    return scores_portable(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
+    return scores_path(path, taken)(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
 }
 
 /* ---- C += A · Bt for a few rows of A (a query's tokens through a linear layer) ---- */
@@ -334,42 +330,45 @@ static void rows_avx512(size_t m, size_t n, size_t k, const float *a, size_t lda
     }
 }
 
-/* Four rows of C by 32 columns (16 accumulators, 8 lanes each), masked at the right edge. */
+/* Up to four rows of C by 16 columns (8 accumulators: AVX2 has 16 registers), masked at the
+   right edge; `mr` is a constant where it is called. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void rows_block_avx2(int mr, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc,
+                                   __m256i m0, __m256i m1) {
+    __m256 acc[4][2];
+    for (int r = 0; r < mr; r++) {
+        acc[r][0] = _mm256_maskload_ps(c + r * ldc, m0);
+        acc[r][1] = _mm256_maskload_ps(c + r * ldc + 8, m1);
+    }
+    for (size_t p = 0; p < k; p++) {
+        __m256 b0 = _mm256_maskload_ps(bt + p * ldb, m0), b1 = _mm256_maskload_ps(bt + p * ldb + 8, m1);
+        for (int r = 0; r < mr; r++) {
+            __m256 x = _mm256_set1_ps(a[r * lda + p]);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        _mm256_maskstore_ps(c + r * ldc, m0, acc[r][0]);
+        _mm256_maskstore_ps(c + r * ldc + 8, m1, acc[r][1]);
+    }
+}
+
 __attribute__((target("avx2,fma")))
 static void rows_avx2(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
-    for (size_t j = 0; j < n; j += 32) {
-        __m256i mk[4];
-        for (int t = 0; t < 4; t++) {
-            int32_t lanes[8];
-            for (int l = 0; l < 8; l++) lanes[l] = j + 8 * (size_t)t + (size_t)l < n ? -1 : 0;
-            mk[t] = _mm256_loadu_si256((const __m256i *)lanes);
-        }
-        size_t i = 0;
-        for (; i + 4 <= m; i += 4) {
-            __m256 acc[4][4];
-            for (int r = 0; r < 4; r++)
-                for (int t = 0; t < 4; t++) acc[r][t] = _mm256_maskload_ps(c + (i + r) * ldc + j + 8 * t, mk[t]);
-            for (size_t p = 0; p < k; p++) {
-                const float *b = bt + p * ldb + j;
-                __m256 bv[4];
-                for (int t = 0; t < 4; t++) bv[t] = _mm256_maskload_ps(b + 8 * t, mk[t]);
-                for (int r = 0; r < 4; r++) {
-                    __m256 x = _mm256_set1_ps(a[(i + r) * lda + p]);
-                    for (int t = 0; t < 4; t++) acc[r][t] = _mm256_fmadd_ps(x, bv[t], acc[r][t]);
-                }
+    for (size_t j = 0; j < n; j += 16) {
+        int32_t lanes[16];
+        for (int l = 0; l < 16; l++) lanes[l] = j + (size_t)l < n ? -1 : 0;
+        __m256i m0 = _mm256_loadu_si256((const __m256i *)lanes), m1 = _mm256_loadu_si256((const __m256i *)(lanes + 8));
+        for (size_t i = 0; i < m; i += 4) {
+            const float *ai = a + i * lda, *bj = bt + j;
+            float *cij = c + i * ldc + j;
+            switch (m - i < 4 ? m - i : 4) {
+            case 1: rows_block_avx2(1, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 2: rows_block_avx2(2, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            case 3: rows_block_avx2(3, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
+            default: rows_block_avx2(4, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
             }
-            for (int r = 0; r < 4; r++)
-                for (int t = 0; t < 4; t++) _mm256_maskstore_ps(c + (i + r) * ldc + j + 8 * t, mk[t], acc[r][t]);
-        }
-        for (; i < m; i++) {
-            __m256 acc[4];
-            for (int t = 0; t < 4; t++) acc[t] = _mm256_maskload_ps(c + i * ldc + j + 8 * t, mk[t]);
-            for (size_t p = 0; p < k; p++) {
-                __m256 x = _mm256_set1_ps(a[i * lda + p]);
-                const float *b = bt + p * ldb + j;
-                for (int t = 0; t < 4; t++) acc[t] = _mm256_fmadd_ps(x, _mm256_maskload_ps(b + 8 * t, mk[t]), acc[t]);
-            }
-            for (int t = 0; t < 4; t++) _mm256_maskstore_ps(c + i * ldc + j + 8 * t, mk[t], acc[t]);
         }
     }
 }
