@@ -265,6 +265,15 @@ size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScal
     return scores_path(path, taken)(n, dots, qScale, norms, scales, cids, qc, lexical, w, threshold, out, above);
 }
 
+/* ---- the entries of a float array above a threshold ---- */
+
+size_t idx_list_above(size_t n, const float *x, float threshold, uint32_t *out) {
+    size_t count = 0;
+    /* Every index written, the count advanced by the comparison: no branch on the data. */
+    for (size_t i = 0; i < n; i++) { out[count] = (uint32_t)i; count += x[i] > threshold; }
+    return count;
+}
+
 /* ---- C += A · Bt for a few rows of A (a query's tokens through a linear layer) ---- */
 
 /* OpenBLAS packs the whole weight matrix on every call: for a query of eight tokens that

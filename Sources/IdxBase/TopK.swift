@@ -13,6 +13,8 @@ public struct TopK {
     public let capacity: Int
     /// Keys from here on can no longer be kept (the worst kept at the last compaction).
     @usableFromInline var cut = UInt64.max
+    /// `compact`'s work space, kept between compactions.
+    @usableFromInline var scratch: [UInt64] = [], counts: [Int32] = []
     /// The score a newcomer must reach to be kept (callers test `>` when they push in index order).
     public internal(set) var threshold: Float = -.infinity
 
@@ -35,7 +37,8 @@ public struct TopK {
     private func best() -> [UInt64] {
         var kept = self
         if kept.keys.count > capacity { kept.compact() }
-        return kept.keys.sorted()
+        RadixSort.sort(&kept.keys)
+        return kept.keys
     }
 
     /// The kept indices in no particular order: the same set as `ids`, chosen by a selection
@@ -74,10 +77,12 @@ public struct TopK {
     /// on random scores the predictor misses half of them).
     @usableFromInline mutating func compact() {
         let k = capacity
-        let scratch = UnsafeMutablePointer<UInt64>.allocate(capacity: keys.count)
-        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: Self.radixBuckets)
-        defer { scratch.deallocate(); counts.deallocate() }
-        keys.withUnsafeMutableBufferPointer { a in
+        // One slot more than the keys: where a dropped key is written, so the partition never branches.
+        if scratch.count <= keys.count { scratch = [UInt64](repeating: 0, count: keys.count + 1) }
+        if counts.isEmpty { counts = [Int32](repeating: 0, count: Self.radixBuckets) }
+        keys.withUnsafeMutableBufferPointer { a in scratch.withUnsafeMutableBufferPointer { scratch in
+            counts.withUnsafeMutableBufferPointer { counts in
+            let junk = scratch.count - 1
             // a[..<lo]: kept; a[lo..<hi]: undecided; a[hi...]: dropped.
             var lo = 0, hi = a.count
             while hi - lo > 32, lo < k {
@@ -89,27 +94,28 @@ public struct TopK {
                 if differing == 0 { break } // one key pushed many times: no bits tell them apart
                 let width = 64 - differing.leadingZeroBitCount
                 let mask = width == 64 ? UInt64.max : (1 << UInt64(width)) - 1, shift = UInt64(max(0, width - Self.radixBits))
-                counts.update(repeating: 0, count: Self.radixBuckets)
-                for i in lo ..< hi { counts[Int((a[i] & mask) >> shift)] += 1 }
+                counts.update(repeating: 0)
+                for i in lo ..< hi { counts[Int((a[i] & mask) >> shift)] &+= 1 }
                 // The bucket holding the cut: the keys below it fill fewer than k - lo places.
                 var bucket = 0, below = 0
                 while below + Int(counts[bucket]) < k - lo { below += Int(counts[bucket]); bucket += 1 }
-                // Lower buckets first, then the cut's bucket, then the rest; no branch on the
-                // key (the bucket a random score falls in is a coin toss for a predictor).
-                var front = 0, middle = below, back = below + Int(counts[bucket])
+                // Lower buckets to the front, the cut's bucket after them, the rest to the junk
+                // slot: the destination and the cursors from masks, not branches (the bucket a
+                // random score falls in is a coin toss for a predictor).
+                var front = 0, middle = below
                 for i in lo ..< hi {
-                    let key = a[i], b = Int((key & mask) >> shift)
-                    let isLow = b < bucket, isMiddle = b == bucket
-                    scratch[isLow ? front : isMiddle ? middle : back] = key
-                    front &+= isLow ? 1 : 0; middle &+= isMiddle ? 1 : 0; back &+= isLow || isMiddle ? 0 : 1
+                    let key = a[i], diff = Int((key & mask) >> shift) &- bucket
+                    let low = diff >> 63, mid = ~((diff | (0 &- diff)) >> 63)
+                    scratch[(front & low) | (middle & mid) | (junk & ~(low | mid))] = key
+                    front &+= low & 1; middle &+= mid & 1
                 }
-                (a.baseAddress! + lo).update(from: scratch, count: hi - lo)
+                (a.baseAddress! + lo).update(from: scratch.baseAddress!, count: middle)
                 hi = lo + middle
                 lo += below
             }
             // The last few undecided keys: sorted, the best of them kept.
             if lo < k { a[lo ..< hi].sort() }
-        }
+        } } }
         keys.removeLast(keys.count - k)
         cut = keys.max()!
         threshold = Self.score(cut)

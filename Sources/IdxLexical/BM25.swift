@@ -141,8 +141,17 @@ public struct BM25Scorer {
                 }
             }
         }
-        var best: Float = 0
-        for i in 0 ..< documentCount { best = max(best, scores[i]) }
+        // The largest, eight lanes at a time (a scalar `max` does not vectorize; scores are ≥ 0).
+        let n = documentCount
+        var lanes = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            let v = UnsafeRawPointer(scores + i).loadUnaligned(as: SIMD8<Float>.self)
+            lanes.replace(with: v, where: v .> lanes)
+            i += 8
+        }
+        var best = lanes.max()
+        while i < n { best = max(best, scores[i]); i += 1 }
         return best
     }
 }

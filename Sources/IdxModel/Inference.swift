@@ -92,22 +92,25 @@ final class InferenceEncoder {
                 for r in 0 ..< n { add(x + r * c, tokW + Int(tk[r]) * c, posW + Int(ps[r]) * c, c) }
             }
         }
-        for (L, T) in zip(layout.layers, transposed.layers) {
+        // The transposed weights only when a layer takes them (made on first use).
+        let transposedLayers = rowwise ? transposed.layers : nil
+        for (l, L) in layout.layers.enumerated() {
+            let T = transposedLayers?[l]
             // qkv = x W_inᵀ + b_in
             broadcastRows(qkv, p + L.inProjB, n, 3 * c)
-            linear(qkv, x, rows: n, in: c, out: 3 * c, weight: p + L.inProjW, transposed: T.inProj, rowwise: rowwise)
+            linear(qkv, x, rows: n, in: c, out: 3 * c, weight: p + L.inProjW, transposed: T?.inProj)
             docStart.withUnsafeBufferPointer { attention($0, c, h) }
             // y = LayerNorm1(x + att W_outᵀ + b_out)
             addRows(y, x, p + L.outProjB, n, c)
-            linear(y, att, rows: n, in: c, out: c, weight: p + L.outProjW, transposed: T.outProj, rowwise: rowwise)
+            linear(y, att, rows: n, in: c, out: c, weight: p + L.outProjW, transposed: T?.outProj)
             layerNorm(y, p + L.norm1W, p + L.norm1B, n, c)
             // hid = relu(y W1ᵀ + b1)
             broadcastRows(hid, p + L.lin1B, n, f)
-            linear(hid, y, rows: n, in: c, out: f, weight: p + L.lin1W, transposed: T.lin1, rowwise: rowwise)
+            linear(hid, y, rows: n, in: c, out: f, weight: p + L.lin1W, transposed: T?.lin1)
             relu(hid, n * f)
             // x = LayerNorm2(y + hid W2ᵀ + b2)
             addRows(x, y, p + L.lin2B, n, c)
-            linear(x, hid, rows: n, in: f, out: c, weight: p + L.lin2W, transposed: T.lin2, rowwise: rowwise)
+            linear(x, hid, rows: n, in: f, out: c, weight: p + L.lin2W, transposed: T?.lin2)
             layerNorm(x, p + L.norm2W, p + L.norm2B, n, c)
         }
     }
@@ -117,10 +120,10 @@ final class InferenceEncoder {
     static let smallRows = 64
 
     /// out (rows × out) += inp (rows × in) · weightᵀ, the weight stored PyTorch's way (out × in);
-    /// `rowwise`: through its transposed copy, one row at a time (each row's result independent of the others).
+    /// Given the transposed copy: through it, one row at a time (each row's result independent of the others).
     private func linear(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, rows n: Int, in k: Int, out m: Int,
-                        weight: UnsafePointer<Float>, transposed wt: UnsafePointer<Float>, rowwise: Bool) {
-        if rowwise {
+                        weight: UnsafePointer<Float>, transposed wt: UnsafePointer<Float>?) {
+        if let wt {
             idx_sgemm_rows(n, m, k, inp, k, wt, m, out, m)
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(k), 1, inp, Int32(k), weight, Int32(k), 1, out, Int32(m))
@@ -166,16 +169,33 @@ final class InferenceEncoder {
 }
 
 /// Each layer's four weight matrices transposed (in × out, row-major), for `idx_sgemm_rows`:
-/// made once per loaded model and shared, read-only, by all its encoders.
+/// made on first use, once per loaded model, and shared, read-only, by all its encoders
+/// (commands that embed only whole batches of documents never make them).
 final class TransposedWeights: @unchecked Sendable {
     struct Layer { let inProj, outProj, lin1, lin2: UnsafePointer<Float> }
-    private let buffer: FloatBuffer
-    let layers: [Layer]
+    private let config: ModelConfig, layout: ParameterLayout, parameters: UnsafePointer<Float>
+    private let lock = NSLock()
+    private var buffer: FloatBuffer?, built: [Layer]?
 
-    init(config cfg: ModelConfig, layout: ParameterLayout, parameters p: UnsafePointer<Float>) {
+    init(config: ModelConfig, layout: ParameterLayout, parameters: UnsafePointer<Float>) {
+        self.config = config; self.layout = layout; self.parameters = parameters
+    }
+
+    var layers: [Layer] {
+        lock.withLock {
+            if let built { return built }
+            let layers = make()
+            built = layers
+            return layers
+        }
+    }
+
+    private func make() -> [Layer] {
+        let cfg = config, p = parameters
         let c = cfg.dModel, f = cfg.dFF
         let perLayer = 3 * c * c + c * c + f * c + c * f
-        buffer = FloatBuffer(max(1, perLayer * layout.layers.count))
+        let buffer = FloatBuffer(max(1, perLayer * layout.layers.count))
+        self.buffer = buffer
         let base = buffer.ptr
         var offset = 0
         // `rows` × `cols` at `src` into `cols` × `rows` at the next free place.
@@ -185,7 +205,7 @@ final class TransposedWeights: @unchecked Sendable {
             offset += rows * cols
             return UnsafePointer(dst)
         }
-        layers = layout.layers.map { L in
+        return layout.layers.map { L in
             Layer(inProj: transpose(p + L.inProjW, rows: 3 * c, cols: c), outProj: transpose(p + L.outProjW, rows: c, cols: c),
                   lin1: transpose(p + L.lin1W, rows: f, cols: c), lin2: transpose(p + L.lin2W, rows: c, cols: f))
         }

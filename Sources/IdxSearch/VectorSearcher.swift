@@ -196,16 +196,23 @@ public struct VectorSearcher {
         let genreIds = filter.genre.map { genre in reader.segments.map { Set($0.genreIds(holding: genre)) } }
         var top = TopK(capacity: depth)
         lexical.scores.withUnsafeBufferPointer { scores in
-            // One pass over every document: a plain loop, the filter only for the few that pass the threshold.
+            // One pass over every document, a block at a time: the ones above the block's starting
+            // threshold listed in C, each tested again as pushes raise it; the filter only for those.
+            let block = 4096
+            var above = [UInt32](repeating: 0, count: min(block, scores.count))
             var threshold = max(0, top.threshold)
-            for i in 0 ..< scores.count where scores[i] > threshold {
-                if i == excluded { continue }
-                if let genreIds {
-                    let (s, r) = reader.locate(i)
-                    if !genreIds[s].contains(Int(reader.segments[s].genreIds[r])) { continue }
+            for start in stride(from: 0, to: scores.count, by: block) {
+                let count = idx_list_above(min(block, scores.count - start), scores.baseAddress! + start, threshold, &above)
+                for j in 0 ..< count {
+                    let i = start + Int(above[j])
+                    guard scores[i] > threshold, i != excluded else { continue }
+                    if let genreIds {
+                        let (s, r) = reader.locate(i)
+                        if !genreIds[s].contains(Int(reader.segments[s].genreIds[r])) { continue }
+                    }
+                    top.push(scores[i], i)
+                    threshold = max(0, top.threshold)
                 }
-                top.push(scores[i], i)
-                threshold = max(0, top.threshold)
             }
         }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
@@ -339,7 +346,7 @@ public struct VectorSearcher {
         return (0 ..< batch).map { b in
             // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
             // product), in index order so that a hit's position breaks ties as its index would.
-            let ids = (0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() }.sorted()
+            let ids = RadixSort.sorted((0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() })
             var decoded = [Float](repeating: 0, count: ids.count * d)
             var exact = [Float](repeating: 0, count: ids.count)
             decoded.withUnsafeMutableBufferPointer { m in
@@ -356,7 +363,8 @@ public struct VectorSearcher {
                 return SearchHit(index: id, score: (1 - w) * score + w * x, dense: score, lexical: x)
             }
             // Best first, ties by lower index (as TopK ranks).
-            let order = hits.indices.map { TopK.rankKey(hits[$0].score, $0) }.sorted()
+            var order = hits.indices.map { TopK.rankKey(hits[$0].score, $0) }
+            RadixSort.sort(&order)
             return order.prefix(ks[b]).map { hits[TopK.index($0)] }
         }
     }

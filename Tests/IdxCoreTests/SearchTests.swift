@@ -150,6 +150,37 @@ final class SearchTests: XCTestCase {
         XCTAssertLessThan(TopK.rankKey(1, 4), TopK.rankKey(1, 5))
     }
 
+    func testRadixSortIsTheStandardSort() {
+        var g = Synthetic.Generator(state: 5)
+        // Random keys; keys sharing their high bytes (a top-k's); duplicates; one value throughout.
+        let shapes: [(String, () -> UInt64)] = [
+            ("random", { g.next() }),
+            ("shared high bytes", { 0xABCD_EF00_0000_0000 | (g.next() % 1_000_000) }),
+            ("duplicates", { g.next() % 7 << 40 }),
+            ("one value", { 42 }),
+        ]
+        for (name, next) in shapes {
+            for n in [0, 1, 2, 128, 129, 1_000, 5_003] {
+                var keys = (0 ..< n).map { _ in next() }
+                let expected = keys.sorted()
+                RadixSort.sort(&keys)
+                XCTAssertEqual(keys, expected, "\(name), \(n) keys")
+                let ints = expected.map { Int($0 >> 2) }.shuffled()
+                XCTAssertEqual(RadixSort.sorted(ints), ints.sorted(), "\(name), \(n) integers")
+            }
+        }
+    }
+
+    func testListAboveIsEveryIndexAboveTheThreshold() {
+        var g = Synthetic.Generator(state: 8)
+        let x = (0 ..< 1_001).map { _ in Float(Int(g.next() % 41) - 20) / 8 }
+        for threshold: Float in [-.infinity, -2.5, 0, 0.125, 2.5, .infinity] {
+            var out = [UInt32](repeating: 0, count: x.count)
+            let count = idx_list_above(x.count, x, threshold, &out)
+            XCTAssertEqual(out.prefix(count).map(Int.init), x.indices.filter { x[$0] > threshold }, "threshold \(threshold)")
+        }
+    }
+
     func testMetadataReadsAnyRowInAnyOrderThroughABoundedCache() throws {
         let d = 16, n = 1000
         let r = try build(Synthetic.clustered(count: n, dimension: d, clusters: 5, noise: 1), dimension: d)

@@ -52,6 +52,11 @@ size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScal
                             const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
                             float *out, uint32_t *above, int *taken);
 
+/* The indices i < n with x[i] > threshold, in order, into `out` (n entries of room); returns
+   how many. Without a branch on the values: a loop that tests each would mispredict wherever
+   about half pass. */
+size_t idx_list_above(size_t n, const float *x, float threshold, uint32_t *out);
+
 /* C (m × n, row stride ldc) += A (m × k, stride lda) · Bt (k × n, stride ldb), all row-major
    float: a linear layer over a few rows with its weight stored transposed. For small m (a
    query's tokens), where a BLAS sgemm spends its time packing the weight. AVX-512F or
