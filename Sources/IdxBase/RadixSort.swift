@@ -38,8 +38,8 @@ public enum RadixSort {
     /// Non-negative integers, ascending.
     public static func sorted(_ values: [Int]) -> [Int] {
         guard values.count > smallest else { return values.sorted() }
-        var keys = values.map { UInt64(UInt(bitPattern: $0)) }
         precondition(values.allSatisfy { $0 >= 0 }, "RadixSort.sorted takes non-negative integers")
+        var keys = values.map { UInt64(UInt(bitPattern: $0)) }
         sort(&keys)
         return keys.map { Int(bitPattern: UInt($0)) }
     }

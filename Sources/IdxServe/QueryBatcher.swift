@@ -39,9 +39,8 @@ final class QueryBatcher: @unchecked Sendable {
                 condition.signal()
             } else if threads < maxThreads {
                 threads += 1
-                let thread = Thread { [self] in work() }
-                thread.name = "idx-search"
-                thread.start()
+                // Named from inside: Foundation on Linux names only the current thread.
+                Thread { [self] in Thread.current.name = "idx-search"; work() }.start()
             }
             condition.unlock()
         }
