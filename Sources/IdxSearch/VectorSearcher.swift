@@ -178,12 +178,11 @@ public struct VectorSearcher {
 
     /// Reciprocal-rank fusion of two rankings (best first): each document's
     /// (1 − w) / (60 + dense rank) + w / (60 + lexical rank), ranks from 1, a side it is absent from adding 0.
-    public static func reciprocalRankScores(dense: [Int], lexical: [Int], lexicalWeight w: Float) -> [Int: Float] {
+    public static func reciprocalRankScores(dense: [Int], lexical: [Int], lexicalWeight w: Float) -> FusedScores {
         let c = reciprocalRankConstant
-        var fused: [Int: Float] = [:]
-        fused.reserveCapacity(dense.count + lexical.count)
-        for (r, i) in dense.enumerated() { fused[i, default: 0] += (1 - w) / (c + Float(r + 1)) }
-        for (r, i) in lexical.enumerated() { fused[i, default: 0] += w / (c + Float(r + 1)) }
+        var fused = FusedScores(capacity: dense.count + lexical.count)
+        for (r, i) in dense.enumerated() { fused.add((1 - w) / (c + Float(r + 1)), to: i, denseRank: r) }
+        for (r, i) in lexical.enumerated() { fused.add(w / (c + Float(r + 1)), to: i) }
         return fused
     }
 
@@ -217,24 +216,11 @@ public struct VectorSearcher {
         }
         let fused = Self.reciprocalRankScores(dense: dense.map(\.index), lexical: top.ranked(), lexicalWeight: lexical.weight)
         var best = TopK(capacity: k)
-        for (i, score) in fused { best.push(score, i) }  // (ties at the cut: push decides by index)
-        // The cosine a hit reports: the dense side's (one pass over it), or computed for the few
-        // that only BM25 found.
-        let kept = best.rankedPairs()
-        let sortedIds = kept.map(\.index).sorted()
-        func position(_ i: Int) -> Int {  // of i in sortedIds, or where it would go
-            var lo = 0, hi = sortedIds.count
-            while lo < hi { let mid = (lo + hi) / 2; if sortedIds[mid] < i { lo = mid + 1 } else { hi = mid } }
-            return lo
-        }
-        var cosines = [Float?](repeating: nil, count: kept.count)  // by position in sortedIds
-        for h in dense {
-            let at = position(h.index)
-            if at < sortedIds.count, sortedIds[at] == h.index { cosines[at] = h.dense }
-        }
+        fused.forEach { i, score in best.push(score, i) }  // (ties at the cut: push decides by index)
+        // The cosine a hit reports: the dense side's, or computed for the few that only BM25 found.
         var v = [Float](repeating: 0, count: reader.dimension)
-        return kept.map { i, score -> SearchHit in
-            let cos = cosines[position(i)] ?? v.withUnsafeMutableBufferPointer { p -> Float in
+        return best.rankedPairs().map { i, score -> SearchHit in
+            let cos = fused.denseRank(of: i).map { dense[$0].dense } ?? v.withUnsafeMutableBufferPointer { p -> Float in
                 reconstruct(i, into: p.baseAddress!)
                 return zip(p, query).reduce(0) { $0 + $1.0 * $1.1 }
             }
@@ -409,5 +395,48 @@ public enum ExactSearch {
         let kth = kthScore(exactScores, k: k)
         let good = returned.prefix(k).filter { exactScores[$0] >= kth - tolerance }.count
         return Double(good) / Double(min(k, exactScores.count))
+    }
+}
+
+/// Reciprocal-rank fusion's sums by document, with each document's dense rank: an open-addressing
+/// table sized for both sides' lists (a Dictionary's SipHash cost more than the fusion's arithmetic).
+public struct FusedScores {
+    private var keys: [Int]          // -1: an empty slot
+    private var sums: [Float]
+    private var denseRanks: [Int32]  // -1: not on the dense side
+    private let mask: Int
+
+    public init(capacity n: Int) {
+        var size = 16
+        while size < 2 * n { size *= 2 }
+        keys = [Int](repeating: -1, count: size)
+        sums = [Float](repeating: 0, count: size)
+        denseRanks = [Int32](repeating: -1, count: size)
+        mask = size - 1
+    }
+
+    /// Document `i`'s slot, or the empty one where it would go (Fibonacci hashing, linear probing).
+    private func slot(_ i: Int) -> Int {
+        var s = Int(truncatingIfNeeded: (UInt64(i) &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+        while keys[s] != -1 && keys[s] != i { s = (s + 1) & mask }
+        return s
+    }
+
+    /// Adds `x` to document `i`'s sum (from 0, in the order of the calls, as the fusion's formula reads).
+    public mutating func add(_ x: Float, to i: Int, denseRank: Int? = nil) {
+        let s = slot(i)
+        keys[s] = i
+        sums[s] += x
+        if let denseRank { denseRanks[s] = Int32(denseRank) }
+    }
+
+    public func denseRank(of i: Int) -> Int? {
+        let s = slot(i)
+        return keys[s] == i && denseRanks[s] >= 0 ? Int(denseRanks[s]) : nil
+    }
+
+    /// Every document added, with its sum, in no particular order.
+    public func forEach(_ body: (Int, Float) -> Void) {
+        for s in keys.indices where keys[s] >= 0 { body(keys[s], sums[s]) }
     }
 }

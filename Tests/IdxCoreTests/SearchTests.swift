@@ -171,6 +171,29 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    func testReciprocalRankScoresAreTheFormulasSums() {
+        var g = Synthetic.Generator(state: 9)
+        for (n, range) in [(0, 10), (5, 8), (300, 400), (1_000, 100_000), (1_000, 1_500)] {
+            // Two rankings of distinct documents, overlapping more or less with the range's width.
+            func ranking() -> [Int] {
+                var seen = Set<Int>(), out: [Int] = []
+                while out.count < min(n, range) { let i = Int(g.next() % UInt64(range)); if seen.insert(i).inserted { out.append(i) } }
+                return out
+            }
+            let dense = ranking(), lexical = ranking(), w: Float = 0.3
+            let fused = VectorSearcher.reciprocalRankScores(dense: dense, lexical: lexical, lexicalWeight: w)
+            var expected: [Int: Float] = [:]
+            for (r, i) in dense.enumerated() { expected[i, default: 0] += (1 - w) / (60 + Float(r + 1)) }
+            for (r, i) in lexical.enumerated() { expected[i, default: 0] += w / (60 + Float(r + 1)) }
+            var got: [Int: Float] = [:]
+            fused.forEach { i, x in XCTAssertNil(got.updateValue(x, forKey: i), "document \(i) listed twice") }
+            XCTAssertEqual(got, expected, "\(n) of \(range)")
+            for (r, i) in dense.enumerated() { XCTAssertEqual(fused.denseRank(of: i), r) }
+            for i in Set(lexical).subtracting(dense) { XCTAssertNil(fused.denseRank(of: i)) }
+            XCTAssertNil(fused.denseRank(of: range + 7))
+        }
+    }
+
     func testListAboveIsEveryIndexAboveTheThreshold() {
         var g = Synthetic.Generator(state: 8)
         let x = (0 ..< 1_001).map { _ in Float(Int(g.next() % 41) - 20) / 8 }
