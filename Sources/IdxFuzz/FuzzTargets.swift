@@ -71,11 +71,14 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 let h = XXHash64.hash(b[0 ..< end])
                 b.withUnsafeMutableBytes { $0.storeBytes(of: h.littleEndian, toByteOffset: end, as: UInt64.self) }
             }
-            let r = try LexicalSegmentReader(path: write(b, "l.idxlex"))
-            let bm25 = BM25Scorer(segments: [r])
-            let q = bm25.query(terms: ["alien", "robot", "love"])
+            // As a search reads it (only the queried terms' postings checked, before scoring
+            // them), then as idx index does (everything checked at open).
+            let path = write(b, "l.idxlex")
+            let bm25 = BM25Scorer(segments: [try LexicalSegmentReader(path: path, verification: .onFirstRead)])
+            let q = try bm25.query(terms: ["alien", "robot", "love"])
             var scores = [Float](repeating: 0, count: bm25.documentCount)
             scores.withUnsafeMutableBufferPointer { _ = bm25.score(q, into: $0.baseAddress!) }
+            _ = try LexicalSegmentReader(path: path)
         case .indexManifest:
             // The first line is CURRENT, the rest the manifest of the generation it names.
             let nl = data.firstIndex(of: 0x0A) ?? data.count

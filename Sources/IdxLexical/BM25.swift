@@ -47,10 +47,11 @@ public struct BM25Scorer {
         public var isEmpty: Bool { terms.isEmpty }
     }
 
-    public func query(terms: [String]) -> Query {
+    /// Throws when a term's postings, checked on first read, are damaged.
+    public func query(terms: [String]) throws -> Query {
         var q = Query(terms: [], locations: [], idfs: [], weights: [])
         for (bytes, count) in Self.distinct(terms) {
-            guard let (where_, idf) = lookup(bytes) else { continue }
+            guard let (where_, idf) = try lookup(bytes) else { continue }
             q.terms.append(bytes); q.locations.append(where_); q.idfs.append(idf)
             q.weights.append((1 + Foundation.log(Float(count))) * idf)
         }
@@ -74,11 +75,14 @@ public struct BM25Scorer {
     @inline(__always)
     private static func termWeight(tf: Float, norm: Float) -> Float { tf * (k1 + 1) / (tf + norm) }
 
-    /// The term's place in every segment and its idf; nil when no document holds it.
-    private func lookup(_ term: [UInt8]) -> ([Int?], Float)? {
+    /// The term's place in every segment and its idf; nil when no document holds it. Its
+    /// postings are checked (`LexicalSegmentReader.postingsChecked`) before any query reads them.
+    private func lookup(_ term: [UInt8]) throws -> ([Int?], Float)? {
         let where_ = segments.map { $0.find(term) }
         var df = 0
-        for (k, loc) in where_.enumerated() { if let loc { df += segments[k].documentFrequency(loc) } }
+        for (k, loc) in where_.enumerated() {
+            if let loc { try segments[k].postingsChecked(loc); df += segments[k].documentFrequency(loc) }
+        }
         guard df > 0 else { return nil }
         return (where_, Foundation.log(1 + (Float(documentCount) - Float(df) + 0.5) / (Float(df) + 0.5)))
     }
@@ -91,7 +95,7 @@ public struct BM25Scorer {
     /// term's weight times its idf once more, which favours the rare words that tell films apart
     /// (chosen leave-one-out on train.csv, docs/search-quality.md). Synopses say the same thing
     /// in many words: the films a query already found bring the words it lacks.
-    public func expanded(_ q: Query, documents: [(index: Int, text: String)], weight: Float, terms: Int) -> Query {
+    public func expanded(_ q: Query, documents: [(index: Int, text: String)], weight: Float, terms: Int) throws -> Query {
         guard !documents.isEmpty, weight > 0, terms > 0 else { return q }
         var mean: [[UInt8]: Float] = [:]
         // Each term's lookup, once for all the documents (nil: no document holds it).
@@ -100,7 +104,7 @@ public struct BM25Scorer {
             var weights: [([UInt8], Float)] = []
             var total: Float = 0
             for (t, count) in Self.distinct(LexicalAnalyzer.terms(text)) {
-                if located[t] == nil { located[t] = .some(lookup(t)) }
+                if located[t] == nil { located[t] = .some(try lookup(t)) }
                 guard let (_, idf) = located[t]! else { continue }
                 let w = idf * Self.termWeight(tf: Float(count), norm: lengthNorm[d])
                 weights.append((t, w)); total += w

@@ -95,8 +95,11 @@ public struct LexicalSegmentBuilder {
     out.append(UInt8(v))
 }
 
-/// A memory-mapped `.idxlex` file, verified when opened.
-public final class LexicalSegmentReader {
+/// A memory-mapped `.idxlex` file: its checksum and tables verified when opened, each term's
+/// postings when opened (`.atOpen`) or when a query first reads the term (`.onFirstRead`:
+/// `postingsChecked`; at a million documents, checking all of them took a third of a one-off
+/// search).
+public final class LexicalSegmentReader: @unchecked Sendable {  // `unchecked` only under `lock`
     let path: String
     public let documentCount: Int
     public let termCount: Int
@@ -105,25 +108,28 @@ public final class LexicalSegmentReader {
     private let lengths: UnsafeRawPointer, termOffsets: UnsafeRawPointer, dfs: UnsafeRawPointer
     private let postingOffsets: UnsafeRawPointer, termBytes: UnsafePointer<UInt8>, postings: UnsafePointer<UInt8>
     private let postingsLength: Int
+    /// Whether terms' postings are checked on first read (else all were, at open).
+    private let checksOnFirstRead: Bool
+    /// With `checksOnFirstRead`, the terms not checked yet; read and written under `lock`.
+    private var unchecked: [Bool] = []
+    private let lock = NSLock()
 
-    public convenience init(path: String) throws {
-        try self.init(file: MappedFile(path: path))
+    public convenience init(path: String, verification: Verification = .atOpen) throws {
+        try self.init(file: MappedFile(path: path), verification: verification)
     }
 
     /// A segment built in memory (LexicalSegmentBuilder.encode), never written; `source`
     /// names it in errors.
     public convenience init(bytes: [UInt8], source: String) throws {
-        try self.init(file: MappedFile(copying: bytes, path: source))
+        try self.init(file: MappedFile(copying: bytes, path: source), verification: .atOpen)
     }
 
-    init(file: MappedFile) throws {
+    init(file: MappedFile, verification: Verification) throws {
         let path = file.path
         self.path = path
         self.file = file
         let b = file.bytes
-        func damaged(_ why: String) -> IdxError {
-            IdxError("\(path): \(why); the lexical index is damaged: rebuild the index with idx index.")
-        }
+        func damaged(_ why: String) -> IdxError { Self.damaged(path, why) }
         guard b.count >= LexicalFormat.headerBytes + 8, Array(b[0 ..< 8]) == LexicalFormat.magic else {
             throw damaged("not an idx lexical segment (bad magic or too short)")
         }
@@ -155,15 +161,36 @@ public final class LexicalSegmentReader {
         postingOffsets = base + at; at += 8 * (termCount + 1)
         termBytes = (base + at).assumingMemoryBound(to: UInt8.self); at += termBytesLength
         postings = (base + at).assumingMemoryBound(to: UInt8.self)
-        try validate(termBytesLength: termBytesLength, damaged: damaged)
+        checksOnFirstRead = verification == .onFirstRead
+        try validateTables(termBytesLength: termBytesLength)
+        if checksOnFirstRead {
+            unchecked = [Bool](repeating: true, count: termCount)
+        } else {
+            for t in 0 ..< termCount { try validatePostings(t) }
+        }
     }
 
-    /// Checks every offset, count and posting against the file before any query uses them (a
-    /// re-checksummed file may lie): term offsets ascending within the term bytes, terms
-    /// sorted and distinct, posting offsets ascending within the postings, each term's list
-    /// exactly `df` (row, tf) pairs with rows ascending below the document count and tf ≥ 1,
-    /// and the document lengths summing to the total length.
-    private func validate(termBytesLength: Int, damaged: (String) -> IdxError) throws {
+    private static func damaged(_ path: String, _ why: String) -> IdxError {
+        IdxError("\(path): \(why); the lexical index is damaged: rebuild the index with idx index.")
+    }
+    private func damaged(_ why: String) -> IdxError { Self.damaged(path, why) }
+
+    /// Checks term `t`'s postings unless they are (see `validatePostings`); a query calls it
+    /// for every term it reads before reading its postings.
+    public func postingsChecked(_ t: Int) throws {
+        guard checksOnFirstRead else { return }
+        try lock.withLock {
+            guard unchecked[t] else { return }
+            try validatePostings(t)
+            unchecked[t] = false
+        }
+    }
+
+    /// Checks every offset and count against the file before any query uses them (a
+    /// re-checksummed file may lie): term offsets ascending within the term bytes, terms sorted
+    /// and distinct, posting offsets ascending within the postings, document frequencies within
+    /// the document count, and the document lengths summing to the total length.
+    private func validateTables(termBytesLength: Int) throws {
         var sum = 0
         for d in 0 ..< documentCount { sum += length(d) }
         guard sum == totalLength else { throw damaged("document lengths sum to \(sum), the header says \(totalLength)") }
@@ -182,27 +209,33 @@ public final class LexicalSegmentReader {
             guard ps <= pe, pe <= postingsLength else { throw damaged("term \(t) has posting offsets \(ps)..\(pe) outside the postings") }
             let df = documentFrequency(t)
             guard df >= 1, df <= documentCount else { throw damaged("term \(t) has document frequency \(df) of \(documentCount) documents") }
-            var at = ps, row = -1, pairs = 0
-            func varint() throws -> Int {
-                var v = 0, shift = 0
-                while true {
-                    guard at < pe, shift <= 28 else { throw damaged("term \(t) has a posting that runs past its list") }
-                    let byte = postings[at]; at += 1
-                    v |= Int(byte & 0x7F) << shift
-                    if byte < 0x80 { return v }
-                    shift += 7
-                }
-            }
-            while at < pe {
-                let gap = try varint(), tf = try varint()
-                row = row < 0 ? gap : row + gap
-                guard (pairs == 0 || gap > 0), row < documentCount, tf >= 1 else {
-                    throw damaged("term \(t) has a posting for row \(row) (tf \(tf)) outside 0..<\(documentCount) or out of order")
-                }
-                pairs += 1
-            }
-            guard pairs == df else { throw damaged("term \(t) lists \(pairs) postings, its document frequency is \(df)") }
         }
+    }
+
+    /// Checks term `t`'s list (its offsets already checked): exactly `df` (row, tf) pairs, rows
+    /// ascending below the document count, tf ≥ 1, every varint inside the list.
+    private func validatePostings(_ t: Int) throws {
+        let pe = postingOffset(t + 1)
+        var at = postingOffset(t), row = -1, pairs = 0
+        func varint() throws -> Int {
+            var v = 0, shift = 0
+            while true {
+                guard at < pe, shift <= 28 else { throw damaged("term \(t) has a posting that runs past its list") }
+                let byte = postings[at]; at += 1
+                v |= Int(byte & 0x7F) << shift
+                if byte < 0x80 { return v }
+                shift += 7
+            }
+        }
+        while at < pe {
+            let gap = try varint(), tf = try varint()
+            row = row < 0 ? gap : row + gap
+            guard (pairs == 0 || gap > 0), row < documentCount, tf >= 1 else {
+                throw damaged("term \(t) has a posting for row \(row) (tf \(tf)) outside 0..<\(documentCount) or out of order")
+            }
+            pairs += 1
+        }
+        guard pairs == documentFrequency(t) else { throw damaged("term \(t) lists \(pairs) postings, its document frequency is \(documentFrequency(t))") }
     }
 
     @inline(__always) func length(_ row: Int) -> Int { Int(UInt32(littleEndian: lengths.loadUnaligned(fromByteOffset: 4 * row, as: UInt32.self))) }

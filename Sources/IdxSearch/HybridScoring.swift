@@ -27,8 +27,8 @@ public enum HybridScoring {
 
     /// The query's BM25 scores over every document of `scorer`, divided by their maximum
     /// (all 0 when no term matches). `terms`: LexicalAnalyzer.terms of the cleaned query.
-    public static func normalizedBM25(_ scorer: BM25Scorer, terms: [String]) -> [Float] {
-        normalizedBM25(scorer, query: scorer.query(terms: terms))
+    public static func normalizedBM25(_ scorer: BM25Scorer, terms: [String]) throws -> [Float] {
+        normalizedBM25(scorer, query: try scorer.query(terms: terms))
     }
 
     public static func normalizedBM25(_ scorer: BM25Scorer, query q: BM25Scorer.Query) -> [Float] {
@@ -48,14 +48,14 @@ public enum HybridScoring {
     /// and, when `feedback` expands BM25 queries, the second pass's scores from the first's best
     /// documents (`documentText`: a document's lexical text, as indexed). nil when no term matches.
     public static func lexicalScores(_ scorer: BM25Scorer, terms: [String], weight: Float, feedback: RelevanceFeedback?,
-                                     documentText: @escaping (Int) -> String) -> LexicalScores? {
-        let q = scorer.query(terms: terms)
+                                     documentText: @escaping (Int) -> String) throws -> LexicalScores? {
+        let q = try scorer.query(terms: terms)
         let scores = normalizedBM25(scorer, query: q)
         guard scores.contains(where: { $0 > 0 }) else { return nil }
         var lexical = LexicalScores(scores: scores, weight: weight)
         if let feedback, feedback.isLexical {
             lexical.expanded = { ids in
-                normalizedBM25(scorer, query: scorer.expanded(q, documents: ids.map { ($0, documentText($0)) },
+                normalizedBM25(scorer, query: try scorer.expanded(q, documents: ids.map { ($0, documentText($0)) },
                                                              weight: feedback.lexicalWeight, terms: feedback.lexicalTerms))
             }
         }
@@ -71,8 +71,8 @@ public struct LexicalScores {
     public var weight: Float
     /// The second pass's scores from the first pass's best documents (RelevanceFeedback's BM25
     /// side); nil: the second pass scores with `scores` again.
-    public var expanded: (([Int]) -> [Float])?
-    public init(scores: [Float], weight: Float, expanded: (([Int]) -> [Float])? = nil) {
+    public var expanded: (([Int]) throws -> [Float])?
+    public init(scores: [Float], weight: Float, expanded: (([Int]) throws -> [Float])? = nil) {
         self.scores = scores; self.weight = weight; self.expanded = expanded
     }
 }

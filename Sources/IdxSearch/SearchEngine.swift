@@ -83,8 +83,8 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// Opens the published generation of `index` and the model it records, or the copy of it
     /// in `model` (checked by hash either way).
-    public init(index: String, model modelDirectory: String? = nil, verifyMetadata: Bool = false) throws {
-        reader = try VectorIndexReader(directory: index, verifyMetadata: verifyMetadata)
+    public init(index: String, model modelDirectory: String? = nil, verification: Verification = .onFirstRead) throws {
+        reader = try VectorIndexReader(directory: index, verification: verification)
         searcher = VectorSearcher(reader)
         let dir = modelDirectory ?? reader.modelDirectory
         if dir.isEmpty {
@@ -130,7 +130,7 @@ public final class SearchEngine: @unchecked Sendable {
         var lexical: LexicalScores?
         if weight > 0, let scorer = reader.lexical {
             let share = settings.lexicalWeight ?? HybridScoring.weight(weight, queryTokens: ids.count, fusion: settings.fusion)
-            lexical = HybridScoring.lexicalScores(scorer, terms: LexicalAnalyzer.terms(cleaned), weight: share,
+            lexical = try HybridScoring.lexicalScores(scorer, terms: LexicalAnalyzer.terms(cleaned), weight: share,
                                                   feedback: settings.feedback) {
                 LexicalAnalyzer.documentText(self.reader.metadata($0))
             }

@@ -152,7 +152,7 @@ public struct VectorSearcher {
                 for (i, h) in first.enumerated() { reconstruct(h.index, into: p.baseAddress! + i * d) }
                 return feedback.expanded(queries[b], rows: p.baseAddress!, count: first.count, dim: d)
             }
-            if let expand = lexical[b]?.expanded, feedback.isLexical { second[b]!.scores = expand(first.map(\.index)) }
+            if let expand = lexical[b]?.expanded, feedback.isLexical { second[b]!.scores = try expand(first.map(\.index)) }
         }
         let seconds = try pass(moved, k: k, lexical: second)
         // A query that did not move keeps its one pass, cut to k.

@@ -18,14 +18,15 @@ public struct VectorIndexReader {
     public let lexical: BM25Scorer?
 
     /// Opens the live generation and verifies everything: manifest, format
-    /// version, every checksum (vectors and metadata).
+    /// version, every checksum (vectors and metadata), every posting list.
     public init(directory: String) throws {
-        try self.init(directory: directory, verifyMetadata: true)
+        try self.init(directory: directory, verification: .atOpen)
     }
 
-    /// `verifyMetadata: false` (search): vectors, scales and genre ids are verified
-    /// now; each metadata chunk is verified when it is first read.
-    public init(directory: String, verifyMetadata: Bool) throws {
+    /// `.onFirstRead` (search): vectors, scales, genre ids and the lexical tables are verified
+    /// now; each metadata chunk when it is first read, each term's postings when a query first
+    /// reads the term.
+    public init(directory: String, verification: Verification) throws {
         self.directory = directory
         let (generation, manifest) = try IndexLayout.readCurrent(directory)
         self.generation = generation
@@ -42,16 +43,16 @@ public struct VectorIndexReader {
                   XXHash64.hex(s.headerHash) == entry.headerHash else {
                 throw IdxError("\(path): does not match its manifest entry (count, dimension or header hash); the segment was replaced or damaged: rebuild the index with idx index.")
             }
-            if verifyMetadata { try s.verifyMetadata() }
+            if verification == .atOpen { try s.verifyMetadata() }
             segments.append(s)
             starts.append(starts.last! + s.count)
         }
         self.segments = segments
         segmentStarts = starts
-        lexical = try Self.openLexical(directory: directory, manifest: manifest)
+        lexical = try Self.openLexical(directory: directory, manifest: manifest, verification: verification)
     }
 
-    static func openLexical(directory: String, manifest: IndexManifest) throws -> BM25Scorer? {
+    static func openLexical(directory: String, manifest: IndexManifest, verification: Verification) throws -> BM25Scorer? {
         guard manifest.lexicalWeight != nil, !manifest.segments.isEmpty,
               manifest.segments.allSatisfy({ $0.lexical != nil }) else { return nil }
         var readers: [LexicalSegmentReader] = []
@@ -60,7 +61,7 @@ public struct VectorIndexReader {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw IdxError("\(path): lexical segment listed in the manifest is missing; the index is damaged: rebuild it with idx index.")
             }
-            let r = try LexicalSegmentReader(path: path)
+            let r = try LexicalSegmentReader(path: path, verification: verification)
             guard r.documentCount == entry.count, r.termCount == l.terms else {
                 throw IdxError("\(path): holds \(r.documentCount) documents and \(r.termCount) terms, its manifest entry \(entry.count) and \(l.terms); the segment was replaced or damaged: rebuild the index with idx index.")
             }
@@ -86,7 +87,7 @@ public struct VectorIndexReader {
     }
 
     /// Title, year, genre, rating, description… of document `i`. With a reader
-    /// opened with `verifyMetadata: false`, a corrupted chunk traps: use `documentMetadata`.
+    /// opened with `.onFirstRead`, a corrupted chunk traps: use `documentMetadata`.
     public func metadata(_ i: Int) -> DocumentMetadata {
         do { return try documentMetadata(i) } catch { fatalError("\(error)") }
     }

@@ -80,22 +80,29 @@ public enum LexicalNeighbours {
         var out = [[Int32]](repeating: [], count: n)
         // Scoring only reads the scorer (immutable, over memory-mapped segments).
         let shared = SharedWithWorkers(scorer)
+        let failure = FirstError()  // (none expected: the segment was checked whole when opened)
         out.withUnsafeMutableBufferPointer { o in
             // Thread t writes only the rows i ≡ t (mod w).
             let o = SharedWithWorkers(o)
             DispatchQueue.concurrentPerform(iterations: w) { t in
                 let scorer = shared.value
                 var scores = [Float](repeating: 0, count: n)
-                for i in stride(from: t, to: n, by: w) {
-                    var top = TopK(capacity: k + 1)
-                    scores.withUnsafeMutableBufferPointer { s in
-                        scorer.score(scorer.query(terms: LexicalAnalyzer.terms(descriptions[i])), into: s.baseAddress!)
-                        for j in 0 ..< n where j != i && s[j] > top.threshold { top.push(s[j], j) }
+                do {
+                    for i in stride(from: t, to: n, by: w) {
+                        var top = TopK(capacity: k + 1)
+                        let q = try scorer.query(terms: LexicalAnalyzer.terms(descriptions[i]))
+                        scores.withUnsafeMutableBufferPointer { s in
+                            scorer.score(q, into: s.baseAddress!)
+                            for j in 0 ..< n where j != i && s[j] > top.threshold { top.push(s[j], j) }
+                        }
+                        o.value[i] = top.ranked().prefix(k).map { Int32($0) }
                     }
-                    o.value[i] = top.ranked().prefix(k).map { Int32($0) }
+                } catch {
+                    failure.record(error)
                 }
             }
         }
+        try failure.rethrow()
         return out
     }
 }

@@ -59,7 +59,7 @@ public struct SearchCommand: ParsableCommand {
             let settings = self.settings
             try settings.validate()
             if let bench {
-                let searcher = VectorSearcher(try VectorIndexReader(directory: index, verifyMetadata: false))
+                let searcher = VectorSearcher(try VectorIndexReader(directory: index, verification: .onFirstRead))
                 let benchmark = ScanBenchmark(k: k, genre: genre, threads: threads, rerank: rerank)
                 for line in try benchmark.run(searcher, queries: bench, reference: reference) { print(line) }
                 return
@@ -67,7 +67,7 @@ public struct SearchCommand: ParsableCommand {
             var out = OutputBuffer()
             defer { out.flush() }
             if let file = queryVectors {
-                let reader = try VectorIndexReader(directory: index, verifyMetadata: false)
+                let reader = try VectorIndexReader(directory: index, verification: .onFirstRead)
                 let (q, d) = try RawVectors.read(file, dimension: reader.dimension)
                 let index: any VectorIndex = VectorSearcher(reader)
                 let rows = (0 ..< q.count / d).flatMap { reader.prepareQuery(Array(q[$0 * d ..< ($0 + 1) * d])) }

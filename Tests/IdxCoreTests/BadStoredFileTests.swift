@@ -330,6 +330,26 @@ final class BadStoredFileTests: XCTestCase {
             b[l.postings] = 0x7F  // the first term's first row: 127 of 3 documents
         }
         assertRefused([dir], naming: ["x.idxlex", "row 127"]) { _ = try LexicalSegmentReader(path: p) }
+        assertRefusedOnFirstRead(p, naming: "row 127")
+    }
+
+    /// A search's reader (`.onFirstRead`) opens a file whose first term ("alien") has damaged
+    /// postings, answers queries that do not read that term, and refuses, naming the file, every
+    /// query that does, before reading them: as a query, and as a feedback document's term.
+    func assertRefusedOnFirstRead(_ path: String, naming why: String, file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            let bm25 = BM25Scorer(segments: [try LexicalSegmentReader(path: path, verification: .onFirstRead)])
+            XCTAssertFalse(try bm25.query(terms: ["war"]).isEmpty, file: file, line: line)
+            for _ in 0 ..< 2 {  // refused again, not only the first time
+                assertRefused([dir], naming: ["x.idxlex", why], file: file, line: line) { _ = try bm25.query(terms: ["robot", "alien"]) }
+            }
+            let war = try bm25.query(terms: ["war"])
+            assertRefused([dir], naming: ["x.idxlex", why], file: file, line: line) {
+                _ = try bm25.expanded(war, documents: [(2, "alien war")], weight: 1, terms: 10)
+            }
+        } catch {
+            XCTFail("\(error)", file: file, line: line)
+        }
     }
 
     func testLexicalPostingOffsetsOutOfOrder() {
@@ -351,6 +371,7 @@ final class BadStoredFileTests: XCTestCase {
             b.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(3).littleEndian, toByteOffset: l.dfs, as: UInt32.self) }
         }
         assertRefused([dir], naming: ["x.idxlex", "document frequency"]) { _ = try LexicalSegmentReader(path: p) }
+        assertRefusedOnFirstRead(p, naming: "its document frequency is 3")
     }
 
     func testLexicalLengthsDisagreeWithTheTotal() {

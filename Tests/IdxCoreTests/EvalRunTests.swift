@@ -317,7 +317,7 @@ final class EvalRunTests: XCTestCase {
         let q = reader.prepareQuery(model.embed(one, range: 0 ..< 1, maxTokens: reader.manifest.maxTokens, batchSize: 1))
         let base = reader.dequantizedVectors(), d = reader.dimension
         let cosine = (0 ..< reader.count).map { i in (0 ..< d).reduce(Float(0)) { $0 + base[i * d + $1] * q[$1] } }
-        let bm25 = HybridScoring.normalizedBM25(try XCTUnwrap(reader.lexical), terms: LexicalAnalyzer.terms(Cleaning.cleanKeepingShort(text)))
+        let bm25 = try HybridScoring.normalizedBM25(try XCTUnwrap(reader.lexical), terms: LexicalAnalyzer.terms(Cleaning.cleanKeepingShort(text)))
         let w: Float = 0.4
         func ranks(_ s: [Float], only: (Int) -> Bool) -> [Int: Int] {
             let order = s.indices.filter(only).sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 }

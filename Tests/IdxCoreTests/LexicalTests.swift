@@ -114,7 +114,8 @@ final class LexicalTests: XCTestCase {
         _ = try write(Self.texts)
         let whole = try XCTUnwrap(try VectorIndexReader(directory: dir).lexical)
         var one = [Float](repeating: 0, count: Self.texts.count)
-        let best = one.withUnsafeMutableBufferPointer { whole.score(whole.query(terms: query), into: $0.baseAddress!) }
+        let q1 = try whole.query(terms: query)
+        let best = one.withUnsafeMutableBufferPointer { whole.score(q1, into: $0.baseAddress!) }
         XCTAssertEqual(best, expected.max()!, accuracy: 1e-5)
         for i in 0 ..< expected.count { XCTAssertEqual(one[i], expected[i], accuracy: 1e-5, "document \(i)") }
 
@@ -126,12 +127,13 @@ final class LexicalTests: XCTestCase {
         XCTAssertEqual(reader.manifest.segments.count, 2)
         let split = try XCTUnwrap(reader.lexical)
         var two = [Float](repeating: 0, count: Self.texts.count)
-        two.withUnsafeMutableBufferPointer { _ = split.score(split.query(terms: query), into: $0.baseAddress!) }
+        let q2 = try split.query(terms: query)
+        two.withUnsafeMutableBufferPointer { _ = split.score(q2, into: $0.baseAddress!) }
         for i in 0 ..< expected.count { XCTAssertEqual(two[i], expected[i], accuracy: 1e-5, "document \(i)") }
 
         // A term nobody uses is dropped from the query; an all-unknown query scores nothing.
-        XCTAssertTrue(split.query(terms: ["xylophone"]).isEmpty)
-        XCTAssertEqual(HybridScoring.normalizedBM25(split, terms: ["xylophone"]).max(), 0)
+        XCTAssertTrue(try split.query(terms: ["xylophone"]).isEmpty)
+        XCTAssertEqual(try HybridScoring.normalizedBM25(split, terms: ["xylophone"]).max(), 0)
     }
 
     /// The second pass's BM25 query (RM3's shape): the query's weights divided by their sum, plus
@@ -161,8 +163,8 @@ final class LexicalTests: XCTestCase {
             let total = w.values.reduce(0, +)
             for (t, x) in w { mean[t, default: 0] += x / total / 2 }
         }
-        let query = scorer.query(terms: LexicalAnalyzer.terms("zeppelin zeppelin"))
-        let expanded = scorer.expanded(query, documents: feedback.map { ($0, texts[$0]) }, weight: 0.5, terms: 100)
+        let query = try scorer.query(terms: LexicalAnalyzer.terms("zeppelin zeppelin"))
+        let expanded = try scorer.expanded(query, documents: feedback.map { ($0, texts[$0]) }, weight: 0.5, terms: 100)
         var expected = mean.mapValues { 0.5 * $0 }
         expected["zeppelin", default: 0] += 1 // the query's one term, its weight divided by itself
         for t in expected.keys { expected[t]! *= idf(t) } // and then each term's idf once more
@@ -174,13 +176,13 @@ final class LexicalTests: XCTestCase {
 
         // Only the best `terms` are added, and the query's scores move: document 0 shares no word
         // with "zeppelin" but "alien" with its feedback document.
-        let three = scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 3)
+        let three = try scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 3)
         XCTAssertTrue((3 ... 4).contains(three.terms.count), "\(three.terms.count) terms")
         XCTAssertEqual(HybridScoring.normalizedBM25(scorer, query: query)[0], 0)
-        XCTAssertGreaterThan(HybridScoring.normalizedBM25(scorer, query: scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 100))[0], 0)
+        XCTAssertGreaterThan(HybridScoring.normalizedBM25(scorer, query: try scorer.expanded(query, documents: [(5, texts[5])], weight: 1, terms: 100))[0], 0)
         // No documents or no weight: the query as it was.
-        XCTAssertEqual(scorer.expanded(query, documents: [], weight: 1, terms: 50).weights, query.weights)
-        XCTAssertEqual(scorer.expanded(query, documents: [(5, texts[5])], weight: 0, terms: 50).weights, query.weights)
+        XCTAssertEqual(try scorer.expanded(query, documents: [], weight: 1, terms: 50).weights, query.weights)
+        XCTAssertEqual(try scorer.expanded(query, documents: [(5, texts[5])], weight: 0, terms: 50).weights, query.weights)
 
         // idx search's second pass scores BM25 with the expanded query (its hits' `lexical`).
         let searcher = VectorSearcher(reader)
@@ -188,7 +190,7 @@ final class LexicalTests: XCTestCase {
         let fb = RelevanceFeedback(documents: 1, weight: 0, lexicalWeight: 1, lexicalTerms: 100)
         let lexical = try XCTUnwrap(HybridScoring.lexicalScores(scorer, terms: ["zeppelin"], weight: 0.9, feedback: fb) { texts[$0] })
         let hits = try searcher.search(vector, k: 6, lexical: lexical, feedback: fb)
-        let second = HybridScoring.normalizedBM25(scorer, query: scorer.expanded(scorer.query(terms: ["zeppelin"]), documents: [(5, texts[5])],
+        let second = HybridScoring.normalizedBM25(scorer, query: try scorer.expanded(try scorer.query(terms: ["zeppelin"]), documents: [(5, texts[5])],
                                                                                 weight: 1, terms: 100))
         for h in hits { XCTAssertEqual(h.lexical, second[h.index], accuracy: 1e-6, "document \(h.index)") }
         XCTAssertGreaterThan(hits.first { $0.index == 0 }?.lexical ?? 0, 0)
@@ -205,7 +207,7 @@ final class LexicalTests: XCTestCase {
             var bad = original
             bad[position] ^= 0x21
             try bad.write(to: URL(fileURLWithPath: path))
-            XCTAssertThrowsError(try VectorIndexReader(directory: dir, verifyMetadata: false), "byte \(position)") { error in
+            XCTAssertThrowsError(try VectorIndexReader(directory: dir, verification: .onFirstRead), "byte \(position)") { error in
                 let message = (error as? IdxError)?.message ?? ""
                 XCTAssertTrue(message.contains(path), message)
             }
@@ -226,7 +228,7 @@ final class LexicalTests: XCTestCase {
         let searcher = VectorSearcher(reader)
 
         // BM25 alone (a query no model word covers): the one document with the word comes first.
-        let lexical = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("zeppelins"))
+        let lexical = try HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("zeppelins"))
         let zero = [Float](repeating: 0, count: reader.dimension)
         let alone = try searcher.search(zero, k: 3, lexical: LexicalScores(scores: lexical, weight: 1))
         XCTAssertEqual(alone.first?.index, 5)
@@ -234,7 +236,7 @@ final class LexicalTests: XCTestCase {
 
         // Blended: every hit's score is (1 - w) cosine + w BM25, and the ranking follows it.
         let query = reader.dequantizedVectors().prefix(reader.dimension).map { $0 }
-        let war = HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("soldiers war"))
+        let war = try HybridScoring.normalizedBM25(scorer, terms: LexicalAnalyzer.terms("soldiers war"))
         let hits = try searcher.search(query, k: 6, lexical: LexicalScores(scores: war, weight: 0.5))
         XCTAssertEqual(hits.count, 6)
         for h in hits {

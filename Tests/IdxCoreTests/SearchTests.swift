@@ -26,7 +26,7 @@ final class SearchTests: XCTestCase {
                                             dimension: d, metadata: Array(meta[rows]), provenance: Synthetic.provenance,
                                             append: s > 0, standardize: false)
         }
-        return try VectorIndexReader(directory: dir, verifyMetadata: false)
+        return try VectorIndexReader(directory: dir, verification: .onFirstRead)
     }
 
     func testDotKernelsMatchPlainArithmetic() throws {
@@ -211,7 +211,7 @@ final class SearchTests: XCTestCase {
         var g = Synthetic.Generator(state: 3)
         // The whole cache, then room for one chunk only (every other read decompresses again).
         for limit in [16 << 20, 1] {
-            let reader = try VectorIndexReader(directory: dir, verifyMetadata: false)
+            let reader = try VectorIndexReader(directory: dir, verification: .onFirstRead)
             reader.segments[0].metadataCacheBytes = limit
             for _ in 0 ..< 400 {
                 let i = Int(g.next() % UInt64(n))

@@ -146,11 +146,11 @@ final class StoreTests: XCTestCase {
         var bad = original
         bad[original.count - 10] ^= 0x5A
         try bad.write(to: URL(fileURLWithPath: result.segmentPath))
-        let lazy = try VectorIndexReader(directory: dir, verifyMetadata: false)
+        let lazy = try VectorIndexReader(directory: dir, verification: .onFirstRead)
         XCTAssertThrowsError(try lazy.documentMetadata(n - 1))
         // Truncation too.
         try original.prefix(original.count / 2).write(to: URL(fileURLWithPath: result.segmentPath))
-        XCTAssertThrowsError(try VectorIndexReader(directory: dir, verifyMetadata: false))
+        XCTAssertThrowsError(try VectorIndexReader(directory: dir, verification: .onFirstRead))
     }
 
     func testCrashDuringPublishLeavesTheOldGenerationServing() throws {
