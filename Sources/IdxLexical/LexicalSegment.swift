@@ -175,8 +175,8 @@ public final class LexicalSegmentReader: @unchecked Sendable {  // `unchecked` o
     }
     private func damaged(_ why: String) -> IdxError { Self.damaged(path, why) }
 
-    /// Checks term `t`'s postings unless they are (see `validatePostings`); a query calls it
-    /// for every term it reads before reading its postings.
+    /// Checks term `t`'s postings (`validatePostings`) unless they already are; a query calls it
+    /// for every term it reads, before reading the term's postings.
     public func postingsChecked(_ t: Int) throws {
         guard checksOnFirstRead else { return }
         try lock.withLock {
