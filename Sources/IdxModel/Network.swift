@@ -8,10 +8,20 @@ public final class FloatBuffer {
     private var owned = true
     public init(_ n: Int = 1) {
         capacity = max(n, 1)
-        ptr = .allocate(capacity: capacity)
+        ptr = Self.allocate(capacity)
         ptr.initialize(repeating: 0, count: capacity)
     }
-    deinit { if owned { ptr.deallocate() } }
+    deinit { if owned { free(ptr) } }
+
+    /// Buffers of 2 MB and more on 2 MB boundaries, advised to the kernel as huge pages: a
+    /// model's 10 MB of weights then fault in as 5 pages instead of 2,500.
+    private static func allocate(_ n: Int) -> FPtr {
+        let bytes = 4 * n, huge = 2 << 20
+        var p: UnsafeMutableRawPointer?
+        guard posix_memalign(&p, bytes >= huge ? huge : 64, bytes) == 0, let p else { fatalError("out of memory for \(bytes) bytes") }
+        if bytes >= huge { _ = madvise(p, bytes, MADV_HUGEPAGE) }
+        return p.bindMemory(to: Float.self, capacity: n)
+    }
 
     /// From now on the buffer is `count` floats at `memory`, owned elsewhere (an MPI shared
     /// window that outlives it); `copy` moves the first `count` values there first. Every
@@ -19,16 +29,16 @@ public final class FloatBuffer {
     public func adopt(_ memory: FPtr, count: Int, copy: Bool) {
         precondition(count <= capacity)
         if copy { memory.update(from: ptr, count: count) }
-        if owned { ptr.deallocate() }
+        if owned { free(ptr) }
         ptr = memory; capacity = count; owned = false
     }
 
     public func ensure(_ n: Int) {
         guard n > capacity else { return }
         precondition(owned, "a FloatBuffer over shared memory cannot grow")
-        ptr.deallocate()
+        free(ptr)
         capacity = n + n / 4
-        ptr = .allocate(capacity: capacity)
+        ptr = Self.allocate(capacity)
         ptr.initialize(repeating: 0, count: capacity)
     }
     public func zero(_ n: Int) { ptr.update(repeating: 0, count: n) }
