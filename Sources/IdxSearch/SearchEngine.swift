@@ -184,8 +184,7 @@ public final class SearchEngine: @unchecked Sendable {
             // One film, one hit: ingest merges a film's rows, but two corpora appended to one index
             // (nightly batches) can still hold it twice. Ask for a few more and keep each film's best;
             // a query that still has too few asks again, alone, for twice as many.
-            let films = settings.feedback.isGenreVote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
-            let depth = min(reader.count, films + 10)
+            let depth = min(reader.count, Self.films(settings) + 10)
             do {
                 let hits = try searcher.search(vectors, k: depth, genre: settings.genre,
                                                excluding: prepared.map { queries[$0.position].excluding }, threads: settings.threads,
@@ -208,8 +207,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// (then the genre vote, when asked for); searches again, deeper, while too few remain.
     private func bestFilms(_ hits: [SearchHit], depth: Int, vector: [Float], query: SearchQuery, lexical: LexicalScores?,
                        _ settings: SearchSettings) throws -> [SearchHit] {
-        let vote = settings.feedback.isGenreVote
-        let films = vote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
+        let vote = settings.feedback.isGenreVote, films = Self.films(settings)
         var hits = hits, depth = depth
         while true {
             var seen = Set<String>(), kept: [SearchHit] = [], genres: [[String]] = []
@@ -232,6 +230,11 @@ public final class SearchEngine: @unchecked Sendable {
             hits = try searcher.search(vector, k: depth, genre: settings.genre, excluding: query.excluding, threads: settings.threads,
                                        rerank: settings.rerank, lexical: lexical, feedback: settings.feedback, fusion: settings.fusion)
         }
+    }
+
+    /// The films a search keeps before it cuts to k: the genre vote's depth when it votes.
+    private static func films(_ settings: SearchSettings) -> Int {
+        settings.feedback.isGenreVote ? max(settings.k, RelevanceFeedback.genreVoteDepth) : settings.k
     }
 
     static func asIdxError(_ error: Error, query: SearchQuery) -> IdxError {
