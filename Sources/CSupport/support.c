@@ -76,7 +76,7 @@ static void dots_avx512(const int8_t *codes, size_t n, size_t d, const int8_t *q
    codes are biased to unsigned (c ^ 0x80 = c + 128) and 128·Σq taken off at the end: exact for
    every int8 code, and for d up to 66,000 (255·127·d stays in int32). Sixteen rows at a time
    share one transposing reduction of their accumulators instead of a reduction each. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
 static inline __m512i row_vnni(const int8_t *row, const int8_t *q, size_t blocks, __mmask64 tail, __m512i flip) {
     __m512i acc = _mm512_setzero_si512();
     for (size_t b = 0; b < blocks; b++)
@@ -107,6 +107,19 @@ static inline __m512i fold128(__m512i x, __m512i y) {
     return _mm512_add_epi32(_mm512_shuffle_i32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* Sixteen rows' dot products with `blocks` full 64-byte blocks (a constant where it is called,
+   so the loops unroll and the sixteen accumulators stay in registers). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline __m512i rows16_vnni(int blocks, const int8_t *rows, size_t d, const int8_t *q, __mmask64 tail, __m512i flip) {
+    __m512i a[16];
+    for (int r = 0; r < 16; r++) a[r] = row_vnni(rows + r * d, q, (size_t)blocks, tail, flip);
+    __m512i f[8], g[4];
+    for (int r = 0; r < 8; r++) f[r] = fold32(a[2 * r], a[2 * r + 1]);
+    for (int r = 0; r < 4; r++) g[r] = fold64(f[2 * r], f[2 * r + 1]);
+    /* g[r] lane L: rows 4r..4r+3 summed over lane L; two cross-lane folds give rows 0..15 in order. */
+    return fold128(fold128(g[0], g[1]), fold128(g[2], g[3]));
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static void dots_vnni(const int8_t *codes, size_t n, size_t d, const int8_t *q, int32_t *out) {
     size_t blocks = d / 64, t = d % 64;
@@ -117,13 +130,16 @@ static void dots_vnni(const int8_t *codes, size_t n, size_t d, const int8_t *q, 
     const __m512i bias = _mm512_set1_epi32(128 * qsum);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i a[16];
-        for (int r = 0; r < 16; r++) a[r] = row_vnni(codes + (i + r) * d, q, blocks, tail, flip);
-        __m512i f[8], g[4];
-        for (int r = 0; r < 8; r++) f[r] = fold32(a[2 * r], a[2 * r + 1]);
-        for (int r = 0; r < 4; r++) g[r] = fold64(f[2 * r], f[2 * r + 1]);
-        /* g[r] lane L: rows 4r..4r+3 summed over lane L; two cross-lane folds give rows 0..15 in order. */
-        __m512i sums = fold128(fold128(g[0], g[1]), fold128(g[2], g[3]));
+        const int8_t *rows = codes + i * d;
+        __m512i sums;
+        /* Common widths (64-256 dimensions, no partial block) get code of their own. */
+        switch (t ? 0 : blocks) {
+        case 1: sums = rows16_vnni(1, rows, d, q, 0, flip); break;
+        case 2: sums = rows16_vnni(2, rows, d, q, 0, flip); break;
+        case 3: sums = rows16_vnni(3, rows, d, q, 0, flip); break;
+        case 4: sums = rows16_vnni(4, rows, d, q, 0, flip); break;
+        default: sums = rows16_vnni((int)blocks, rows, d, q, tail, flip); break;
+        }
         _mm512_storeu_si512(out + i, _mm512_sub_epi32(sums, bias));
     }
     for (; i < n; i++) out[i] = _mm512_reduce_add_epi32(row_vnni(codes + i * d, q, blocks, tail, flip)) - 128 * qsum;

@@ -33,7 +33,7 @@ final class SearchTests: XCTestCase {
         // This process takes the CPU's best path; the other paths run in child processes
         // (the choice is made once per process) through `idx search --bench`, below.
         var g = Synthetic.Generator(state: 9)
-        for d in [1, 15, 16, 17, 31, 32, 33, 64, 100, 128, 2100] {
+        for d in [1, 15, 16, 17, 31, 32, 33, 64, 100, 128, 192, 256, 320, 2100] {
             let n = 37
             let q = (0 ..< d).map { _ in Int8(Int(g.next() % 255) - 127) }
             let rows = (0 ..< n * d).map { _ in Int8(Int(g.next() % 255) - 127) }
