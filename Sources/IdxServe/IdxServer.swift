@@ -16,12 +16,14 @@ public struct IdxServer: Sendable {
     public let metrics = ServeMetrics()
     let logger: Logger
 
-    /// Runs Swift concurrency's jobs on NIO's event loops (call once, before serving): a
-    /// request's handler then runs on the thread that read it, with no hop between two pools
-    /// of threads. False when another executor was already installed.
+    /// Sizes NIO's shared event loop group (`eventLoops` threads) and runs Swift concurrency's
+    /// jobs on it (call once, before serving): a request's handler then runs on the thread that
+    /// read it, with no hop between two pools of threads. False when another executor was
+    /// already installed.
     @discardableResult
-    public static func runConcurrencyOnEventLoops() -> Bool {
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    public static func runConcurrencyOnEventLoops(_ eventLoops: Int) -> Bool {
+        NIOSingletons.groupLoopCountSuggestion = eventLoops
+        return NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     }
 
     /// Opens the index's current generation (and its map); refuses to start without one.

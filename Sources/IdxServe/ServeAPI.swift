@@ -9,9 +9,15 @@ struct ServeAPI: Sendable {
     let holder: GenerationHolder
     let configuration: ServeConfiguration
     /// GET /search's queries, batched while they come together.
-    let batcher = QueryBatcher()
+    let batcher: QueryBatcher
     let started = Date()
     var limits: ServeLimits { configuration.limits }
+
+    init(holder: GenerationHolder, configuration: ServeConfiguration) {
+        self.holder = holder
+        self.configuration = configuration
+        batcher = QueryBatcher(maxThreads: configuration.batchThreads)
+    }
 
     // MARK: search
 

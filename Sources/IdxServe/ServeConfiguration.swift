@@ -30,6 +30,13 @@ public struct ServeConfiguration: Sendable {
     public var reloadInterval: Duration = .milliseconds(250)
     /// Scan threads per query: 1 by default, since concurrent requests already use the cores.
     public var searchThreads = 1
+    /// Threads that take waiting queries and search them in batches (QueryBatcher).
+    public var batchThreads = ServeConfiguration.defaultThreads
+    /// NIO event loops (threads reading requests and writing answers).
+    public var eventLoops = ServeConfiguration.defaultThreads
+    /// One a core for each kind: fewer threads steady the cosine pass's tail a little but halve
+    /// the default path's throughput on two cores (docs/serve.md).
+    public static let defaultThreads = ProcessInfo.processInfo.activeProcessorCount
 
     public init(index: String) { self.index = index }
 

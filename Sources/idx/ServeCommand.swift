@@ -31,6 +31,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Largest k a request may ask for.") var maxK: Int = ServeLimits().maxK
     @Option(help: "Most queries in one POST /search.") var maxBatch: Int = ServeLimits().maxBatch
     @Option(help: "Scan threads per query (0: all cores; 1 suits concurrent clients).") var threads: Int = 1
+    @Option(help: "Threads that search waiting queries in batches.") var batchThreads: Int = ServeConfiguration.defaultThreads
+    @Option(help: "Threads that read requests and write answers (NIO event loops).") var eventLoops: Int = ServeConfiguration.defaultThreads
     @Option(help: "Seconds between checks of CURRENT for a new generation.") var reloadSeconds: Double = 0.25
 
     func run() async throws {
@@ -41,7 +43,8 @@ struct ServeCommand: AsyncParsableCommand {
             guard (0 ... 65535).contains(port) else { throw IdxError("--port \(port): give a TCP port from 0 to 65535.") }
             c.token = try tokenFile.map { try ServeConfiguration.readToken(file: $0) }
             for (name, value) in [("--max-body-bytes", maxBodyBytes), ("--max-query-characters", maxQueryCharacters),
-                                  ("--max-k", maxK), ("--max-batch", maxBatch)] where value < 1 {
+                                  ("--max-k", maxK), ("--max-batch", maxBatch), ("--batch-threads", batchThreads),
+                                  ("--event-loops", eventLoops)] where value < 1 {
                 throw IdxError("\(name) \(value): give a positive number.")
             }
             guard maxK <= SearchEngine.maxResults else { throw IdxError("--max-k \(maxK): at most \(SearchEngine.maxResults).") }
@@ -52,10 +55,12 @@ struct ServeCommand: AsyncParsableCommand {
             c.limits.maxK = maxK
             c.limits.maxBatch = maxBatch
             c.searchThreads = threads
+            c.batchThreads = batchThreads
+            c.eventLoops = eventLoops
             c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
             // A query is a few tokens; OpenBLAS's idle workers would spin on the cores requests need.
             BLASRuntime.useOneThread()
-            IdxServer.runConcurrencyOnEventLoops()
+            IdxServer.runConcurrencyOnEventLoops(eventLoops)
             var logger = Logger(label: "idx.serve")
             logger.logLevel = .info
             let server = try IdxServer(configuration: c, logger: logger)

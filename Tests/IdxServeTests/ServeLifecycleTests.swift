@@ -147,7 +147,7 @@ final class ServeLifecycleTests: XCTestCase {
     func testServeStopsCleanlyOnSIGTERM() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try IdxBinary.path)
-        p.arguments = ["serve", "--index", dir + "/index", "--port", "0"]
+        p.arguments = ["serve", "--index", dir + "/index", "--port", "0", "--event-loops", "1", "--batch-threads", "1"]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = Pipe()
@@ -170,6 +170,10 @@ final class ServeLifecycleTests: XCTestCase {
             ok.fulfill()
         }
         wait(for: [ok], timeout: 30)
+        // --event-loops 1: one NIO event loop thread, whatever the cores.
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(p.processIdentifier)/task")
+        let loops = tasks.filter { (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("NIO-SGLTN") ?? false }
+        XCTAssertEqual(loops.count, 1, "event loop threads")
         kill(p.processIdentifier, SIGTERM)
         let stopped = Date()
         p.waitUntilExit()
