@@ -249,6 +249,60 @@ static size_t scores_avx512(size_t n, const int32_t *dots, float qScale, const f
 }
 #endif
 
+/* Rows of a segment decoded to floats for the exact re-rank: (centroid + scale · code) · norm,
+   element by element, the bits Swift's expression gives. */
+static void decode_portable(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                            const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+    for (size_t i = 0; i < n; i++) {
+        size_t r = rows[i];
+        const int8_t *c = codes + r * d;
+        const float *centroid = centroids + (size_t)cids[r] * d, s = scales[r], norm = norms[r];
+        for (size_t j = 0; j < d; j++) out[i * d + j] = (centroid[j] + s * (float)c[j]) * norm;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static void decode_avx512(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                          const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+    size_t whole = d / 16 * 16;
+    for (size_t i = 0; i < n; i++) {
+        /* The rows are scattered over the codes: fetch the next one while this one decodes. */
+        if (i + 1 < n)
+            for (size_t l = 0; l < d; l += 64) _mm_prefetch((const char *)(codes + (size_t)rows[i + 1] * d + l), _MM_HINT_T0);
+        size_t r = rows[i];
+        const int8_t *c = codes + r * d;
+        const float *centroid = centroids + (size_t)cids[r] * d;
+        const __m512 s = _mm512_set1_ps(scales[r]), norm = _mm512_set1_ps(norms[r]);
+        float *o = out + i * d;
+        for (size_t j = 0; j < whole; j += 16) {
+            __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(c + j))));
+            _mm512_storeu_ps(o + j, _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(centroid + j), _mm512_mul_ps(s, x)), norm));
+        }
+        for (size_t j = whole; j < d; j++) o[j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
+    }
+}
+#endif
+
+int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                         const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (path >= 1 && __builtin_cpu_supports("avx512f")) {
+        decode_avx512(n, d, rows, codes, scales, norms, cids, centroids, out);
+        return 1;
+    }
+#endif
+    (void)path;
+    decode_portable(n, d, rows, codes, scales, norms, cids, centroids, out);
+    return 0;
+}
+
+void idx_decode_rows(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                     const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+    (void)idx_decode_rows_with(1, n, d, rows, codes, scales, norms, cids, centroids, out);
+}
+
 #pragma clang fp contract(on)
 
 typedef size_t (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,

@@ -333,15 +333,25 @@ public struct VectorSearcher {
             // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
             // product), in index order so that a hit's position breaks ties as its index would.
             let ids = RadixSort.sorted((0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() })
-            var decoded = [Float](repeating: 0, count: ids.count * d)
             var exact = [Float](repeating: 0, count: ids.count)
-            decoded.withUnsafeMutableBufferPointer { m in
-                for (row, id) in ids.enumerated() {
-                    let (k, r) = reader.locate(id)
-                    reader.segments[k].decode(r, into: m.baseAddress! + row * d)
+            let decoded = [Float](unsafeUninitializedCapacity: ids.count * d) { m, initialized in
+                // The ids are sorted, so each segment's are one run: decoded a run at a time.
+                var rows = [UInt32](repeating: 0, count: ids.count), first = 0
+                while first < ids.count {
+                    let (k, _) = reader.locate(ids[first])
+                    let start = reader.segmentStarts[k], end = start + reader.segments[k].count
+                    var next = first
+                    while next < ids.count && ids[next] < end { rows[next] = UInt32(ids[next] - start); next += 1 }
+                    rows.withUnsafeBufferPointer { r in
+                        reader.segments[k].decode(rows: r.baseAddress! + first, count: next - first, into: m.baseAddress! + first * d)
+                    }
+                    first = next
                 }
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ids.count), Int32(d), 1, m.baseAddress!, Int32(d), queries[b], 1, 0, &exact, 1)
+                initialized = ids.count * d
             }
+            if !ids.isEmpty { decoded.withUnsafeBufferPointer { m in
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ids.count), Int32(d), 1, m.baseAddress!, Int32(d), queries[b], 1, 0, &exact, 1)
+            } }
             let w = lexical[b]?.weight ?? 0
             let hits = zip(ids, exact).map { id, score -> SearchHit in
                 guard let l = lexical[b] else { return SearchHit(index: id, score: score) }

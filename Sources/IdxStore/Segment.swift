@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSupport
 import Foundation
 import IdxBase
 import IdxCorpus
@@ -446,9 +447,20 @@ public final class SegmentReader {
 
     /// The decoded unit vector of `row` (renormalised).
     public func decode(_ row: Int, into out: UnsafeMutablePointer<Float>) {
-        let d = dimension, s = scales[row], n = norms[row], base = Int(centroidIds[row]) * d
-        let c = codes + row * d
-        for j in 0 ..< d { out[j] = (centroids[base + j] + s * Float(c[j])) * n }
+        precondition(row >= 0 && row < count, "row \(row) out of range 0..<\(count)")
+        var r = UInt32(row)
+        decode(rows: &r, count: 1, into: out)
+    }
+
+    /// The decoded vectors of `rows[0 ..< count]` (each < `count` of the segment), one after another
+    /// into `out`: (centroid + scale · code) · norm, element by element (`idx_decode_rows`).
+    public func decode(rows: UnsafePointer<UInt32>, count n: Int, into out: UnsafeMutablePointer<Float>) {
+        scales.withUnsafeBufferPointer { scales in norms.withUnsafeBufferPointer { norms in
+            centroidIds.withUnsafeBufferPointer { cids in centroids.withUnsafeBufferPointer { centroids in
+                idx_decode_rows(n, dimension, rows, codes, scales.baseAddress!, norms.baseAddress!, cids.baseAddress!,
+                                centroids.baseAddress!, out)
+            } }
+        } }
     }
 
     func metadata(_ row: Int) throws -> (id: Int64, metadata: DocumentMetadata) {

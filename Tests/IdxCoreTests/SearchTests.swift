@@ -91,6 +91,30 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// The re-rank's decoded vectors, on every path the CPU has, are the bits Swift's own
+    /// expression gives, for widths with and without a partial block of 16, rows in any order.
+    func testDecodedRowsAreTheSwiftExpressionsBits() {
+        var g = Synthetic.Generator(state: 17)
+        func unit() -> Float { Float(g.next() % 2_000_001) / 1_000_000 - 1 }
+        for d in [1, 16, 20, 128] {
+            let n = 50, centroidCount = 7
+            let codes = (0 ..< n * d).map { _ in Int8(Int(g.next() % 255) - 127) }
+            let scales = (0 ..< n).map { _ in abs(unit()) / 100 }, norms = (0 ..< n).map { _ in 0.5 + abs(unit()) }
+            let cids = (0 ..< n).map { _ in UInt8(g.next() % UInt64(centroidCount)) }
+            let centroids = (0 ..< centroidCount * d).map { _ in unit() }
+            let rows: [UInt32] = [49, 0, 7, 7, 23, 1]
+            let expected = rows.flatMap { r -> [Float] in
+                let r = Int(r)
+                return (0 ..< d).map { j in (centroids[Int(cids[r]) * d + j] + scales[r] * Float(codes[r * d + j])) * norms[r] }
+            }
+            for path: Int32 in [0, 1] {
+                var out = [Float](repeating: .nan, count: rows.count * d)
+                let taken = idx_decode_rows_with(path, rows.count, d, rows, codes, scales, norms, cids, centroids, &out)
+                XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "d \(d), path \(taken)")
+            }
+        }
+    }
+
     func testEveryDotPathGivesTheSameSearchResults() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("idx-dots-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -52,6 +52,14 @@ size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScal
                             const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
                             float *out, uint32_t *above, int *taken);
 
+/* Rows `rows[0..<n]` of a segment's int8 codes decoded into `out` (n × d floats, row after row):
+   (centroids[cids[r]] + scales[r] · code) · norms[r], element by element, no fused multiply-add.
+   The _with form takes a path (1: AVX-512F, 0: portable) and returns the one it took. */
+void idx_decode_rows(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                     const float *norms, const uint8_t *cids, const float *centroids, float *out);
+int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                         const float *norms, const uint8_t *cids, const float *centroids, float *out);
+
 /* The indices i < n with x[i] > threshold, in order, into `out` (n entries of room); returns
    how many. Without a branch on the values: a loop that tests each would mispredict wherever
    about half pass. */
