@@ -256,8 +256,8 @@ static void decode_portable(size_t n, size_t d, const uint32_t *rows, const int8
     for (size_t i = 0; i < n; i++) {
         size_t r = rows[i];
         const int8_t *c = codes + r * d;
-        const float *centroid = centroids + (size_t)cids[r] * d, s = scales[r], norm = norms[r];
-        for (size_t j = 0; j < d; j++) out[i * d + j] = (centroid[j] + s * (float)c[j]) * norm;
+        const float *centroid = centroids + (size_t)cids[r] * d;
+        for (size_t j = 0; j < d; j++) out[i * d + j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
     }
 }
 
