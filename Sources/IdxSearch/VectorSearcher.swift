@@ -335,18 +335,7 @@ public struct VectorSearcher {
             let ids = RadixSort.sorted((0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() })
             var exact = [Float](repeating: 0, count: ids.count)
             let decoded = [Float](unsafeUninitializedCapacity: ids.count * d) { m, initialized in
-                // The ids are sorted, so each segment's are one run: decoded a run at a time.
-                var rows = [UInt32](repeating: 0, count: ids.count), first = 0
-                while first < ids.count {
-                    let (k, _) = reader.locate(ids[first])
-                    let start = reader.segmentStarts[k], end = start + reader.segments[k].count
-                    var next = first
-                    while next < ids.count && ids[next] < end { rows[next] = UInt32(ids[next] - start); next += 1 }
-                    rows.withUnsafeBufferPointer { r in
-                        reader.segments[k].decode(rows: r.baseAddress! + first, count: next - first, into: m.baseAddress! + first * d)
-                    }
-                    first = next
-                }
+                if let p = m.baseAddress { reader.decode(ascending: ids, into: p) }
                 initialized = ids.count * d
             }
             if !ids.isEmpty { decoded.withUnsafeBufferPointer { m in

@@ -14,6 +14,26 @@ extension VectorIndexReader {
         return out
     }
 
+    /// The decoded unit vectors of documents `ids` (ascending), one after another into `out`:
+    /// each segment's run of them decoded in one call.
+    public func decode(ascending ids: [Int], into out: UnsafeMutablePointer<Float>) {
+        var rows = [UInt32](repeating: 0, count: ids.count), first = 0
+        rows.withUnsafeMutableBufferPointer { rows in
+            while first < ids.count {
+                let (k, _) = locate(ids[first])
+                let start = segmentStarts[k], end = start + segments[k].count
+                var next = first
+                while next < ids.count && ids[next] < end {
+                    precondition(ids[next] >= start, "decode(ascending:) takes ascending document indices")
+                    rows[next] = UInt32(ids[next] - start)
+                    next += 1
+                }
+                segments[k].decode(rows: rows.baseAddress! + first, count: next - first, into: out + first * dimension)
+                first = next
+            }
+        }
+    }
+
     /// Every genre of the index (in order of first appearance over the segments) and each
     /// document's position in that list: read from the segments' genre sections, without
     /// decoding any metadata.

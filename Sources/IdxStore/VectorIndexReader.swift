@@ -110,13 +110,10 @@ public struct VectorIndexReader {
     /// count × dimension floats: the decoded unit vectors, in index order.
     public func dequantizedVectors() -> [Float] {
         let d = dimension
-        var out = [Float](repeating: 0, count: count * d)
-        out.withUnsafeMutableBufferPointer { o in
-            for (k, s) in segments.enumerated() {
-                for r in 0 ..< s.count { s.decode(r, into: o.baseAddress! + (segmentStarts[k] + r) * d) }
-            }
+        return [Float](unsafeUninitializedCapacity: count * d) { o, initialized in
+            if let p = o.baseAddress { decode(ascending: Array(0 ..< count), into: p) }
+            initialized = count * d
         }
-        return out
     }
 
     /// A raw query embedding mapped into the index's space: the index's
