@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(name: "idx-fuzz", dependencies: ["IdxFuzz"], path: "Sources/idx-fuzz"),
         .testTarget(
             name: "IdxServeTests",
-            dependencies: pipeline.map { .target(name: $0) } + ["IdxServe", "idx"],
+            dependencies: pipeline.map { .target(name: $0) } + ["IdxServe", "idx", .product(name: "NIOPosix", package: "swift-nio")],
             path: "Tests/IdxServeTests"
         ),
         .testTarget(

@@ -1,40 +1,95 @@
 import Foundation
 import IdxBase
 import IdxSearch
+import NIOCore
+import NIOPosix
 
-/// GET /search's queries, searched in batches on threads of their own. A request hands its
-/// query over and waits; a search thread takes every waiting query of the same generation and
-/// settings (up to `VectorSearcher.batchLimit`) and searches them together
-/// (SearchEngine.search(together:): one forward, one read of the index a pass), so under load
-/// the queries share the weights' and the codes' memory traffic. The event loops meanwhile
-/// keep reading requests, which is what lets a batch form; alone, a request is a batch of one
-/// at once (nothing waits for a timer). Each query's answer is the one it gets alone.
-/// A search thread ends after `idleSeconds` without work and is started again when needed.
+/// GET /search's queries, searched in batches: every waiting query of the same generation and
+/// settings (up to `VectorSearcher.batchLimit`) together (SearchEngine.search(together:): one
+/// forward, one read of the index a pass), so under load the queries share the weights' and the
+/// codes' memory traffic. Each query's answer is the one it gets alone. Where they run:
+/// - `.eventLoops` (the default): on the event loop that read the request. The queries a loop
+///   read in one turn are searched as one batch once it has read them all (a task queued behind
+///   their handlers), so no query crosses threads: on a VM a thread woken for each query cost
+///   more than the search at 37k documents (docs/serve.md). Off an event loop (Swift's own
+///   executor, as in tests), a query is searched at once where it is.
+/// - `.threads(n)`: on up to `n` threads of their own, which keeps the event loops free to read
+///   requests (and answer /healthz) while long searches run. A thread ends after `idleSeconds`
+///   without work and is started again when needed; alone, a request is a batch of one at once.
 final class QueryBatcher: @unchecked Sendable {
+    enum Workers: Equatable, Sendable {
+        case eventLoops
+        case threads(Int)
+    }
+
     private struct Waiting {
         let query: SearchQuery
         let settings: SearchSettings
         let engine: SearchEngine
-        let answer: CheckedContinuation<Result<[SearchHit], IdxError>, Never>
+        let answer: @Sendable (Result<[SearchHit], IdxError>) -> Void
     }
+
+    /// One event loop's waiting queries; touched only on that loop's thread.
+    private final class LoopQueue: @unchecked Sendable {
+        var waiting: [Waiting] = []
+        var scheduled = false
+    }
+
+    let workers: Workers
+    let idleSeconds: Double
+    /// Batches searched, and the queries in them (for tests and the docs' figures).
+    private(set) var batches = 0, batchedQueries = 0
 
     private let condition = NSCondition()
     private var waiting: [Waiting] = []
     private var threads = 0, idle = 0
-    /// Search threads at most: one a core (a batch's scan runs on one thread).
-    let maxThreads: Int
-    let idleSeconds: Double
+    private var loopQueues: [ObjectIdentifier: LoopQueue] = [:]
 
-    init(maxThreads: Int = ProcessInfo.processInfo.activeProcessorCount, idleSeconds: Double = 5) {
-        self.maxThreads = max(1, maxThreads)
+    init(workers: Workers = .eventLoops, idleSeconds: Double = 5) {
+        if case .threads(let n) = workers { self.workers = .threads(max(1, n)) } else { self.workers = workers }
         self.idleSeconds = idleSeconds
     }
 
     /// Searches `query` with `engine` (the generation the request took), in a batch.
     func search(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine) async -> Result<[SearchHit], IdxError> {
-        await withCheckedContinuation { answer in
+        if workers == .eventLoops && MultiThreadedEventLoopGroup.currentEventLoop == nil {
+            return engine.search(together: [query], settings)[0]
+        }
+        return await withCheckedContinuation { continuation in
+            enqueue(query, settings, engine: engine) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Queues `query`; `answer` is called with its result on the thread that searched it (with
+    /// `.eventLoops`, the event loop this is called on, which must be one).
+    func enqueue(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine,
+                 answer: @escaping @Sendable (Result<[SearchHit], IdxError>) -> Void) {
+        let w = Waiting(query: query, settings: settings, engine: engine, answer: answer)
+        switch workers {
+        case .eventLoops:
+            guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
+                preconditionFailure("QueryBatcher.enqueue with .eventLoops off an event loop")
+            }
+            let queue = condition.withLock { () -> LoopQueue in
+                if let q = loopQueues[ObjectIdentifier(loop)] { return q }
+                let q = LoopQueue()
+                loopQueues[ObjectIdentifier(loop)] = q
+                return q
+            }
+            queue.waiting.append(w)
+            guard !queue.scheduled else { return }
+            queue.scheduled = true
+            loop.execute { [self] in
+                queue.scheduled = false
+                while !queue.waiting.isEmpty {
+                    let (batch, rest) = Self.batch(from: queue.waiting)
+                    queue.waiting = rest
+                    search(batch)
+                }
+            }
+        case .threads(let maxThreads):
             condition.lock()
-            waiting.append(Waiting(query: query, settings: settings, engine: engine, answer: answer))
+            waiting.append(w)
             if idle > 0 {
                 condition.signal()
             } else if threads < maxThreads {
@@ -60,17 +115,23 @@ final class QueryBatcher: @unchecked Sendable {
                     return
                 }
             }
-            let batch = takeBatch()
+            let (batch, rest) = Self.batch(from: waiting)
+            waiting = rest
             condition.unlock()
-            let first = batch[0]
-            let results = first.engine.search(together: batch.map(\.query), first.settings)
-            for (w, result) in zip(batch, results) { w.answer.resume(returning: result) }
+            search(batch)
             condition.lock()
         }
     }
 
-    /// The oldest waiting query and every other one that can share its batch (under the lock).
-    private func takeBatch() -> [Waiting] {
+    private func search(_ batch: [Waiting]) {
+        let first = batch[0]
+        let results = first.engine.search(together: batch.map(\.query), first.settings)
+        condition.withLock { batches += 1; batchedQueries += batch.count }
+        for (w, result) in zip(batch, results) { w.answer(result) }
+    }
+
+    /// The oldest waiting query and every other one that can share its batch, and the rest.
+    private static func batch(from waiting: [Waiting]) -> (batch: [Waiting], rest: [Waiting]) {
         let first = waiting[0]
         var taken: [Waiting] = [], rest: [Waiting] = []
         for w in waiting {
@@ -80,7 +141,6 @@ final class QueryBatcher: @unchecked Sendable {
                 rest.append(w)
             }
         }
-        waiting = rest
-        return taken
+        return (taken, rest)
     }
 }

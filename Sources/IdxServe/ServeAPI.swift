@@ -16,7 +16,7 @@ struct ServeAPI: Sendable {
     init(holder: GenerationHolder, configuration: ServeConfiguration) {
         self.holder = holder
         self.configuration = configuration
-        batcher = QueryBatcher(maxThreads: configuration.batchThreads)
+        batcher = QueryBatcher(workers: configuration.batchWorkers)
     }
 
     // MARK: search

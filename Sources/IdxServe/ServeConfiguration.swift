@@ -30,13 +30,17 @@ public struct ServeConfiguration: Sendable {
     public var reloadInterval: Duration = .milliseconds(250)
     /// Scan threads per query: 1 by default, since concurrent requests already use the cores.
     public var searchThreads = 1
-    /// Threads that take waiting queries and search them in batches (QueryBatcher).
-    public var batchThreads = ServeConfiguration.defaultThreads
-    /// NIO event loops (threads reading requests and writing answers).
+    /// Threads of their own that take waiting queries and search them in batches (QueryBatcher);
+    /// 0: each event loop searches the queries it read, in batches, with no hand-off between
+    /// threads (faster on every figure of docs/serve.md, but a loop answers nothing else while
+    /// it searches).
+    public var batchThreads = 0
+    /// NIO event loops (threads reading requests, writing answers and, by default, searching).
     public var eventLoops = ServeConfiguration.defaultThreads
-    /// One a core for each kind: fewer threads steady the cosine pass's tail a little but halve
-    /// the default path's throughput on two cores (docs/serve.md).
+    /// One event loop a core.
     public static let defaultThreads = ProcessInfo.processInfo.activeProcessorCount
+    /// Where GET /search's batches run.
+    var batchWorkers: QueryBatcher.Workers { batchThreads == 0 ? .eventLoops : .threads(batchThreads) }
 
     public init(index: String) { self.index = index }
 

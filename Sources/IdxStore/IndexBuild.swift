@@ -100,7 +100,7 @@ public enum IndexBuild {
 
     /// Batched inference over this rank's share of the corpus (CorpusEmbedder), with progress.
     static func embedCorpus(_ o: Options, comm: Communicator) throws -> ([Float], [DocumentMetadata], IndexProvenance, Int) {
-        BLASRuntime.preferAVX512()
+        BLASRuntime.preferWidestKernels()
         let reader = try CorpusReader(directory: o.corpus)
         let model = try EncoderModel.load(directory: o.model)
         guard reader.tokenizerHash == model.tokenizerHash else {

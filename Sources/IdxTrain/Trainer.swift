@@ -373,9 +373,10 @@ public enum TrainLog {
     }
 }
 
-/// Per-thread and library setup for compute: FTZ/DAZ and the OpenBLAS thread count.
+/// Per-thread and library setup for compute: OpenBLAS's kernels, FTZ/DAZ and its thread count.
 public enum ComputeSetup {
     public static func configure(threads: Int) {
+        BLASRuntime.preferWidestKernels()
         idx_flush_denormals()
         let n = max(1, threads)
         openblas_set_num_threads(Int32(n))

@@ -181,7 +181,7 @@ public struct TrainingRun {
         var cfg = config
         cfg.vocabSize = tokenizer.vocabSize
         let trainer = try Trainer(config: cfg, options: o, corpus: tokens, tokenizerHash: reader.tokenizerHash)
-        say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : "")\n")
+        say("train: \(tokens.count) documents, \(trainer.parameterCount) parameters, \(o.steps) steps of \(o.batchSize), \(nThreads) threads\(comm.size > 1 ? " × \(comm.size) ranks" : ""), OpenBLAS \(BLASRuntime.coreName) kernels\n")
         return (trainer, TrainLog.header, 0)
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import IdxModel
 
 @main
 struct Idx: AsyncParsableCommand {
@@ -16,4 +17,11 @@ struct Idx: AsyncParsableCommand {
             ServeCommand.self,
         ]
     )
+
+    /// Every command, before any BLAS work: OpenBLAS's kernels as wide as the CPU runs
+    /// (BLASRuntime: an unknown CPU otherwise gets its SSE3 fallback).
+    static func main() async {
+        BLASRuntime.preferWidestKernels()
+        await main(nil)
+    }
 }

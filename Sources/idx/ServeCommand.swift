@@ -31,7 +31,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Largest k a request may ask for.") var maxK: Int = ServeLimits().maxK
     @Option(help: "Most queries in one POST /search.") var maxBatch: Int = ServeLimits().maxBatch
     @Option(help: "Scan threads per query (0: all cores; 1 suits concurrent clients).") var threads: Int = 1
-    @Option(help: "Threads that search waiting queries in batches.") var batchThreads: Int = ServeConfiguration.defaultThreads
+    @Option(help: "Threads of their own that search waiting queries in batches (0: the event loop that read a query searches it, with the others it read at the same time).")
+    var batchThreads: Int = 0
     @Option(help: "Threads that read requests and write answers (NIO event loops).") var eventLoops: Int = ServeConfiguration.defaultThreads
     @Option(help: "Seconds between checks of CURRENT for a new generation.") var reloadSeconds: Double = 0.25
 
@@ -43,12 +44,12 @@ struct ServeCommand: AsyncParsableCommand {
             guard (0 ... 65535).contains(port) else { throw IdxError("--port \(port): give a TCP port from 0 to 65535.") }
             c.token = try tokenFile.map { try ServeConfiguration.readToken(file: $0) }
             for (name, value) in [("--max-body-bytes", maxBodyBytes), ("--max-query-characters", maxQueryCharacters),
-                                  ("--max-k", maxK), ("--max-batch", maxBatch), ("--batch-threads", batchThreads),
-                                  ("--event-loops", eventLoops)] where value < 1 {
+                                  ("--max-k", maxK), ("--max-batch", maxBatch), ("--event-loops", eventLoops)] where value < 1 {
                 throw IdxError("\(name) \(value): give a positive number.")
             }
             guard maxK <= SearchEngine.maxResults else { throw IdxError("--max-k \(maxK): at most \(SearchEngine.maxResults).") }
             guard threads >= 0 else { throw IdxError("--threads \(threads): give 0 (all cores) or more.") }
+            guard batchThreads >= 0 else { throw IdxError("--batch-threads \(batchThreads): give 0 (search on the event loops) or more.") }
             guard reloadSeconds > 0 else { throw IdxError("--reload-seconds \(reloadSeconds): give a positive interval.") }
             c.limits.maxBodyBytes = maxBodyBytes
             c.limits.maxQueryCharacters = maxQueryCharacters

@@ -4,6 +4,25 @@ import IdxModel
 import IdxTrain
 
 final class ModelTests: XCTestCase {
+    /// OpenBLAS 0.3.21 runs CPUs it does not know on narrow kernels (Prescott on an Emerald Rapids,
+    /// Haswell on a Zen 4); idx switches to the widest the CPU's flags allow, and leaves a choice
+    /// as wide as that alone.
+    func testBLASKernelsAreTheWidestTheCPURuns() {
+        let avx512: Set<String> = ["sse3", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl"]
+        let avx2: Set<String> = ["sse3", "avx", "avx2", "fma"]
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Prescott", flags: avx512), "SkylakeX")
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Haswell", flags: avx512), "SkylakeX")
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Zen", flags: avx512), "SkylakeX")
+        XCTAssertNil(BLASRuntime.betterCore(than: "Cooperlake", flags: avx512))
+        XCTAssertNil(BLASRuntime.betterCore(than: "SkylakeX", flags: avx512))
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Prescott", flags: avx2), "Haswell")
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Sandybridge", flags: avx2), "Haswell")
+        XCTAssertNil(BLASRuntime.betterCore(than: "Zen", flags: avx2))
+        XCTAssertNil(BLASRuntime.betterCore(than: "Prescott", flags: ["sse3", "avx"]))
+        // AVX-512 without BW/VL (Knights Landing) is not what the SkylakeX kernels need.
+        XCTAssertEqual(BLASRuntime.betterCore(than: "Prescott", flags: avx2.union(["avx512f"])), "Haswell")
+    }
+
     func testEmbedBatchedEqualsOneAtATime() throws {
         let dir = NSTemporaryDirectory() + "idx-embed-\(getpid())-\(UInt32.random(in: 0 ... .max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }

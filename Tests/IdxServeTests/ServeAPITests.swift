@@ -1,7 +1,9 @@
 import Foundation
 @testable import IdxServe
+import NIOPosix
 import XCTest
 import IdxBase
+import IdxSearch
 import IdxStore
 
 /// The JSON API against `idx search --json`, and its refusals.
@@ -73,6 +75,53 @@ final class ServeAPITests: XCTestCase {
         XCTAssertNil(results[2]["hits"])
         XCTAssertTrue((results[2]["error"] as? String ?? "").hasPrefix("query \"!!!\": "), "\(results[2])")
         try await server.stop()
+    }
+
+    /// The queries an event loop reads in one turn are searched as one batch, on that loop, each
+    /// answering as it does alone; with threads of their own, each answers as alone too.
+    func testQueriesReadTogetherAreOneBatchOnTheirEventLoop() throws {
+        let engine = try SearchEngine(index: dir + "/index")
+        var settings = SearchSettings()
+        settings.threads = 1
+        let texts = ["alien robot", "love", "a haunted house", "a detective investigates a murder in the city", "!!!"]
+        let alone = texts.map { t in Result { try engine.search(t, settings) }.mapError { $0 as! IdxError } }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let loop = group.next()
+        for workers in [QueryBatcher.Workers.eventLoops, .threads(2)] {
+            let batcher = QueryBatcher(workers: workers)
+            final class Answers: @unchecked Sendable {  // written under `lock`
+                let lock = NSLock()
+                var results: [Int: Result<[SearchHit], IdxError>] = [:], onTheLoop = 0
+            }
+            let answers = Answers()
+            let done = expectation(description: "answers")
+            done.expectedFulfillmentCount = texts.count
+            loop.execute {
+                for (i, t) in texts.enumerated() {
+                    batcher.enqueue(SearchQuery(t), settings, engine: engine) { result in
+                        let onLoop = loop.inEventLoop
+                        answers.lock.withLock { answers.results[i] = result; answers.onTheLoop += onLoop ? 1 : 0 }
+                        done.fulfill()
+                    }
+                }
+            }
+            wait(for: [done], timeout: 60)
+            for i in texts.indices {
+                switch (answers.results[i], alone[i]) {
+                case (.success(let got)?, .success(let expected)): XCTAssertEqual(got, expected, "\(workers) \(texts[i])")
+                case (.failure(let got)?, .failure(let expected)): XCTAssertEqual(got.message, expected.message)
+                default: XCTFail("\(workers) \(texts[i]): \(String(describing: answers.results[i])) against \(alone[i])")
+                }
+            }
+            if workers == .eventLoops {
+                XCTAssertEqual(batcher.batches, 1, "one batch for what the loop read in one turn")
+                XCTAssertEqual(answers.onTheLoop, texts.count)
+            } else {
+                XCTAssertEqual(answers.onTheLoop, 0, "answered on the search threads")
+            }
+            XCTAssertEqual(batcher.batchedQueries, texts.count)
+        }
     }
 
     func testDocumentsNeighboursMapHealthAndMetrics() async throws {

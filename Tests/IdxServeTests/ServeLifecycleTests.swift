@@ -147,7 +147,8 @@ final class ServeLifecycleTests: XCTestCase {
     func testServeStopsCleanlyOnSIGTERM() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try IdxBinary.path)
-        p.arguments = ["serve", "--index", dir + "/index", "--port", "0", "--event-loops", "1", "--batch-threads", "1"]
+        // The binary's own executor set-up: Swift's jobs on the event loop, which searches (--batch-threads 0).
+        p.arguments = ["serve", "--index", dir + "/index", "--port", "0", "--event-loops", "1"]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = Pipe()
@@ -163,10 +164,13 @@ final class ServeLifecycleTests: XCTestCase {
         let port = try XCTUnwrap(text.range(of: #"127\.0\.0\.1:(\d+)/"#, options: .regularExpression).flatMap {
             Int(text[$0].dropFirst("127.0.0.1:".count).dropLast())
         }, "no start-up line: \(text)")
-        let ok = expectation(description: "healthz")
+        let ok = expectation(description: "healthz and a search")
         Task {
             let (status, _) = try await HTTP.request("http://127.0.0.1:\(port)/healthz")
             XCTAssertEqual(status, 200)
+            let (searched, body) = try await HTTP.request("http://127.0.0.1:\(port)/search?q=alien+robot&k=3")
+            XCTAssertEqual(searched, 200)
+            XCTAssertEqual((try? JSONSerialization.jsonObject(with: body) as? [Any])?.count, 3, String(decoding: body, as: UTF8.self))
             ok.fulfill()
         }
         wait(for: [ok], timeout: 30)
