@@ -81,8 +81,7 @@ final class ServeAPITests: XCTestCase {
     /// answering as it does alone; with threads of their own, each answers as alone too.
     func testQueriesReadTogetherAreOneBatchOnTheirEventLoop() throws {
         let engine = try SearchEngine(index: dir + "/index")
-        var settings = SearchSettings()
-        settings.threads = 1
+        let settings = { var s = SearchSettings(); s.threads = 1; return s }()
         let texts = ["alien robot", "love", "a haunted house", "a detective investigates a murder in the city", "!!!"]
         let alone = texts.map { t in Result { try engine.search(t, settings) }.mapError { $0 as! IdxError } }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
