@@ -7,7 +7,7 @@ import Foundation
 /// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) picks its kernels from the CPU's model number, and
 /// CPUs newer than it get a core far below what they can run: AMD Zen 4 runs its Haswell (AVX2)
 /// kernels although it has AVX-512, and an Intel model it does not know (Emerald Rapids, model
-/// 207) falls back to Prescott (SSE3), which runs training 2.5 times slower. Its SkylakeX
+/// 207) falls back to Prescott (SSE3), far slower (docs/train.md). Its SkylakeX
 /// kernels run the encoder's GEMM shapes about twice as fast as Haswell's on an AVX-512 CPU
 /// (sgemm 2048×384×128: ~30 vs ~62 GFLOP/s on one core). OpenBLAS reads `OPENBLAS_CORETYPE`
 /// only when it is loaded, before `main`, so `preferWidestKernels()` sets it and re-runs

@@ -10,9 +10,9 @@ import NIOPosix
 /// codes' memory traffic. Each query's answer is the one it gets alone. Where they run:
 /// - `.eventLoops` (the default): on the event loop that read the request. The queries a loop
 ///   read in one turn are searched as one batch once it has read them all (a task queued behind
-///   their handlers), so no query crosses threads: on a VM a thread woken for each query cost
-///   more than the search at 37k documents (docs/serve.md). Off an event loop (Swift's own
-///   executor, as in tests), a query is searched at once where it is.
+///   their handlers), so no query crosses threads (a hand-off is two thread wake-ups a query;
+///   docs/serve.md measures both ways). Off an event loop (Swift's own executor, as in tests),
+///   a query is searched at once where it is.
 /// - `.threads(n)`: on up to `n` threads of their own, which keeps the event loops free to read
 ///   requests (and answer /healthz) while long searches run. A thread ends after `idleSeconds`
 ///   without work and is started again when needed; alone, a request is a batch of one at once.
@@ -37,7 +37,7 @@ final class QueryBatcher: @unchecked Sendable {
 
     let workers: Workers
     let idleSeconds: Double
-    /// Batches searched, and the queries in them (for tests and the docs' figures).
+    /// Batches searched, and the queries in them (read by tests).
     private(set) var batches = 0, batchedQueries = 0
 
     private let condition = NSCondition()

@@ -32,8 +32,8 @@ public struct ServeConfiguration: Sendable {
     public var searchThreads = 1
     /// Threads of their own that take waiting queries and search them in batches (QueryBatcher);
     /// 0: each event loop searches the queries it read, in batches, with no hand-off between
-    /// threads (faster on every figure of docs/serve.md, but a loop answers nothing else while
-    /// it searches).
+    /// threads (docs/serve.md compares the two), but a loop answers nothing else while it
+    /// searches.
     public var batchThreads = 0
     /// NIO event loops (threads reading requests, writing answers and, by default, searching).
     public var eventLoops = ServeConfiguration.defaultThreads
