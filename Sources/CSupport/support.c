@@ -284,23 +284,34 @@ static void decode_avx512(size_t n, size_t d, const uint32_t *rows, const int8_t
 }
 #endif
 
-int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
-                         const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+typedef void (*decode_fn)(size_t, size_t, const uint32_t *, const int8_t *, const float *, const float *,
+                          const uint8_t *, const float *, float *);
+/* The best path at or below `path` (1: AVX-512F, 0: portable) the CPU has. */
+static decode_fn decode_path(int path, int *taken) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (path >= 1 && __builtin_cpu_supports("avx512f")) {
-        decode_avx512(n, d, rows, codes, scales, norms, cids, centroids, out);
-        return 1;
-    }
+    if (path >= 1 && __builtin_cpu_supports("avx512f")) { *taken = 1; return decode_avx512; }
 #endif
     (void)path;
-    decode_portable(n, d, rows, codes, scales, norms, cids, centroids, out);
-    return 0;
+    *taken = 0;
+    return decode_portable;
+}
+
+static decode_fn chosen_decode;
+static pthread_once_t decode_once = PTHREAD_ONCE_INIT;
+static void init_decode(void) { int taken; chosen_decode = decode_path(1, &taken); }
+
+int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                         const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+    int taken;
+    decode_path(path, &taken)(n, d, rows, codes, scales, norms, cids, centroids, out);
+    return taken;
 }
 
 void idx_decode_rows(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
                      const float *norms, const uint8_t *cids, const float *centroids, float *out) {
-    (void)idx_decode_rows_with(1, n, d, rows, codes, scales, norms, cids, centroids, out);
+    pthread_once(&decode_once, init_decode);
+    chosen_decode(n, d, rows, codes, scales, norms, cids, centroids, out);
 }
 
 #pragma clang fp contract(on)
