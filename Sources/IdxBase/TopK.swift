@@ -70,6 +70,15 @@ public struct TopK {
         if keys.count == 2 * capacity { compact() }
     }
 
+    /// Pushes every pair `other` holds: the best `capacity` of both (a parallel scan's per-worker
+    /// lists merged into the one the whole index would give).
+    public mutating func merge(_ other: TopK) {
+        for key in other.keys where key < cut && capacity > 0 {
+            keys.append(key)
+            if keys.count == 2 * capacity { compact() }
+        }
+    }
+
     /// Keeps the best `capacity` keys and moves the cut to the worst of them. A radix select:
     /// each round counts the keys still undecided into 2,048 buckets of the bits where they
     /// differ, keeps the buckets wholly inside the best `capacity`, drops those outside, and goes

@@ -332,7 +332,11 @@ public struct VectorSearcher {
         return (0 ..< batch).map { b in
             // Exact re-rank of the candidates against their decoded float vectors (one matrix-vector
             // product), in index order so that a hit's position breaks ties as its index would.
-            let ids = RadixSort.sorted((0 ..< workers).flatMap { heaps[$0 * batch + b].keptIndices() })
+            // The candidates are the best of the whole index, whatever the number of workers:
+            // a union of each worker's best would re-rank more the more threads scanned.
+            var candidates = heaps[b]
+            for worker in 1 ..< workers { candidates.merge(heaps[worker * batch + b]) }
+            let ids = RadixSort.sorted(candidates.keptIndices())
             var exact = [Float](repeating: 0, count: ids.count)
             let decoded = [Float](unsafeUninitializedCapacity: ids.count * d) { m, initialized in
                 if let p = m.baseAddress { reader.decode(ascending: ids, into: p) }

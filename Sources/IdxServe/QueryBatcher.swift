@@ -36,6 +36,7 @@ final class QueryBatcher: @unchecked Sendable {
     }
 
     let workers: Workers
+    let scanThreads: ScanThreads
     let idleSeconds: Double
     /// Batches searched, and the queries in them (read by tests).
     private(set) var batches = 0, batchedQueries = 0
@@ -44,16 +45,42 @@ final class QueryBatcher: @unchecked Sendable {
     private var waiting: [Waiting] = []
     private var threads = 0, idle = 0
     private var loopQueues: [ObjectIdentifier: LoopQueue] = [:]
+    /// Searches running now, on any thread (`scanning`).
+    private var running = 0
 
-    init(workers: Workers = .eventLoops, idleSeconds: Double = 5) {
+    init(workers: Workers = .eventLoops, scanThreads: ScanThreads = .adaptive, idleSeconds: Double = 5) {
         if case .threads(let n) = workers { self.workers = .threads(max(1, n)) } else { self.workers = workers }
+        self.scanThreads = scanThreads
         self.idleSeconds = idleSeconds
+    }
+
+    /// Runs one search of the server (a batch, a POST's queries, a "more like this") with the
+    /// scan threads `scanThreads` gives it now (SearchSettings.threads: 0 is every core).
+    func scanning<R>(_ body: (_ threads: Int) throws -> R) rethrows -> R {
+        let threads = condition.withLock { () -> Int in
+            running += 1
+            switch scanThreads {
+            case .fixed(let n): return n
+            case .adaptive: return running == 1 ? 0 : 1
+            }
+        }
+        defer { condition.withLock { running -= 1 } }
+        return try body(threads)
+    }
+
+    /// `engine.search(together:)` under `scanning`.
+    private func searchTogether(_ queries: [SearchQuery], _ settings: SearchSettings, engine: SearchEngine) -> [Result<[SearchHit], IdxError>] {
+        scanning { threads in
+            var s = settings
+            s.threads = threads
+            return engine.search(together: queries, s)
+        }
     }
 
     /// Searches `query` with `engine` (the generation the request took), in a batch.
     func search(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine) async -> Result<[SearchHit], IdxError> {
         if workers == .eventLoops && MultiThreadedEventLoopGroup.currentEventLoop == nil {
-            return engine.search(together: [query], settings)[0]
+            return searchTogether([query], settings, engine: engine)[0]
         }
         return await withCheckedContinuation { continuation in
             enqueue(query, settings, engine: engine) { continuation.resume(returning: $0) }
@@ -125,7 +152,7 @@ final class QueryBatcher: @unchecked Sendable {
 
     private func search(_ batch: [Waiting]) {
         let first = batch[0]
-        let results = first.engine.search(together: batch.map(\.query), first.settings)
+        let results = searchTogether(batch.map(\.query), first.settings, engine: first.engine)
         condition.withLock { batches += 1; batchedQueries += batch.count }
         for (w, result) in zip(batch, results) { w.answer(result) }
     }

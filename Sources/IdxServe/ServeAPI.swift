@@ -16,7 +16,7 @@ struct ServeAPI: Sendable {
     init(holder: GenerationHolder, configuration: ServeConfiguration) {
         self.holder = holder
         self.configuration = configuration
-        batcher = QueryBatcher(workers: configuration.batchWorkers)
+        batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads)
     }
 
     // MARK: search
@@ -79,7 +79,11 @@ struct ServeAPI: Sendable {
         try tune(&settings, lexicalWeight: lexicalWeight.map { String($0) }, feedbackDocs: feedbackDocs.map(String.init),
                  genreVote: genreVote.map { String($0) })
         var results: [[String: Any]] = []
-        for (text, result) in zip(texts, served.engine.search(texts, settings)) {
+        let found = batcher.scanning { threads in
+            settings.threads = threads
+            return served.engine.search(texts, settings)
+        }
+        for (text, result) in zip(texts, found) {
             switch result {
             case .success(let hits): results.append(["query": text, "hits": try objects(hits, served: served, query: text)])
             case .failure(let e): results.append(["query": text, "error": e.message])
@@ -111,7 +115,7 @@ struct ServeAPI: Sendable {
         let row = try self.row(id, served: served)
         let k = try parseK(FormQuery.parse(request.uri.query)["k"])
         let vector = served.reader.decodedVector(row)
-        let others = try served.engine.searcher.search(vector, k: k, excluding: row, threads: configuration.searchThreads)
+        let others = try batcher.scanning { try served.engine.searcher.search(vector, k: k, excluding: row, threads: $0) }
         let query = "more like \(served.ids[row])"
         return JSONResponse.make(["id": served.ids[row], "neighbours": try objects(others, served: served, query: query)])
     }
@@ -149,7 +153,6 @@ struct ServeAPI: Sendable {
 
     func settings(k: String?, genre: String?, served: ServedGeneration) throws -> SearchSettings {
         var s = SearchSettings(k: try parseK(k))
-        s.threads = configuration.searchThreads
         if let genre, !genre.isEmpty {
             guard served.map.genres.contains(where: { $0.caseInsensitiveCompare(genre) == .orderedSame }) else {
                 throw APIError(.badRequest, field: "genre",

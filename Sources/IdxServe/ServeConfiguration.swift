@@ -15,6 +15,16 @@ public struct ServeLimits: Sendable, Equatable {
     public init() {}
 }
 
+/// How many threads scan the index for one search (a batch of queries, or one query).
+public enum ScanThreads: Equatable, Sendable {
+    /// Every core for a search that starts while no other runs, one while others run: one user
+    /// exploring a large index waits on one scan of it, which two cores' memory bandwidth
+    /// shortens, while concurrent requests already keep every core busy (docs/serve.md).
+    case adaptive
+    /// This many for every search (0: every core).
+    case fixed(Int)
+}
+
 /// Everything `idx serve` is told: what to serve, where, and how strictly.
 public struct ServeConfiguration: Sendable {
     /// The index folder (indexes/<name>); its CURRENT generation is served and followed.
@@ -28,8 +38,8 @@ public struct ServeConfiguration: Sendable {
     public var limits = ServeLimits()
     /// How often CURRENT (and the attached projection) is checked for a new generation.
     public var reloadInterval: Duration = .milliseconds(250)
-    /// Scan threads per query: 1 by default, since concurrent requests already use the cores.
-    public var searchThreads = 1
+    /// Threads scanning the index for one search.
+    public var scanThreads = ScanThreads.adaptive
     /// Threads of their own that take waiting queries and search them in batches (QueryBatcher);
     /// 0: each event loop searches the queries it read, in batches, with no hand-off between
     /// threads (docs/serve.md compares the two), but a loop answers nothing else while it

@@ -30,7 +30,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Longest query, in characters.") var maxQueryCharacters: Int = ServeLimits().maxQueryCharacters
     @Option(help: "Largest k a request may ask for.") var maxK: Int = ServeLimits().maxK
     @Option(help: "Most queries in one POST /search.") var maxBatch: Int = ServeLimits().maxBatch
-    @Option(help: "Scan threads per query (0: all cores; 1 suits concurrent clients).") var threads: Int = 1
+    @Option(help: "Scan threads per search: auto (every core for a search that runs alone, one while others run) or a number (0: every core).")
+    var threads: ScanThreads = .adaptive
     @Option(help: "Threads of their own that search waiting queries in batches (0: the event loop that read a query searches it, with the others it read at the same time).")
     var batchThreads: Int = 0
     @Option(help: "Threads that read requests and write answers (NIO event loops).") var eventLoops: Int = ServeConfiguration.defaultThreads
@@ -48,14 +49,13 @@ struct ServeCommand: AsyncParsableCommand {
                 throw IdxError("\(name) \(value): give a positive number.")
             }
             guard maxK <= SearchEngine.maxResults else { throw IdxError("--max-k \(maxK): at most \(SearchEngine.maxResults).") }
-            guard threads >= 0 else { throw IdxError("--threads \(threads): give 0 (all cores) or more.") }
             guard batchThreads >= 0 else { throw IdxError("--batch-threads \(batchThreads): give 0 (search on the event loops) or more.") }
             guard reloadSeconds > 0 else { throw IdxError("--reload-seconds \(reloadSeconds): give a positive interval.") }
             c.limits.maxBodyBytes = maxBodyBytes
             c.limits.maxQueryCharacters = maxQueryCharacters
             c.limits.maxK = maxK
             c.limits.maxBatch = maxBatch
-            c.searchThreads = threads
+            c.scanThreads = threads
             c.batchThreads = batchThreads
             c.eventLoops = eventLoops
             c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
@@ -74,4 +74,13 @@ struct ServeCommand: AsyncParsableCommand {
             print("idx serve: stopped")
         }
     }
+}
+
+extension ScanThreads: ExpressibleByArgument {
+    public init?(argument: String) {
+        if argument == "auto" { self = .adaptive; return }
+        guard let n = Int(argument), n >= 0 else { return nil }
+        self = .fixed(n)
+    }
+    public var defaultValueDescription: String { if case .fixed(let n) = self { "\(n)" } else { "auto" } }
 }

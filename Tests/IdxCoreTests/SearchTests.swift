@@ -274,6 +274,25 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// The scan's candidates for the exact re-rank are the best of the whole index, not the union
+    /// of each worker's best: an answer does not depend on how many threads scanned it (idx
+    /// search on a laptop and idx serve on two cores answer alike). With as few candidates as
+    /// hits, a union of two workers' lists would re-rank twice as many and reorder the list.
+    func testAnswersDoNotDependOnTheScanThreads() throws {
+        let d = 32, n = 6000
+        let v = Synthetic.clustered(count: n, dimension: d, clusters: 30, noise: 1.0, seed: 41)
+        let r = try build(v, dimension: d, segments: 4)
+        let searcher = VectorSearcher(r)
+        let queries = Synthetic.clustered(count: 40, dimension: d, clusters: 30, noise: 1.0, seed: 42)
+        for qi in 0 ..< 40 {
+            let q = r.prepareQuery(Array(queries[qi * d ..< (qi + 1) * d]))
+            let one = try searcher.search(q, k: 10, threads: 1, rerank: 10)
+            for threads in [2, 3, 4] {
+                XCTAssertEqual(try searcher.search(q, k: 10, threads: threads, rerank: 10), one, "query \(qi), \(threads) threads")
+            }
+        }
+    }
+
     /// The VectorIndex interface: a batch answers as its queries one by one do, the filter's
     /// excluded document never comes back (and nothing else goes: its exact copy stays), and
     /// `reconstruct` gives the vectors the scores were computed from.

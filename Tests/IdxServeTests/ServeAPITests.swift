@@ -123,6 +123,19 @@ final class ServeAPITests: XCTestCase {
         }
     }
 
+    /// A search that starts while no other runs scans on every core (threads 0), one that starts
+    /// beside another on one; a fixed count is used as it is. The answer is the same either way
+    /// (SearchTests.testAnswersDoNotDependOnTheScanThreads).
+    func testASearchAloneScansOnEveryCore() {
+        let adaptive = QueryBatcher(scanThreads: .adaptive)
+        let (first, second) = adaptive.scanning { outer in (outer, adaptive.scanning { $0 }) }
+        XCTAssertEqual(first, 0, "alone: every core")
+        XCTAssertEqual(second, 1, "beside another search: one thread")
+        XCTAssertEqual(adaptive.scanning { $0 }, 0, "alone again once the others ended")
+        let fixed = QueryBatcher(scanThreads: .fixed(3))
+        XCTAssertEqual(fixed.scanning { outer in [outer, fixed.scanning { $0 }] }, [3, 3])
+    }
+
     func testDocumentsNeighboursMapHealthAndMetrics() async throws {
         let server = try await RunningServer(ServeConfiguration(index: dir + "/index"))
         let reader = try VectorIndexReader(directory: dir + "/index")
