@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import IdxBase
 import IdxSearch
+import NIOPosix
 
 /// The JSON API. Every search goes through SearchEngine.search (batched: QueryBatcher, or a
 /// POST's batch) and every hit is written by HitJSON: the objects `idx search --json` prints.
@@ -16,7 +17,8 @@ struct ServeAPI: Sendable {
     init(holder: GenerationHolder, configuration: ServeConfiguration) {
         self.holder = holder
         self.configuration = configuration
-        batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads)
+        batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads,
+                               loops: configuration.batchWorkers == .eventLoops ? Array(MultiThreadedEventLoopGroup.singleton.makeIterator()) : [])
     }
 
     // MARK: search

@@ -123,6 +123,45 @@ final class ServeAPITests: XCTestCase {
         }
     }
 
+    /// A long batch searched while another loop idles answers its queries on the loops in turn
+    /// (each handler then goes on there), so that one busy loop does not keep every connection's
+    /// handler; the answers are the same. A batch "long" from 0 s on, so that any search is.
+    func testALongBatchHandsItsAnswersToIdleLoops() throws {
+        let engine = try SearchEngine(index: dir + "/index")
+        let settings = { var s = SearchSettings(); s.threads = 1; return s }()
+        let texts = ["alien robot", "love", "a haunted house", "a detective investigates a murder in the city"]
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        let loops = Array(group.makeIterator())
+        for spreadAfter in [Duration.zero, .seconds(3600)] {
+            let batcher = QueryBatcher(loops: loops, spreadAfter: spreadAfter)
+            final class Answers: @unchecked Sendable {  // written under `lock`
+                let lock = NSLock()
+                var results: [Int: [SearchHit]] = [:], onFirstLoop = 0
+            }
+            let answers = Answers()
+            let done = expectation(description: "answers")
+            done.expectedFulfillmentCount = texts.count
+            loops[0].execute {
+                for (i, t) in texts.enumerated() {
+                    batcher.enqueue(SearchQuery(t), settings, engine: engine) { result in
+                        let first = loops[0].inEventLoop
+                        answers.lock.withLock { answers.results[i] = try? result.get(); answers.onFirstLoop += first ? 1 : 0 }
+                        done.fulfill()
+                    }
+                }
+            }
+            wait(for: [done], timeout: 60)
+            XCTAssertEqual(batcher.batches, 1)
+            for (i, t) in texts.enumerated() { XCTAssertEqual(answers.results[i], try engine.search(t, settings), t) }
+            if spreadAfter == .zero {
+                XCTAssertEqual(answers.onFirstLoop, texts.count / 2, "answers handed out between the two loops")
+            } else {
+                XCTAssertEqual(answers.onFirstLoop, texts.count, "a short batch answers on its own loop")
+            }
+        }
+    }
+
     /// A search that starts while no other runs scans on every core (threads 0), one that starts
     /// beside another on one; a fixed count is used as it is. The answer is the same either way
     /// (SearchTests.testAnswersDoNotDependOnTheScanThreads).
