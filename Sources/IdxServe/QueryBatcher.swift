@@ -57,9 +57,8 @@ final class QueryBatcher: @unchecked Sendable {
     /// of on its own. A query's handler goes on where it is resumed, and reads the connection's
     /// next request there if it has already come: while one loop spends every turn on a long
     /// search, the handlers it resumes find their next request waiting, never move, and the
-    /// other loops idle while this one searches one query at a time (at 871k documents, 16
-    /// connections: 92 requests/s in a third of the runs instead of ~640; docs/serve.md). A
-    /// hand-off costs microseconds; a batch this long, a thousand times more.
+    /// other loops idle while this one searches one query at a time (docs/serve.md measures it).
+    /// A hand-off costs microseconds; a batch this long, a thousand times more.
     let spreadAfter: Duration
 
     init(workers: Workers = .eventLoops, scanThreads: ScanThreads = .adaptive, loops: [EventLoop] = [],
