@@ -50,8 +50,8 @@ final class QueryBatcher: @unchecked Sendable {
     /// Where the next spread answer goes (`spreadAfter`).
     private var spreadTurn = 0
 
-    /// With `.eventLoops`, every loop of the server's group: a long batch's answers are handed
-    /// out among them (`spreadAfter`).
+    /// Every loop of the server's group: with `.eventLoops`, a long batch's answers are handed
+    /// out among them (`spreadAfter`); unused with `.threads`.
     private let loops: [EventLoop]
     /// A batch that searched this long answers its queries on the group's loops in turn instead
     /// of on its own. A query's handler goes on where it is resumed, and reads the connection's
@@ -104,7 +104,8 @@ final class QueryBatcher: @unchecked Sendable {
     }
 
     /// Queues `query`; `answer` is called with its result on the thread that searched it (with
-    /// `.eventLoops`, the event loop this is called on, which must be one).
+    /// `.eventLoops`, the event loop this is called on, which must be one), or, after a long
+    /// batch while another loop idled, on one of `loops` (`spreadAfter`).
     func enqueue(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine,
                  answer: @escaping @Sendable (Result<[SearchHit], IdxError>) -> Void) {
         let w = Waiting(query: query, settings: settings, engine: engine, answer: answer)

@@ -17,8 +17,9 @@ struct ServeAPI: Sendable {
     init(holder: GenerationHolder, configuration: ServeConfiguration) {
         self.holder = holder
         self.configuration = configuration
+        // Hummingbird serves on NIO's singleton group (IdxServer.runConcurrencyOnEventLoops sizes it).
         batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads,
-                               loops: configuration.batchWorkers == .eventLoops ? Array(MultiThreadedEventLoopGroup.singleton.makeIterator()) : [])
+                               loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()))
     }
 
     // MARK: search
