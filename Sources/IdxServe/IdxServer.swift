@@ -35,8 +35,8 @@ public struct IdxServer: Sendable {
         metrics.servedGeneration(first)
     }
 
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    public func router() -> Router<ServeRequestContext> {
+        let router = Router(context: ServeRequestContext.self)
         let api = ServeAPI(holder: holder, configuration: configuration)
         router.add(middleware: MetricsAndErrorsMiddleware(metrics: metrics))
         if let token = configuration.token {
@@ -47,7 +47,7 @@ public struct IdxServer: Sendable {
             let response = StaticAssets.response(asset)
             router.get(RouterPath(asset.path)) { _, _ in response }
         }
-        router.get("/search") { request, _ in try await api.search(request) }
+        router.get("/search") { request, context in try await api.search(request, loop: context.eventLoop) }
         router.post("/search") { request, _ in try await api.searchBatch(request) }
         router.get("/documents/:id") { _, context in try api.document(context.parameters.get("id")) }
         router.get("/neighbours/:id") { request, context in try api.neighbours(context.parameters.get("id"), request) }

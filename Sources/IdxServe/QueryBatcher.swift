@@ -8,10 +8,15 @@ import NIOPosix
 /// settings (up to `VectorSearcher.batchLimit`) together (SearchEngine.search(together:): one
 /// forward, one read of the index a pass), so under load the queries share the weights' and the
 /// codes' memory traffic. Each query's answer is the one it gets alone. Where they run:
-/// - `.eventLoops` (the default): on the event loop that read the request. The queries a loop
-///   read in one turn are searched as one batch once it has read them all (a task queued behind
-///   their handlers), so no query crosses threads (a hand-off is two thread wake-ups a query;
-///   docs/serve.md measures both ways). Off an event loop (Swift's own executor, as in tests),
+/// - `.eventLoops` (the default): on the event loop of the query's connection. The queries a
+///   loop read in one turn are searched as one batch once it has read them all (a task queued
+///   behind their handlers), and each answer resumes its handler on that loop, which then writes
+///   the response and reads the next request there: no query crosses threads (a hand-off is two
+///   thread wake-ups a query; docs/serve.md measures both ways). The connection's loop, not the
+///   one a handler happens to run on: a handler resumed on another loop that finds its next
+///   request already read stays there, and a loop whose queue never empties never polls its own
+///   sockets (NIO runs a loop's tasks until none is left before it reads again); docs/serve.md
+///   shows half the connections stalled for up to a second that way. Without a loop (tests),
 ///   a query is searched at once where it is.
 /// - `.threads(n)`: on up to `n` threads of their own, which keeps the event loops free to read
 ///   requests (and answer /healthz) while long searches run. A thread ends after `idleSeconds`
@@ -47,26 +52,9 @@ final class QueryBatcher: @unchecked Sendable {
     private var loopQueues: [ObjectIdentifier: LoopQueue] = [:]
     /// Searches running now, on any thread (`scanning`).
     private var running = 0
-    /// Where the next spread answer goes (`spreadAfter`).
-    private var spreadTurn = 0
-
-    /// Every loop of the server's group: with `.eventLoops`, a long batch's answers are handed
-    /// out among them (`spreadAfter`); unused with `.threads`.
-    private let loops: [EventLoop]
-    /// A batch that searched this long answers its queries on the group's loops in turn instead
-    /// of on its own. A query's handler goes on where it is resumed, and reads the connection's
-    /// next request there if it has already come: while one loop spends every turn on a long
-    /// search, the handlers it resumes find their next request waiting, never move, and the
-    /// other loops idle while this one searches one query at a time (docs/serve.md measures it).
-    /// A hand-off costs microseconds; a batch this long, a thousand times more.
-    let spreadAfter: Duration
-
-    init(workers: Workers = .eventLoops, scanThreads: ScanThreads = .adaptive, loops: [EventLoop] = [],
-         spreadAfter: Duration = .milliseconds(2), idleSeconds: Double = 5) {
+    init(workers: Workers = .eventLoops, scanThreads: ScanThreads = .adaptive, idleSeconds: Double = 5) {
         if case .threads(let n) = workers { self.workers = .threads(max(1, n)) } else { self.workers = workers }
         self.scanThreads = scanThreads
-        self.loops = loops
-        self.spreadAfter = spreadAfter
         self.idleSeconds = idleSeconds
     }
 
@@ -93,43 +81,29 @@ final class QueryBatcher: @unchecked Sendable {
         }
     }
 
-    /// Searches `query` with `engine` (the generation the request took), in a batch.
-    func search(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine) async -> Result<[SearchHit], IdxError> {
-        if workers == .eventLoops && MultiThreadedEventLoopGroup.currentEventLoop == nil {
+    /// Searches `query` with `engine` (the generation the request took), in a batch; `loop` is
+    /// the event loop of the request's connection (nil: with `.eventLoops`, searched at once).
+    func search(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine, loop: EventLoop?) async -> Result<[SearchHit], IdxError> {
+        if workers == .eventLoops && loop == nil {
             return searchTogether([query], settings, engine: engine)[0]
         }
         return await withCheckedContinuation { continuation in
-            enqueue(query, settings, engine: engine) { continuation.resume(returning: $0) }
+            enqueue(query, settings, engine: engine, loop: loop) { continuation.resume(returning: $0) }
         }
     }
 
-    /// Queues `query`; `answer` is called with its result on the thread that searched it (with
-    /// `.eventLoops`, the event loop this is called on, which must be one), or, after a long
-    /// batch while another loop idled, on one of `loops` (`spreadAfter`).
-    func enqueue(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine,
+    /// Queues `query`; `answer` is called with its result on the thread that searched it: with
+    /// `.eventLoops`, `loop` (the connection's; required there), from any thread.
+    func enqueue(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine, loop: EventLoop?,
                  answer: @escaping @Sendable (Result<[SearchHit], IdxError>) -> Void) {
         let w = Waiting(query: query, settings: settings, engine: engine, answer: answer)
         switch workers {
         case .eventLoops:
-            guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
-                preconditionFailure("QueryBatcher.enqueue with .eventLoops off an event loop")
-            }
-            let queue = condition.withLock { () -> LoopQueue in
-                if let q = loopQueues[ObjectIdentifier(loop)] { return q }
-                let q = LoopQueue()
-                loopQueues[ObjectIdentifier(loop)] = q
-                return q
-            }
-            queue.waiting.append(w)
-            guard !queue.scheduled else { return }
-            queue.scheduled = true
-            loop.execute { [self] in
-                queue.scheduled = false
-                while !queue.waiting.isEmpty {
-                    let (batch, rest) = Self.batch(from: queue.waiting)
-                    queue.waiting = rest
-                    search(batch)
-                }
+            guard let loop else { preconditionFailure("QueryBatcher.enqueue with .eventLoops and no loop") }
+            if loop.inEventLoop {
+                enqueue(w, on: loop)
+            } else {
+                loop.execute { [self] in enqueue(w, on: loop) }
             }
         case .threads(let maxThreads):
             condition.lock()
@@ -142,6 +116,27 @@ final class QueryBatcher: @unchecked Sendable {
                 Thread { [self] in Thread.current.name = "idx-search"; work() }.start()
             }
             condition.unlock()
+        }
+    }
+
+    /// Queues `w` on `loop`'s queue (on `loop`), and the batch that will search it.
+    private func enqueue(_ w: Waiting, on loop: EventLoop) {
+        let queue = condition.withLock { () -> LoopQueue in
+            if let q = loopQueues[ObjectIdentifier(loop)] { return q }
+            let q = LoopQueue()
+            loopQueues[ObjectIdentifier(loop)] = q
+            return q
+        }
+        queue.waiting.append(w)
+        guard !queue.scheduled else { return }
+        queue.scheduled = true
+        loop.execute { [self] in
+            queue.scheduled = false
+            while !queue.waiting.isEmpty {
+                let (batch, rest) = Self.batch(from: queue.waiting)
+                queue.waiting = rest
+                search(batch)
+            }
         }
     }
 
@@ -169,23 +164,9 @@ final class QueryBatcher: @unchecked Sendable {
 
     private func search(_ batch: [Waiting]) {
         let first = batch[0]
-        let clock = ContinuousClock(), start = clock.now
         let results = searchTogether(batch.map(\.query), first.settings, engine: first.engine)
-        let long = workers == .eventLoops && loops.count > 1 && clock.now - start >= spreadAfter
-        let (spread, turn) = condition.withLock { () -> (Bool, Int) in
-            batches += 1; batchedQueries += batch.count
-            // Only while a loop is idle: when every loop is searching, each keeps its own.
-            let spread = long && running < loops.count - 1
-            if spread { spreadTurn += batch.count }
-            return (spread, spreadTurn)
-        }
-        for (i, (w, result)) in zip(batch, results).enumerated() {
-            if spread {
-                loops[(turn + i) % loops.count].execute { w.answer(result) }
-            } else {
-                w.answer(result)
-            }
-        }
+        condition.withLock { batches += 1; batchedQueries += batch.count }
+        for (w, result) in zip(batch, results) { w.answer(result) }
     }
 
     /// The oldest waiting query and every other one that can share its batch, and the rest.

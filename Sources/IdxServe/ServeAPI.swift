@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import IdxBase
 import IdxSearch
-import NIOPosix
+import NIOCore
 
 /// The JSON API. Every search goes through SearchEngine.search (batched: QueryBatcher, or a
 /// POST's batch) and every hit is written by HitJSON: the objects `idx search --json` prints.
@@ -17,17 +17,15 @@ struct ServeAPI: Sendable {
     init(holder: GenerationHolder, configuration: ServeConfiguration) {
         self.holder = holder
         self.configuration = configuration
-        // Hummingbird serves on NIO's singleton group (IdxServer.runConcurrencyOnEventLoops sizes it).
-        batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads,
-                               loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator()))
+        batcher = QueryBatcher(workers: configuration.batchWorkers, scanThreads: configuration.scanThreads)
     }
 
     // MARK: search
 
     /// GET /search?q=…&k=…&genre=…[&lexical_weight=…&feedback_docs=…&genre_vote=…]: a JSON array
     /// of the hits, best first (the last three as `idx search --lexical-weight`, `--feedback-docs`,
-    /// `--genre-vote`).
-    func search(_ request: Request) async throws -> Response {
+    /// `--genre-vote`). `loop`: the connection's event loop, where the query is batched.
+    func search(_ request: Request, loop: EventLoop) async throws -> Response {
         let params = FormQuery.parse(request.uri.query)
         guard let q = params["q"], !q.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw APIError(.badRequest, field: "q", "no query: give the text to search for, e.g. /search?q=alien+robot")
@@ -37,7 +35,7 @@ struct ServeAPI: Sendable {
         var settings = try settings(k: params["k"], genre: params["genre"], served: served)
         try tune(&settings, lexicalWeight: params["lexical_weight"], feedbackDocs: params["feedback_docs"], genreVote: params["genre_vote"])
         let hits: [SearchHit]
-        switch await batcher.search(SearchQuery(q), settings, engine: served.engine) {
+        switch await batcher.search(SearchQuery(q), settings, engine: served.engine, loop: loop) {
         case .success(let found): hits = found
         case .failure(let e): throw APIError(.badRequest, field: "q", e.message)
         }

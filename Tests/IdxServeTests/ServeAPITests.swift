@@ -98,7 +98,7 @@ final class ServeAPITests: XCTestCase {
             done.expectedFulfillmentCount = texts.count
             loop.execute {
                 for (i, t) in texts.enumerated() {
-                    batcher.enqueue(SearchQuery(t), settings, engine: engine) { result in
+                    batcher.enqueue(SearchQuery(t), settings, engine: engine, loop: loop) { result in
                         let onLoop = loop.inEventLoop
                         answers.lock.withLock { answers.results[i] = result; answers.onTheLoop += onLoop ? 1 : 0 }
                         done.fulfill()
@@ -123,43 +123,44 @@ final class ServeAPITests: XCTestCase {
         }
     }
 
-    /// A long batch searched while another loop idles answers its queries on the loops in turn
-    /// (each handler then goes on there), so that one busy loop does not keep every connection's
-    /// handler; the answers are the same. A batch "long" from 0 s on, so that any search is.
-    func testALongBatchHandsItsAnswersToIdleLoops() throws {
+    /// A query is searched and answered on its connection's loop, whichever thread its handler
+    /// runs on: here every handler runs on loop 1 (as when they all started on the loop that
+    /// accepted), and the connections are on loops 0 and 1. Each loop searches its own
+    /// connections' queries as one batch; the answers are the ones each query gets alone.
+    func testAQueryIsSearchedOnItsConnectionsLoop() throws {
         let engine = try SearchEngine(index: dir + "/index")
         let settings = { var s = SearchSettings(); s.threads = 1; return s }()
         let texts = ["alien robot", "love", "a haunted house", "a detective investigates a murder in the city"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { try? group.syncShutdownGracefully() }
         let loops = Array(group.makeIterator())
-        for spreadAfter in [Duration.zero, .seconds(3600)] {
-            let batcher = QueryBatcher(loops: loops, spreadAfter: spreadAfter)
-            final class Answers: @unchecked Sendable {  // written under `lock`
-                let lock = NSLock()
-                var results: [Int: [SearchHit]] = [:], onFirstLoop = 0
-            }
-            let answers = Answers()
-            let done = expectation(description: "answers")
-            done.expectedFulfillmentCount = texts.count
-            loops[0].execute {
-                for (i, t) in texts.enumerated() {
-                    batcher.enqueue(SearchQuery(t), settings, engine: engine) { result in
-                        let first = loops[0].inEventLoop
-                        answers.lock.withLock { answers.results[i] = try? result.get(); answers.onFirstLoop += first ? 1 : 0 }
-                        done.fulfill()
-                    }
+        let batcher = QueryBatcher()
+        final class Answers: @unchecked Sendable {  // written under `lock`
+            let lock = NSLock()
+            var results: [Int: [SearchHit]] = [:], onTheirLoop = 0
+        }
+        let answers = Answers()
+        let done = expectation(description: "answers")
+        done.expectedFulfillmentCount = texts.count
+        // Loop 0 waits until every query is queued, so that it reads both of its own in one turn.
+        let queued = DispatchSemaphore(value: 0)
+        loops[0].execute { queued.wait() }
+        loops[1].execute {
+            defer { queued.signal() }
+            for (i, t) in texts.enumerated() {
+                let connectionLoop = loops[i % 2]
+                batcher.enqueue(SearchQuery(t), settings, engine: engine, loop: connectionLoop) { result in
+                    let onTheirLoop = connectionLoop.inEventLoop
+                    answers.lock.withLock { answers.results[i] = try? result.get(); answers.onTheirLoop += onTheirLoop ? 1 : 0 }
+                    done.fulfill()
                 }
             }
-            wait(for: [done], timeout: 60)
-            XCTAssertEqual(batcher.batches, 1)
-            for (i, t) in texts.enumerated() { XCTAssertEqual(answers.results[i], try engine.search(t, settings), t) }
-            if spreadAfter == .zero {
-                XCTAssertEqual(answers.onFirstLoop, texts.count / 2, "answers handed out between the two loops")
-            } else {
-                XCTAssertEqual(answers.onFirstLoop, texts.count, "a short batch answers on its own loop")
-            }
         }
+        wait(for: [done], timeout: 60)
+        for (i, t) in texts.enumerated() { XCTAssertEqual(answers.results[i], try engine.search(t, settings), t) }
+        XCTAssertEqual(answers.onTheirLoop, texts.count, "every answer on its connection's loop")
+        XCTAssertEqual(batcher.batches, 2, "one batch a loop")
+        XCTAssertEqual(batcher.batchedQueries, texts.count)
     }
 
     /// A search that starts while no other runs scans on every core (threads 0), one that starts
