@@ -28,6 +28,12 @@ public final class FirstError: @unchecked Sendable {  // `error` only under `loc
     }
 }
 
+/// The cores this process may run on, read once: Foundation reads the cgroup's files on every
+/// `activeProcessorCount`, which a search asking for "every core" paid on every query.
+public enum Cores {
+    public static let available = max(1, ProcessInfo.processInfo.activeProcessorCount)
+}
+
 /// `(0 ..< n).map(body)` over every core, results in order; the first error thrown is rethrown.
 /// `body` runs on several threads at once: it must be safe to call so.
 public enum ParallelMap {

@@ -34,7 +34,7 @@ public struct CorpusEmbedder {
         let n = range.count, d = model.config.dModel, first = range.lowerBound
         let maxTokens = self.maxTokens ?? model.trainedMaxTokens
         let progress = Progress((progressLabel ?? "") + " embedding", unit: "docs", total: Double(n), enabled: progressLabel != nil)
-        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount / ranks)
+        let cores = max(1, Cores.available / ranks)
         let workers = max(1, min(threads > 0 ? threads : cores, n / 256 + 1))
         if workers > 1 || ranks > 1 || threads == 1 { openblas_set_num_threads(1) }
         // Worker w uses only models[w] (its own buffers; the weights they share are only read).

@@ -1,5 +1,6 @@
 import COpenBLAS
 import Foundation
+import IdxBase
 
 /// A heap Float buffer that grows (contents not kept) and never shrinks.
 public final class FloatBuffer {
@@ -222,7 +223,7 @@ public final class EncoderNetwork {
 
     /// Worker threads a Trainer uses (set by ComputeSetup.configure from --threads). Unsafe is
     /// sound here: written once at start-up, before any worker exists, read-only after.
-    public nonisolated(unsafe) static var computeThreads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public nonisolated(unsafe) static var computeThreads = Cores.available
 
     // MARK: loss + backward
 

@@ -35,7 +35,7 @@ public enum MPILauncher {
     /// - root (containers, CI) needs OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM).
     public static func plan(procs: Int, program: String, arguments: [String], mpirun: String,
                             environment: [String: String], blasThreads: Int? = nil,
-                            cores: Int = ProcessInfo.processInfo.activeProcessorCount,
+                            cores: Int = Cores.available,
                             isRoot: Bool = getuid() == 0) -> Plan {
         var env = environment
         if let threads = blasThreads { env["OPENBLAS_NUM_THREADS"] = String(threads) }

@@ -36,7 +36,7 @@ public struct ScanBenchmark {
         let (single, singleCPU, hits) = try time(threads: 1)
         let (multi, _, _) = try time(threads: threads)
         var lines = [String(format: "scan: %d vectors x %d dims, %d queries, k=%d: %.3f ms/query wall (%.3f ms CPU) with 1 thread; %.3f ms/query wall with %d threads; int8 dots: %@",
-                            reader.count, d, nq, k, single, singleCPU, multi, threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount,
+                            reader.count, d, nq, k, single, singleCPU, multi, threads > 0 ? threads : Cores.available,
                             VectorSearcher.dotKernel)]
         if let reference {
             var (base, _) = try RawVectors.read(reference, dimension: d)

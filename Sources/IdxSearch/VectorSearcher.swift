@@ -38,7 +38,7 @@ public struct VectorSearcher {
     /// A batch of `n` queries cut into parts to run in parallel: as many as there are cores,
     /// more when a part would exceed `batchLimit`.
     public static func batchParts(_ n: Int) -> [Range<Int>] {
-        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let cores = Cores.available
         let size = max(1, min(batchLimit, (n + cores - 1) / cores))
         return stride(from: 0, to: n, by: size).map { $0 ..< min(n, $0 + size) }
     }
@@ -294,7 +294,7 @@ public struct VectorSearcher {
                 start += Self.taskRows
             }
         }
-        let workers = min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, tasks.count)
+        let workers = min(threads > 0 ? threads : Cores.available, tasks.count)
         var heaps = (0 ..< workers).flatMap { _ in candidates.map { TopK(capacity: $0) } }
         withPointers(to: lexical.map { $0?.scores }) { lex in
             q8.withUnsafeBufferPointer { q8 in

@@ -48,7 +48,7 @@ public struct ServeConfiguration: Sendable {
     /// NIO event loops (threads reading requests, writing answers and, by default, searching).
     public var eventLoops = ServeConfiguration.defaultThreads
     /// One event loop a core.
-    public static let defaultThreads = ProcessInfo.processInfo.activeProcessorCount
+    public static let defaultThreads = Cores.available
     /// Where GET /search's batches run.
     var batchWorkers: QueryBatcher.Workers { batchThreads == 0 ? .eventLoops : .threads(batchThreads) }
 

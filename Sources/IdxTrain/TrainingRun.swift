@@ -64,7 +64,7 @@ public struct TrainingRun {
     public func run(_ comm: Communicator) throws {
         let say: (String) -> Void = { if comm.isRoot { FileHandle.standardError.write(Data($0.utf8)) } }
         guard checkpointEvery > 0, logEvery > 0 else { throw IdxError("--checkpoint-every and --log-every must be positive.") }
-        let nThreads = threads ?? (comm.size > 1 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
+        let nThreads = threads ?? (comm.size > 1 ? 1 : Cores.available)
         ComputeSetup.configure(threads: nThreads)
         if comm.isRoot { AtomicFile.removeStaleStaging(of: out) }  // left by killed checkpoints
         let reader = try CorpusReader(directory: corpus)

@@ -81,7 +81,7 @@ public struct TrainCommand: ParsableCommand {
         try reportingErrors {
             try OutputPath.checkFolder(run.out, kind: .model, inputs: [corpus], force: force)
             if let path = exportEmbeddings {
-                ComputeSetup.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+                ComputeSetup.configure(threads: threads ?? Cores.available)
                 return try run.exportEmbeddings(to: path, count: exportCount)
             }
             // One writer per model folder: the launcher (or the single process) holds the lock.
