@@ -92,8 +92,8 @@ final class QueryBatcher: @unchecked Sendable {
         }
     }
 
-    /// Queues `query`; `answer` is called with its result on the thread that searched it: with
-    /// `.eventLoops`, `loop` (the connection's; required there), from any thread.
+    /// Queues `query` (from any thread); `answer` is called with its result on the thread that
+    /// searched it: with `.eventLoops`, `loop`, the connection's (required there).
     func enqueue(_ query: SearchQuery, _ settings: SearchSettings, engine: SearchEngine, loop: EventLoop?,
                  answer: @escaping @Sendable (Result<[SearchHit], IdxError>) -> Void) {
         let w = Waiting(query: query, settings: settings, engine: engine, answer: answer)
