@@ -2,7 +2,6 @@ import Foundation
 import IdxBase
 import IdxSearch
 import NIOCore
-import NIOPosix
 
 /// GET /search's queries, searched in batches: every waiting query of the same generation and
 /// settings (up to `VectorSearcher.batchLimit`) together (SearchEngine.search(together:): one
