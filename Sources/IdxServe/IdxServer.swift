@@ -38,6 +38,7 @@ public struct IdxServer: Sendable {
     public func router() -> Router<ServeRequestContext> {
         let router = Router(context: ServeRequestContext.self)
         let api = ServeAPI(holder: holder, configuration: configuration)
+        router.add(middleware: ConnectionLoopMiddleware())
         router.add(middleware: MetricsAndErrorsMiddleware(metrics: metrics))
         if let token = configuration.token {
             router.add(middleware: BearerTokenMiddleware(token: Array(token.utf8),

@@ -1,6 +1,32 @@
 import Foundation
 import Hummingbird
 import IdxBase
+import NIOCore
+
+/// First of all: moves the request's handler onto its connection's event loop, where it then
+/// writes the response and reads the connection's next request. A handler starts where the
+/// accept loop added its task and otherwise stays wherever it runs while its next request is
+/// already read; a loop whose queue of such handlers never empties never polls its own sockets
+/// (NIO runs a loop's tasks until none is left), and its connections stalled for up to a second
+/// under load (docs/serve.md, thirteenth session). Once moved, a handler stays: the connection's
+/// loop resumes it from then on.
+struct ConnectionLoopMiddleware: RouterMiddleware {
+    typealias Context = ServeRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        await ConnectionLoop.enter(context.eventLoop)
+        return try await next(request, context)
+    }
+}
+
+enum ConnectionLoop {
+    /// Returns after a turn of `loop` when called off it: resumed from there, the task goes on on
+    /// `loop` (NIO's executor keeps a job on the loop that enqueues it; IdxServer installs it).
+    static func enter(_ loop: EventLoop) async {
+        guard !loop.inEventLoop else { return }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in loop.execute { c.resume() } }
+    }
+}
 
 /// Outermost: times every request and counts it by route pattern and status; turns any
 /// error into a JSON body (an APIError's own, a framework error's status with a message,

@@ -163,6 +163,32 @@ final class ServeAPITests: XCTestCase {
         XCTAssertEqual(batcher.batchedQueries, texts.count)
     }
 
+    /// Every route first moves its handler to the connection's loop: called off that loop,
+    /// ConnectionLoop.enter returns only once the loop has taken a turn for it (here, only after
+    /// the loop, held busy, is let go), so that the loop resumes the handler.
+    func testAHandlerMovesToItsConnectionsLoopBeforeTheRoute() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let held = DispatchSemaphore(value: 0), holding = DispatchSemaphore(value: 0)
+        loop.execute { holding.signal(); held.wait() }
+        holding.wait()
+        final class Entered: @unchecked Sendable {  // written under `lock`
+            let lock = NSLock()
+            var entered = false
+        }
+        let state = Entered()
+        let task = Task {
+            await ConnectionLoop.enter(loop)
+            state.lock.withLock { state.entered = true }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        XCTAssertFalse(state.lock.withLock { state.entered }, "the route ran before its connection's loop took a turn")
+        held.signal()
+        await task.value
+        XCTAssertTrue(state.lock.withLock { state.entered })
+        try await group.shutdownGracefully()
+    }
+
     /// A search that starts while no other runs scans on every core (threads 0), one that starts
     /// beside another on one; a fixed count is used as it is. The answer is the same either way
     /// (SearchTests.testAnswersDoNotDependOnTheScanThreads).
