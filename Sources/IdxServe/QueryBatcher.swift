@@ -11,12 +11,10 @@ import NIOCore
 ///   loop read in one turn are searched as one batch once it has read them all (a task queued
 ///   behind their handlers), and each answer resumes its handler on that loop, which then writes
 ///   the response and reads the next request there: no query crosses threads (a hand-off is two
-///   thread wake-ups a query; docs/serve.md measures both ways). The connection's loop, not the
-///   one a handler happens to run on: a handler resumed on another loop that finds its next
-///   request already read stays there, and a loop whose queue never empties never polls its own
-///   sockets (NIO runs a loop's tasks until none is left before it reads again); docs/serve.md
-///   shows half the connections stalled for up to a second that way. Without a loop (tests),
-///   a query is searched at once where it is.
+///   thread wake-ups a query; docs/serve.md measures both ways). The connection's loop is the
+///   handler's own once ConnectionLoopMiddleware has moved it there (why: its doc); a query
+///   queued from another thread hops to it. Without a loop (tests), a query is searched at once
+///   where it is.
 /// - `.threads(n)`: on up to `n` threads of their own, which keeps the event loops free to read
 ///   requests (and answer /healthz) while long searches run. A thread ends after `idleSeconds`
 ///   without work and is started again when needed; alone, a request is a batch of one at once.
