@@ -63,8 +63,9 @@ public struct TopK {
         return Float(bitPattern: ascending & 0x8000_0000 != 0 ? ascending & 0x7FFF_FFFF : ~ascending)
     }
 
-    @inlinable public mutating func push(_ score: Float, _ index: Int) {
-        let key = Self.rankKey(score, index)
+    @inlinable public mutating func push(_ score: Float, _ index: Int) { push(key: Self.rankKey(score, index)) }
+
+    @inlinable mutating func push(key: UInt64) {
         guard key < cut, capacity > 0 else { return }
         keys.append(key)
         if keys.count == 2 * capacity { compact() }
@@ -73,10 +74,7 @@ public struct TopK {
     /// Pushes every pair `other` holds: the best `capacity` of both (a parallel scan's per-worker
     /// lists merged into the one the whole index would give).
     public mutating func merge(_ other: TopK) {
-        for key in other.keys where key < cut && capacity > 0 {
-            keys.append(key)
-            if keys.count == 2 * capacity { compact() }
-        }
+        for key in other.keys { push(key: key) }
     }
 
     /// Keeps the best `capacity` keys and moves the cut to the worst of them. A radix select:
