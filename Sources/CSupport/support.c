@@ -145,21 +145,48 @@ static void dots_vnni(const int8_t *codes, size_t n, size_t d, const int8_t *q, 
     for (; i < n; i++) out[i] = _mm512_reduce_add_epi32(row_vnni(codes + i * d, q, blocks, tail, flip)) - 128 * qsum;
 }
 
+/* Four rows' int32 sums, one lane each: the lanes of a, b, c and d added up. */
+__attribute__((target("avx2"), always_inline))
+static inline __m128i sum4_avx2(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* 32 codes times 32 query bytes, summed in pairs of pairs into eight int32 lanes: |code| as
+   unsigned bytes times q with the code's sign (vpmaddubsw), so each pair is at most
+   2 · 128 · 127 < 2^15 and never saturates (q = -128 would: the scan's q is within ±127). */
+__attribute__((target("avx2"), always_inline))
+static inline __m256i dot32_avx2(const int8_t *codes, __m256i qv, __m256i ones) {
+    __m256i x = _mm256_loadu_si256((const __m256i *)codes);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(qv, x)), ones);
+}
+
+/* Four rows at a time: the query's block is loaded once for the four, and their sums reduced
+   together (one horizontal reduction a row cost as much as a row's products at d = 128). */
 __attribute__((target("avx2")))
 static void dots_avx2(const int8_t *codes, size_t n, size_t d, const int8_t *q, int32_t *out) {
-    size_t blocks = d / 16, tail = blocks * 16;
-    for (size_t i = 0; i < n; i++) {
+    size_t blocks = d / 32, tail = blocks * 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
         const int8_t *row = codes + i * d;
-        __m256i acc = _mm256_setzero_si256();
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
         for (size_t b = 0; b < blocks; b++) {
-            __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + 16 * b)));
-            __m256i y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + 16 * b)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, y));
+            __m256i qv = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
+            a0 = _mm256_add_epi32(a0, dot32_avx2(row + 32 * b, qv, ones));
+            a1 = _mm256_add_epi32(a1, dot32_avx2(row + d + 32 * b, qv, ones));
+            a2 = _mm256_add_epi32(a2, dot32_avx2(row + 2 * d + 32 * b, qv, ones));
+            a3 = _mm256_add_epi32(a3, dot32_avx2(row + 3 * d + 32 * b, qv, ones));
         }
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-        int32_t s = _mm_cvtsi128_si32(h);
+        _mm_storeu_si128((__m128i *)(out + i), sum4_avx2(a0, a1, a2, a3));
+        for (size_t r = 0; r < 4; r++)
+            for (size_t j = tail; j < d; j++) out[i + r] += (int32_t)q[j] * (int32_t)row[r * d + j];
+    }
+    for (; i < n; i++) {
+        const int8_t *row = codes + i * d;
+        __m256i a = _mm256_setzero_si256(), z = a;
+        for (size_t b = 0; b < blocks; b++) a = _mm256_add_epi32(a, dot32_avx2(row + 32 * b, _mm256_loadu_si256((const __m256i *)(q + 32 * b)), ones));
+        int32_t s = _mm_cvtsi128_si32(sum4_avx2(a, z, z, z));
         for (size_t j = tail; j < d; j++) s += (int32_t)q[j] * (int32_t)row[j];
         out[i] = s;
     }
@@ -247,6 +274,31 @@ static size_t scores_avx512(size_t n, const int32_t *dots, float qScale, const f
     for (size_t r = 0; r < rest; r++) above[count + r] += (uint32_t)i;
     return count + rest;
 }
+
+/* As scores_avx512, eight rows at a time; the rows above the threshold listed from a mask. */
+__attribute__((target("avx2")))
+static size_t scores_avx2(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
+                          const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
+                          float *out, uint32_t *above) {
+    const __m256 qs = _mm256_set1_ps(qScale), keep = _mm256_set1_ps(1 - w), share = _mm256_set1_ps(w);
+    const __m256 bar = _mm256_set1_ps(threshold);
+    size_t i = 0, count = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(cids + i)));
+        __m256 centroid = _mm256_i32gather_ps(qc, c, 4);
+        __m256 x = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(scales + i), qs),
+                                 _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(dots + i))));
+        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(norms + i), _mm256_add_ps(centroid, x));
+        if (lexical) s = _mm256_add_ps(_mm256_mul_ps(keep, s), _mm256_mul_ps(share, _mm256_loadu_ps(lexical + i)));
+        _mm256_storeu_ps(out + i, s);
+        unsigned high = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(s, bar, _CMP_GT_OQ));
+        for (; high; high &= high - 1) above[count++] = (uint32_t)(i + (size_t)__builtin_ctz(high));
+    }
+    size_t rest = scores_portable(n - i, dots + i, qScale, norms + i, scales + i, cids + i, qc, lexical ? lexical + i : NULL, w,
+                                  threshold, out + i, above + count);
+    for (size_t r = 0; r < rest; r++) above[count + r] += (uint32_t)i;
+    return count + rest;
+}
 #endif
 
 /* Rows of a segment decoded to floats for the exact re-rank: (centroid + scale · code) · norm,
@@ -282,15 +334,36 @@ static void decode_avx512(size_t n, size_t d, const uint32_t *rows, const int8_t
         for (size_t j = whole; j < d; j++) o[j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
     }
 }
+
+__attribute__((target("avx2")))
+static void decode_avx2(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
+                        const float *norms, const uint8_t *cids, const float *centroids, float *out) {
+    size_t whole = d / 8 * 8;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n)
+            for (size_t l = 0; l < d; l += 64) _mm_prefetch((const char *)(codes + (size_t)rows[i + 1] * d + l), _MM_HINT_T0);
+        size_t r = rows[i];
+        const int8_t *c = codes + r * d;
+        const float *centroid = centroids + (size_t)cids[r] * d;
+        const __m256 s = _mm256_set1_ps(scales[r]), norm = _mm256_set1_ps(norms[r]);
+        float *o = out + i * d;
+        for (size_t j = 0; j < whole; j += 8) {
+            __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + j))));
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(centroid + j), _mm256_mul_ps(s, x)), norm));
+        }
+        for (size_t j = whole; j < d; j++) o[j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
+    }
+}
 #endif
 
 typedef void (*decode_fn)(size_t, size_t, const uint32_t *, const int8_t *, const float *, const float *,
                           const uint8_t *, const float *, float *);
-/* The best path at or below `path` (1: AVX-512F, 0: portable) the CPU has. */
+/* The best path at or below `path` (2: AVX-512F, 1: AVX2, 0: portable) the CPU has. */
 static decode_fn decode_path(int path, int *taken) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (path >= 1 && __builtin_cpu_supports("avx512f")) { *taken = 1; return decode_avx512; }
+    if (path >= 2 && __builtin_cpu_supports("avx512f")) { *taken = 2; return decode_avx512; }
+    if (path >= 1 && __builtin_cpu_supports("avx2")) { *taken = 1; return decode_avx2; }
 #endif
     (void)path;
     *taken = 0;
@@ -299,7 +372,7 @@ static decode_fn decode_path(int path, int *taken) {
 
 static decode_fn chosen_decode;
 static pthread_once_t decode_once = PTHREAD_ONCE_INIT;
-static void init_decode(void) { int taken; chosen_decode = decode_path(1, &taken); }
+static void init_decode(void) { int taken; chosen_decode = decode_path(2, &taken); }
 
 int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
                          const float *norms, const uint8_t *cids, const float *centroids, float *out) {
@@ -318,11 +391,12 @@ void idx_decode_rows(size_t n, size_t d, const uint32_t *rows, const int8_t *cod
 
 typedef size_t (*scores_fn)(size_t, const int32_t *, float, const float *, const float *, const uint8_t *, const float *,
                             const float *, float, float, float *, uint32_t *);
-/* The best path at or below `path` (1: AVX-512F, 0: portable) the CPU has. */
+/* The best path at or below `path` (2: AVX-512F, 1: AVX2, 0: portable) the CPU has. */
 static scores_fn scores_path(int path, int *taken) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (path >= 1 && __builtin_cpu_supports("avx512f")) { *taken = 1; return scores_avx512; }
+    if (path >= 2 && __builtin_cpu_supports("avx512f")) { *taken = 2; return scores_avx512; }
+    if (path >= 1 && __builtin_cpu_supports("avx2")) { *taken = 1; return scores_avx2; }
 #endif
     (void)path;
     *taken = 0;
@@ -331,7 +405,7 @@ static scores_fn scores_path(int path, int *taken) {
 
 static scores_fn chosen_scores;
 static pthread_once_t scores_once = PTHREAD_ONCE_INIT;
-static void init_scores(void) { int taken; chosen_scores = scores_path(1, &taken); }
+static void init_scores(void) { int taken; chosen_scores = scores_path(2, &taken); }
 
 size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
                        const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
@@ -420,46 +494,62 @@ static void rows_avx512(size_t m, size_t n, size_t k, const float *a, size_t lda
     }
 }
 
-/* Up to four rows of C by 16 columns (8 accumulators: AVX2 has 16 registers), masked at the
-   right edge; `mr` is a constant where it is called. */
+/* `mr` rows of C by `nv` · 8 columns (mr · nv accumulators, at most 12 of AVX2's 16 registers);
+   `mr` and `nv` are constants where it is called, so each shape gets code of its own. `full`:
+   every column inside C, read with plain loads (a masked load costs more on some CPUs); else
+   the columns past C's edge are masked off by `masks`. */
 __attribute__((target("avx2,fma"), always_inline))
-static inline void rows_block_avx2(int mr, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc,
-                                   __m256i m0, __m256i m1) {
-    __m256 acc[4][2];
-    for (int r = 0; r < mr; r++) {
-        acc[r][0] = _mm256_maskload_ps(c + r * ldc, m0);
-        acc[r][1] = _mm256_maskload_ps(c + r * ldc + 8, m1);
-    }
+static inline void rows_block_avx2(int mr, int nv, int full, size_t k, const float *a, size_t lda, const float *bt, size_t ldb,
+                                   float *c, size_t ldc, const __m256i *masks) {
+    __m256 acc[4][8];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = full ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_maskload_ps(c + r * ldc + 8 * v, masks[v]);
     for (size_t p = 0; p < k; p++) {
-        __m256 b0 = _mm256_maskload_ps(bt + p * ldb, m0), b1 = _mm256_maskload_ps(bt + p * ldb + 8, m1);
+        __m256 b[8];
+        for (int v = 0; v < nv; v++)
+            b[v] = full ? _mm256_loadu_ps(bt + p * ldb + 8 * v) : _mm256_maskload_ps(bt + p * ldb + 8 * v, masks[v]);
         for (int r = 0; r < mr; r++) {
             __m256 x = _mm256_set1_ps(a[r * lda + p]);
-            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(x, b[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < mr; r++) {
-        _mm256_maskstore_ps(c + r * ldc, m0, acc[r][0]);
-        _mm256_maskstore_ps(c + r * ldc + 8, m1, acc[r][1]);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) {
+            if (full) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+            else _mm256_maskstore_ps(c + r * ldc + 8 * v, masks[v], acc[r][v]);
+        }
+}
+
+/* `mr` rows of C, every column, in blocks of `nv` · 8 columns (the last one masked). */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void rows_strip_avx2(int mr, int nv, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb,
+                                   float *c, size_t ldc) {
+    size_t width = 8 * (size_t)nv, j = 0;
+    for (; j + width <= n; j += width) rows_block_avx2(mr, nv, 1, k, a, lda, bt + j, ldb, c + j, ldc, NULL);
+    if (j < n) {
+        __m256i masks[8];
+        for (int v = 0; v < nv; v++) {
+            int32_t lanes[8];
+            for (int l = 0; l < 8; l++) lanes[l] = j + 8 * (size_t)v + (size_t)l < n ? -1 : 0;
+            masks[v] = _mm256_loadu_si256((const __m256i *)lanes);
+        }
+        rows_block_avx2(mr, nv, 0, k, a, lda, bt + j, ldb, c + j, ldc, masks);
     }
 }
 
+/* Four rows at a time by 16 columns; the one to three rows left over by 32 or 64 columns, so
+   that they too keep eight or more independent sums in flight (one row by 16 columns would
+   wait on its two chains of FMAs). */
 __attribute__((target("avx2,fma")))
 static void rows_avx2(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *bt, size_t ldb, float *c, size_t ldc) {
-    for (size_t j = 0; j < n; j += 16) {
-        int32_t lanes[16];
-        for (int l = 0; l < 16; l++) lanes[l] = j + (size_t)l < n ? -1 : 0;
-        __m256i m0 = _mm256_loadu_si256((const __m256i *)lanes), m1 = _mm256_loadu_si256((const __m256i *)(lanes + 8));
-        for (size_t i = 0; i < m; i += 4) {
-            const float *ai = a + i * lda, *bj = bt + j;
-            float *cij = c + i * ldc + j;
-            switch (m - i < 4 ? m - i : 4) {
-            case 1: rows_block_avx2(1, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
-            case 2: rows_block_avx2(2, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
-            case 3: rows_block_avx2(3, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
-            default: rows_block_avx2(4, k, ai, lda, bj, ldb, cij, ldc, m0, m1); break;
-            }
-        }
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) rows_strip_avx2(4, 2, n, k, a + i * lda, lda, bt, ldb, c + i * ldc, ldc);
+    switch (m - i) {
+    case 3: rows_strip_avx2(3, 4, n, k, a + i * lda, lda, bt, ldb, c + i * ldc, ldc); break;
+    case 2: rows_strip_avx2(2, 4, n, k, a + i * lda, lda, bt, ldb, c + i * ldc, ldc); break;
+    case 1: rows_strip_avx2(1, 8, n, k, a + i * lda, lda, bt, ldb, c + i * ldc, ldc); break;
+    default: break;
     }
 }
 #endif

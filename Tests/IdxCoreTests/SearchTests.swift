@@ -76,7 +76,7 @@ final class SearchTests: XCTestCase {
                 }
                 // A threshold some rows pass (the median), none, and all.
                 for threshold in [expected.sorted()[n / 2], .infinity, -.infinity] {
-                    for path: Int32 in [0, 1] {
+                    for path: Int32 in [0, 1, 2] {
                         var out = [Float](repeating: .nan, count: n), above = [UInt32](repeating: 0, count: n), taken: Int32 = -1
                         let count = lexical.withUnsafeBufferPointer { lx in
                             idx_scan_scores_with(path, n, dots, qScale, norms, scales, cids, qc, withLexical ? lx.baseAddress : nil, w,
@@ -107,7 +107,7 @@ final class SearchTests: XCTestCase {
                 let r = Int(r)
                 return (0 ..< d).map { j in (centroids[Int(cids[r]) * d + j] + scales[r] * Float(codes[r * d + j])) * norms[r] }
             }
-            for path: Int32 in [0, 1] {
+            for path: Int32 in [0, 1, 2] {
                 var out = [Float](repeating: .nan, count: rows.count * d)
                 let taken = idx_decode_rows_with(path, rows.count, d, rows, codes, scales, norms, cids, centroids, &out)
                 XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "d \(d), path \(taken)")

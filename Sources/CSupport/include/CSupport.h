@@ -31,7 +31,8 @@ void idx_blas_stop_workers(void);
 /* out[i] = q · codes[i] (int8 × int8 summed in int32) for the n rows of d int8 codes at
    `codes` (row-major). Runs AVX-512 VNNI, AVX-512BW or AVX2 code when the CPU has it (checked
    once at run time: Swift builds for the x86-64 baseline, whose 128-bit SSE2 has no widening
-   multiply), else portable C; every path gives the same integers. IDX_INT8_DOTS=avx512bw,
+   multiply), else portable C; every path gives the same integers for q within ±127 (the scan's
+   quantization; the AVX2 path's byte products need it). IDX_INT8_DOTS=avx512bw,
    =avx2 or =portable in the environment forces a lesser path. */
 void idx_int8_dots(const int8_t *codes, size_t n, size_t d, const int8_t *q, int32_t *out);
 /* Which path idx_int8_dots takes: "avx512vnni", "avx512bw", "avx2" or "portable". */
@@ -40,21 +41,21 @@ const char *idx_int8_dots_path(void);
 /* A scan's scores for n rows from their int8 dot products with the query:
    out[i] = norms[i] * (qc[cids[i]] + scales[i] * qScale * dots[i]), then, with `lexical`
    (else NULL), (1 - w) * out[i] + w * lexical[i]; evaluated in that order without fused
-   multiply-adds, so every path (AVX-512F when the CPU has it, else portable C) gives the bits
+   multiply-adds, so every path (AVX-512F or AVX2 when the CPU has it, else portable C) gives the bits
    the same expression gives in Swift. The rows whose score is above `threshold` are listed
    in `above` (n entries of room), in order; returns how many. */
 size_t idx_scan_scores(size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
                        const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
                        float *out, uint32_t *above);
-/* The same through a given path (1: AVX-512F, 0: portable), or portable where the CPU lacks
-   it; `taken` is set to the path taken. For tests. */
+/* The same through a given path (2: AVX-512F, 1: AVX2, 0: portable), or the best below it the
+   CPU has; `taken` is set to the path taken. For tests. */
 size_t idx_scan_scores_with(int path, size_t n, const int32_t *dots, float qScale, const float *norms, const float *scales,
                             const uint8_t *cids, const float *qc, const float *lexical, float w, float threshold,
                             float *out, uint32_t *above, int *taken);
 
 /* Rows `rows[0..<n]` of a segment's int8 codes decoded into `out` (n × d floats, row after row):
    (centroids[cids[r]] + scales[r] · code) · norms[r], element by element, no fused multiply-add.
-   The _with form takes a path (1: AVX-512F, 0: portable) and returns the one it took. */
+   The _with form takes a path (2: AVX-512F, 1: AVX2, 0: portable) and returns the one it took. */
 void idx_decode_rows(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
                      const float *norms, const uint8_t *cids, const float *centroids, float *out);
 int idx_decode_rows_with(int path, size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
