@@ -255,17 +255,7 @@ public struct VectorSearcher {
             let qScale = maxAbs > 0 ? maxAbs / 127 : 1
             for j in 0 ..< d { q8[b * d + j] = Int8(max(-127, min(127, (query[j] / qScale).rounded()))) }
             // query · centroid for every centroid of every segment.
-            let qCentroids = query.withUnsafeBufferPointer { q in
-                reader.segments.map { s -> [Float] in
-                    s.centroids.withUnsafeBufferPointer { cs in
-                        (0 ..< s.centroidCount).map { c in
-                            var acc: Float = 0
-                            for j in 0 ..< d { acc += q[j] * cs[c * d + j] }
-                            return acc
-                        }
-                    }
-                }
-            }
+            let qCentroids = query.withUnsafeBufferPointer { q in reader.segments.map { $0.centroidDots(q.baseAddress!) } }
             scanQueries.append(ScanQuery(qScale: qScale, qCentroids: qCentroids, lexicalWeight: lexical[b]?.weight ?? 0,
                                          excluded: filters[b].excluding ?? -1))
         }

@@ -267,6 +267,10 @@ public final class SegmentReader {
     let headerHash: UInt64
     public let centroids: [Float]       // centroidCount × dimension
     public let centroidCount: Int
+    /// `centroids` by dimension: dimension × `centroidLanes` (the count rounded up to 32, zeros
+    /// after it), so that `centroidDots` reads 32 centroids' same coordinate at once.
+    private let centroidsByDimension: [Float]
+    private let centroidLanes: Int
     public let centroidIds: [UInt8]
     public let scales: [Float]
     public let norms: [Float]
@@ -290,6 +294,35 @@ public final class SegmentReader {
     private let lock = NSLock()
     /// The cache's bound (at least one chunk is kept).
     var metadataCacheBytes = 16 << 20
+
+    /// q · centroid for every centroid (`q`: `dimension` floats): each summed over the dimensions
+    /// in order, the bits a plain loop over one centroid gives, 32 centroids at a time (one
+    /// centroid at a time, each addition waited on the one before).
+    public func centroidDots(_ q: UnsafePointer<Float>) -> [Float] {
+        let lanes = centroidLanes, d = dimension
+        var out = [Float](repeating: 0, count: lanes)
+        centroidsByDimension.withUnsafeBufferPointer { t in
+            out.withUnsafeMutableBufferPointer { o in
+                for c in stride(from: 0, to: lanes, by: 32) {
+                    var acc = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>())
+                    for j in 0 ..< d {
+                        let x = SIMD8(repeating: q[j]), row = UnsafeRawPointer(t.baseAddress! + j * lanes + c)
+                        acc.0 += x * row.loadUnaligned(as: SIMD8<Float>.self)
+                        acc.1 += x * row.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                        acc.2 += x * row.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                        acc.3 += x * row.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+                    }
+                    let dst = UnsafeMutableRawPointer(o.baseAddress! + c)
+                    dst.storeBytes(of: acc.0, as: SIMD8<Float>.self)
+                    dst.storeBytes(of: acc.1, toByteOffset: 32, as: SIMD8<Float>.self)
+                    dst.storeBytes(of: acc.2, toByteOffset: 64, as: SIMD8<Float>.self)
+                    dst.storeBytes(of: acc.3, toByteOffset: 96, as: SIMD8<Float>.self)
+                }
+            }
+        }
+        out.removeLast(lanes - centroidCount)
+        return out
+    }
 
     public init(path: String) throws {
         self.path = path
@@ -353,6 +386,12 @@ public final class SegmentReader {
         let centroidCount = cb.count / (4 * dimension)
         self.centroidCount = centroidCount
         centroids = try floats(cb, centroidCount * dimension, .centroids)
+        let lanes = (centroidCount + 31) / 32 * 32
+        var byDimension = [Float](repeating: 0, count: dimension * lanes)
+        for c in 0 ..< centroidCount {
+            for j in 0 ..< dimension { byDimension[j * lanes + c] = centroids[c * dimension + j] }
+        }
+        (centroidsByDimension, centroidLanes) = (byDimension, lanes)
         let ib = try section(.centroidIds)
         guard ib.count == count else { throw IdxError("\(path): centroid ids have the wrong size; the segment is corrupted.") }
         let centroidIds = Array(ib)

@@ -115,6 +115,27 @@ final class SearchTests: XCTestCase {
         }
     }
 
+    /// The scan's query · centroid products (eight centroids at a time, from the table by
+    /// dimension) are the bits of a plain loop over each centroid's coordinates in order, with
+    /// a centroid count that leaves the last eight part empty.
+    func testCentroidDotsAreAPlainLoopsBits() throws {
+        let d = 20
+        let reader = try build(Synthetic.clustered(count: 700, dimension: d, clusters: 12, noise: 0.4, seed: 3), dimension: d)
+        let s = reader.segments[0]
+        XCTAssertEqual(s.centroidCount, 10)
+        var g = Synthetic.Generator(state: 21)
+        for _ in 0 ..< 5 {
+            let q = (0 ..< d).map { _ in Float(g.next() % 2_000_001) / 1_000_000 - 1 }
+            let expected = (0 ..< s.centroidCount).map { c -> Float in
+                var acc: Float = 0
+                for j in 0 ..< d { acc += q[j] * s.centroids[c * d + j] }
+                return acc
+            }
+            let got = q.withUnsafeBufferPointer { s.centroidDots($0.baseAddress!) }
+            XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern))
+        }
+    }
+
     func testEveryDotPathGivesTheSameSearchResults() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("idx-dots-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
