@@ -301,27 +301,35 @@ static size_t scores_avx2(size_t n, const int32_t *dots, float qScale, const flo
 }
 #endif
 
-/* Rows of a segment decoded to floats for the exact re-rank: (centroid + scale · code) · norm,
-   element by element, the bits Swift's expression gives. */
+/* One row's elements from `from` on: (centroid + scale · code) · norm, the bits Swift's
+   expression gives (the SIMD paths' tails, and the whole row on the portable one). */
+static inline void decode_row_portable(size_t from, size_t d, const int8_t *c, const float *centroid, float scale, float norm,
+                                       float *o) {
+    for (size_t j = from; j < d; j++) o[j] = (centroid[j] + scale * (float)c[j]) * norm;
+}
+
+/* Rows of a segment decoded to floats for the exact re-rank, element by element. */
 static void decode_portable(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
                             const float *norms, const uint8_t *cids, const float *centroids, float *out) {
     for (size_t i = 0; i < n; i++) {
         size_t r = rows[i];
-        const int8_t *c = codes + r * d;
-        const float *centroid = centroids + (size_t)cids[r] * d;
-        for (size_t j = 0; j < d; j++) out[i * d + j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
+        decode_row_portable(0, d, codes + r * d, centroids + (size_t)cids[r] * d, scales[r], norms[r], out + i * d);
     }
 }
 
 #if defined(__x86_64__)
+/* The rows are scattered over the codes: fetch row i + 1 while row i decodes. */
+static inline void prefetch_next_row(size_t i, size_t n, size_t d, const uint32_t *rows, const int8_t *codes) {
+    if (i + 1 < n)
+        for (size_t l = 0; l < d; l += 64) _mm_prefetch((const char *)(codes + (size_t)rows[i + 1] * d + l), _MM_HINT_T0);
+}
+
 __attribute__((target("avx512f")))
 static void decode_avx512(size_t n, size_t d, const uint32_t *rows, const int8_t *codes, const float *scales,
                           const float *norms, const uint8_t *cids, const float *centroids, float *out) {
     size_t whole = d / 16 * 16;
     for (size_t i = 0; i < n; i++) {
-        /* The rows are scattered over the codes: fetch the next one while this one decodes. */
-        if (i + 1 < n)
-            for (size_t l = 0; l < d; l += 64) _mm_prefetch((const char *)(codes + (size_t)rows[i + 1] * d + l), _MM_HINT_T0);
+        prefetch_next_row(i, n, d, rows, codes);
         size_t r = rows[i];
         const int8_t *c = codes + r * d;
         const float *centroid = centroids + (size_t)cids[r] * d;
@@ -331,7 +339,7 @@ static void decode_avx512(size_t n, size_t d, const uint32_t *rows, const int8_t
             __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(c + j))));
             _mm512_storeu_ps(o + j, _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(centroid + j), _mm512_mul_ps(s, x)), norm));
         }
-        for (size_t j = whole; j < d; j++) o[j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
+        decode_row_portable(whole, d, c, centroid, scales[r], norms[r], o);
     }
 }
 
@@ -340,8 +348,7 @@ static void decode_avx2(size_t n, size_t d, const uint32_t *rows, const int8_t *
                         const float *norms, const uint8_t *cids, const float *centroids, float *out) {
     size_t whole = d / 8 * 8;
     for (size_t i = 0; i < n; i++) {
-        if (i + 1 < n)
-            for (size_t l = 0; l < d; l += 64) _mm_prefetch((const char *)(codes + (size_t)rows[i + 1] * d + l), _MM_HINT_T0);
+        prefetch_next_row(i, n, d, rows, codes);
         size_t r = rows[i];
         const int8_t *c = codes + r * d;
         const float *centroid = centroids + (size_t)cids[r] * d;
@@ -351,7 +358,7 @@ static void decode_avx2(size_t n, size_t d, const uint32_t *rows, const int8_t *
             __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(c + j))));
             _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(centroid + j), _mm256_mul_ps(s, x)), norm));
         }
-        for (size_t j = whole; j < d; j++) o[j] = (centroid[j] + scales[r] * (float)c[j]) * norms[r];
+        decode_row_portable(whole, d, c, centroid, scales[r], norms[r], o);
     }
 }
 #endif
