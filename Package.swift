@@ -62,7 +62,7 @@ let package = Package(
         idxTarget("IdxNightly", ["IdxBase", "IdxCorpus", "IdxModel", "IdxTrain", "IdxStore", "IdxProjection",
                                  "IdxEval", "CCurl", "CSupport"]),
         // libFuzzer entry points of every reader (scripts/fuzz), replayed by FuzzRegressionTests.
-        idxTarget("IdxFuzz", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxNightly"]),
+        idxTarget("IdxFuzz", ["IdxBase", "IdxCorpus", "IdxLexical", "IdxModel", "IdxStore", "IdxProjection", "IdxNightly"]),
         // idx serve: the JSON API and the map page on Hummingbird (docs/serve.md).
         .target(
             name: "IdxServe",

@@ -5,6 +5,7 @@ import IdxLexical
 import IdxModel
 import IdxStore
 import IdxNightly
+import IdxProjection
 
 /// One entry point per reader idx has, for libFuzzer (`scripts/fuzz TARGET SECONDS`, the
 /// `idx-fuzz` product) and for the regression tests, which replay the committed seeds and
@@ -22,6 +23,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case safetensors    // model.safetensors and the model config in its metadata
     case tokenizer      // tokenizer.json, then encoding a text with it
     case config         // idx.toml
+    case projection     // a generation's projection.idxmap (idx serve's map), trailing checksum recomputed
 
     /// A scratch folder of this process for readers that take paths (/dev/shm when present).
     static let scratch: String = {
@@ -65,12 +67,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 reader.decode(reader.count - 1, into: &v)
             }
         case .lexical:
-            var b = data
-            if b.count >= 8 {
-                let end = b.count - 8
-                let h = XXHash64.hash(b[0 ..< end])
-                b.withUnsafeMutableBytes { $0.storeBytes(of: h.littleEndian, toByteOffset: end, as: UInt64.self) }
-            }
+            let b = Self.rehashedTail(data)
             // As a search reads it (only the queried terms' postings checked, before scoring
             // them), then as idx index does (everything checked at open).
             let path = write(b, "l.idxlex")
@@ -100,7 +97,28 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             _ = t.encode("alien robot love story at the end of the world")
         case .config:
             _ = try NightlyConfig.apply(toml: String(decoding: data, as: UTF8.self), source: "idx.toml", to: NightlyConfig())
+        case .projection:
+            // Checked against an index of as many documents as the file claims (when its size
+            // could hold them) and the manifest it names, so the fuzzer reaches the coordinates.
+            let b = Self.rehashedTail(data)
+            let claimed = b.count >= 24 ? TokenShard.readLE(b, 16) : 0
+            let boundTo = b.count >= 32 ? TokenShard.readLE(b, 24) : 0
+            _ = try b.withUnsafeBytes { all in
+                try AttachedProjection.decode(all, path: "projection.idxmap", documents: claimed <= UInt64(b.count) ? Int(claimed) : 1,
+                                              remedy: "attach a new one") { boundTo }
+            }
         }
+    }
+
+    /// `data` with its last 8 bytes replaced by the XXH64 of the bytes before them (the
+    /// trailing checksum of .idxlex and .idxmap files).
+    static func rehashedTail(_ data: [UInt8]) -> [UInt8] {
+        var b = data
+        guard b.count >= 8 else { return b }
+        let end = b.count - 8
+        let h = XXHash64.hash(b[0 ..< end])
+        b.withUnsafeMutableBytes { $0.storeBytes(of: h.littleEndian, toByteOffset: end, as: UInt64.self) }
+        return b
     }
 
     /// A segment with its header hash and its sections' hashes recomputed over whatever the

@@ -32,7 +32,11 @@ extension NightlyStages {
                     // Continue the published checkpoint: copy it, then resume for `steps` more.
                     try copyDirectory(base, to: r.output)
                     let step = try checkpointStep(r.output)
-                    total = step + r.steps
+                    let (sum, overflow) = step.addingReportingOverflow(r.steps)
+                    guard !overflow else {
+                        throw IdxError("\(r.output)/state.json: step \(step) and \(r.steps) more steps overflow; the published checkpoint is damaged (set from_scratch = true).")
+                    }
+                    total = sum
                     args += ["--resume"]
                 } else {
                     args += r.extraArgs
@@ -179,6 +183,9 @@ extension NightlyStages {
         guard let data = FileManager.default.contents(atPath: dir + "/state.json"),
               let s = try? JSONDecoder().decode(S.self, from: data) else {
             throw IdxError("\(dir)/state.json: missing or unreadable; the published model is not a training checkpoint, so it cannot be continued (set from_scratch = true).")
+        }
+        guard s.step >= 0 else {
+            throw IdxError("\(dir)/state.json: step \(s.step) is negative, which no training writes; the published checkpoint is damaged (set from_scratch = true).")
         }
         return s.step
     }

@@ -65,34 +65,46 @@ public struct AttachedProjection: Equatable, Sendable {
     public static func read(for reader: VectorIndexReader) throws -> AttachedProjection? {
         let path = path(of: reader)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let remedy = "attach a new one with idx project --index \(reader.directory) --method tsne --attach"
-        return try data.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> AttachedProjection in
-            guard all.count >= 40 else { throw IdxError("\(path): truncated (\(all.count) bytes); \(remedy).") }
-            let body = UnsafeRawBufferPointer(rebasing: all[0 ..< all.count - 8])
-            var r = ByteReader(all, source: path)
-            guard Array(try r.bytes(8)) == magic else { throw IdxError("\(path): not an idx projection (bad magic bytes); \(remedy).") }
-            let version = try r.u32()
-            guard version <= Self.version else {
-                throw IdxError("\(path): projection format version \(version) is newer than this idx understands (\(Self.version)); upgrade idx, or \(remedy).")
+        return try data.withUnsafeBytes { all in
+            try decode(all, path: path, documents: reader.count,
+                       remedy: "attach a new one with idx project --index \(reader.directory) --method tsne --attach") {
+                try manifestHash(reader)
             }
-            let methodCode = try r.u32()
-            let n = Int(try r.u64())
-            let boundTo = try r.u64()
-            guard n == reader.count, all.count == 32 + 8 * n + 8 else {
-                throw IdxError("\(path): holds \(n) points in \(all.count) bytes for an index of \(reader.count) documents; \(remedy).")
-            }
-            var tail = ByteReader(all, at: all.count - 8, source: path)
-            guard try tail.u64() == XXHash64.hash(body) else { throw IdxError("\(path): checksum mismatch; the file is damaged: \(remedy).") }
-            guard boundTo == (try manifestHash(reader)) else {
-                throw IdxError("\(path): was written for another manifest of \(reader.generation); \(remedy).")
-            }
-            guard let method: ProjectionMethod = methodCode == 1 ? .pca : methodCode == 2 ? .tsne : nil else {
-                throw IdxError("\(path): unknown projection method code \(methodCode); \(remedy).")
-            }
-            var coords = [Float](repeating: 0, count: 2 * n)
-            coords.withUnsafeMutableBytes { dst in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[32 ..< 32 + 8 * n])) }
-            return AttachedProjection(method: method, coordinates: coords)
         }
+    }
+
+    /// A projection file's bytes, checked for an index of `documents` documents whose
+    /// manifest.json hashes to `manifestHash()` (asked only once the file's own checks pass).
+    /// Every field is checked before it is used: a file may say anything (a count of 2^63 once
+    /// stopped idx serve on a trap).
+    public static func decode(_ all: UnsafeRawBufferPointer, path: String, documents: Int, remedy: String,
+                              manifestHash: () throws -> UInt64) throws -> AttachedProjection {
+        guard all.count >= 40 else { throw IdxError("\(path): truncated (\(all.count) bytes); \(remedy).") }
+        let body = UnsafeRawBufferPointer(rebasing: all[0 ..< all.count - 8])
+        var r = ByteReader(all, source: path)
+        guard Array(try r.bytes(8)) == magic else { throw IdxError("\(path): not an idx projection (bad magic bytes); \(remedy).") }
+        let version = try r.u32()
+        guard version <= Self.version else {
+            throw IdxError("\(path): projection format version \(version) is newer than this idx understands (\(Self.version)); upgrade idx, or \(remedy).")
+        }
+        let methodCode = try r.u32()
+        let n = try r.u64()
+        let boundTo = try r.u64()
+        guard n == UInt64(max(0, documents)), UInt64(all.count) == 40 + 8 * n else {
+            throw IdxError("\(path): holds \(n) points in \(all.count) bytes for an index of \(documents) documents; \(remedy).")
+        }
+        var tail = ByteReader(all, at: all.count - 8, source: path)
+        guard try tail.u64() == XXHash64.hash(body) else { throw IdxError("\(path): checksum mismatch; the file is damaged: \(remedy).") }
+        guard boundTo == (try manifestHash()) else {
+            throw IdxError("\(path): was written for another manifest of this generation; \(remedy).")
+        }
+        guard let method: ProjectionMethod = methodCode == 1 ? .pca : methodCode == 2 ? .tsne : nil else {
+            throw IdxError("\(path): unknown projection method code \(methodCode); \(remedy).")
+        }
+        let count = Int(n)
+        var coords = [Float](repeating: 0, count: 2 * count)
+        coords.withUnsafeMutableBytes { dst in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[32 ..< 32 + 8 * count])) }
+        return AttachedProjection(method: method, coordinates: coords)
     }
 
     /// The projection of every document of the index, with the method's defaults (t-SNE:

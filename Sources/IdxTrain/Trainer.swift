@@ -340,6 +340,13 @@ public final class Trainer {
         guard let state = try? JSONDecoder().decode(State.self, from: stateData), state.format == "idx-train-state" else {
             throw IdxError("\(statePath): not a readable idx training state; the checkpoint is damaged.")
         }
+        // state.json is read as it stands (no checksum covers it): a value no run writes would
+        // trap (a negative step) or train the wrong way (a negative clipping norm).
+        let o = state.options
+        guard state.step >= 0, o.maskProbability > 0, o.maskProbability < 1, o.maxGradNorm > 0, o.maxGradNorm.isFinite,
+              o.weightDecay >= 0, o.weightDecay.isFinite, state.elapsedSeconds >= 0 else {
+            throw IdxError("\(statePath): holds values no training writes (step \(state.step), mask probability \(o.maskProbability), gradient norm \(o.maxGradNorm), weight decay \(o.weightDecay), \(state.elapsedSeconds) s); the checkpoint is damaged: train into another --out without --resume.")
+        }
         guard state.tokenizerHash == tokenizerHash else {
             throw IdxError("\(corpusPath): tokenized with tokenizer \(tokenizerHash), but the checkpoint in \(directory) was trained with \(state.tokenizerHash); resume with the corpus it was trained on (\(state.corpus)), or re-ingest with `idx ingest --tokenizer \(directory)/tokenizer.json`.")
         }

@@ -49,6 +49,24 @@ final class BadNightlyInputTests: XCTestCase {
         XCTAssertTrue(try job(config()).status().contains(name), file: file, line: line)
     }
 
+    /// Continuing the published model reads its state.json's step, which no checksum covers:
+    /// a negative step, or one that overflows with the night's steps, is an error naming the
+    /// file before any `idx train` starts (an overflow once trapped the nightly).
+    func testPublishedCheckpointWithALyingStepIsAnError() throws {
+        let base = dir + "/models/nightly"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let train = NightlyStages.standard(idx: "/nonexistent/idx").train
+        for (step, says) in [("-1", "is negative"), ("\(Int.max)", "overflow")] {
+            try Data("{\"step\": \(step)}".utf8).write(to: URL(fileURLWithPath: base + "/state.json"))
+            let r = NightlyStages.TrainRequest(corpus: dir + "/corpora/nightly", baseModel: base, output: dir + "/state/candidate/model",
+                                               steps: 10, seed: 1, procs: 1, extraArgs: [])
+            XCTAssertThrowsError(try train(r), step) { e in
+                let m = (e as? IdxError)?.message ?? "\(e)"
+                XCTAssertTrue(m.contains("state.json: step") && m.contains(says), m)
+            }
+        }
+    }
+
     func testEmptyInboxFileIsQuarantined() throws {
         IngestTestSupport.write("", to: dir + "/inbox/empty.csv")
         try assertQuarantined("empty.csv", reason: "empty")

@@ -53,6 +53,30 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Trainer.resume(directory: dir + "-none", corpus: TinyTraining.corpus(), tokenizerHash: tokHash, corpusPath: "c"))
     }
 
+    /// state.json has no checksum: a value no run writes is an error naming the file, not a
+    /// trap (a negative step stopped `idx train --resume` on one) or a run that trains wrongly.
+    func testResumeRejectsAStateNoRunWrites() throws {
+        let t = try trainer()
+        _ = try t.trainStep()
+        try t.writeCheckpoint(directory: dir, tokenizerJSON: tokJSON, corpusPath: "c", log: TrainLog.header, elapsed: 0)
+        let path = dir + "/state.json"
+        let original = try XCTUnwrap(FileManager.default.contents(atPath: path))
+        XCTAssertNoThrow(try Trainer.resume(directory: dir, corpus: TinyTraining.corpus(), tokenizerHash: tokHash, corpusPath: "c"))
+        let lies: [(String, Any)] = [("step", -5), ("maskProbability", 5.0), ("maxGradNorm", -1.0), ("weightDecay", -0.5), ("elapsedSeconds", -1.0)]
+        for (key, value) in lies {
+            var state = try XCTUnwrap(try JSONSerialization.jsonObject(with: original) as? [String: Any])
+            if key == "step" || key == "elapsedSeconds" { state[key] = value } else {
+                var options = try XCTUnwrap(state["options"] as? [String: Any])
+                options[key] = value
+                state["options"] = options
+            }
+            try JSONSerialization.data(withJSONObject: state).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Trainer.resume(directory: dir, corpus: TinyTraining.corpus(), tokenizerHash: tokHash, corpusPath: "c"), key) { e in
+                XCTAssertTrue("\(e)".contains("state.json: holds values no training writes"), "\(key): \(e)")
+            }
+        }
+    }
+
     func testCheckpointReplacesTheFolderAtomicallyAndLoads() throws {
         let t = try trainer()
         _ = try t.trainStep()

@@ -3,6 +3,28 @@ import IdxBase
 import IdxProjection
 
 final class ProjectionTests: XCTestCase {
+    /// A projection file is read before its checksum can vouch for it: a count no Int holds
+    /// (2^63) trapped idx serve at start-up and on a hot reload. It must be an error naming
+    /// the file, as a count that merely disagrees with the index is.
+    func testProjectionFileClaimingMoreThanAnIntHoldsIsAnError() throws {
+        func file(count: UInt64) -> [UInt8] {
+            var w = ByteWriter()
+            w.raw(Array("IDXMAP".utf8) + [0, 0]); w.u32(1); w.u32(1); w.u64(count); w.u64(7)
+            w.floats([0.5, -0.5]); w.u64(XXHash64.hash(w.bytes))
+            return w.bytes
+        }
+        func decode(_ bytes: [UInt8], documents: Int) throws -> AttachedProjection {
+            try bytes.withUnsafeBytes { try AttachedProjection.decode($0, path: "gen-000001/projection.idxmap", documents: documents, remedy: "attach a new one") { 7 } }
+        }
+        XCTAssertEqual(try decode(file(count: 1), documents: 1), AttachedProjection(method: .pca, coordinates: [0.5, -0.5]))
+        for count: UInt64 in [1 << 63, .max, 1 << 61, 2] {
+            XCTAssertThrowsError(try decode(file(count: count), documents: 1)) { e in
+                let m = (e as? IdxError)?.message ?? "\(e)"
+                XCTAssertTrue(m.contains("gen-000001/projection.idxmap: holds \(count) points"), m)
+            }
+        }
+    }
+
     func testSelectionByGenreAndSample() throws {
         let genres = ["Drama", "Comedy", "Drama", "Horror", "Drama", "Comedy"]
         XCTAssertEqual(try ProjectionInput.select(genres: genres, only: ["Drama"], sample: nil, seed: 1), [0, 2, 4])
