@@ -69,6 +69,7 @@ public struct IdxServer: Sendable {
                                         metrics: metrics, logger: logger)
         var app = Application(
             router: router(),
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "idx"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -79,7 +80,11 @@ public struct IdxServer: Sendable {
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         do {
-            try await application(onServerRunning: onServerRunning).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+            var group = ServiceGroupConfiguration(services: [.init(service: application(onServerRunning: onServerRunning))],
+                                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // A client that never finishes its request would otherwise hold the shutdown open.
+            group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+            try await ServiceGroup(configuration: group).run()
         } catch let e as IOError {
             let address = "\(configuration.host):\(configuration.port)"
             switch e.errnoCode {

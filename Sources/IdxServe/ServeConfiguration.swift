@@ -36,6 +36,14 @@ public struct ServeConfiguration: Sendable {
     /// When set, every API route but /healthz needs `Authorization: Bearer <token>`.
     public var token: String?
     public var limits = ServeLimits()
+    /// A connection that sends nothing for this long (no request part read, none being
+    /// answered) is closed: an idle keep-alive, or a client that stopped halfway through its
+    /// request, must not hold a socket (and a graceful shutdown) forever. A search being
+    /// answered is never cut.
+    public var idleTimeout: Duration = .seconds(30)
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish before the server
+    /// closes what is left and exits.
+    public var shutdownTimeout: Duration = .seconds(10)
     /// How often CURRENT (and the attached projection) is checked for a new generation.
     public var reloadInterval: Duration = .milliseconds(250)
     /// Threads scanning the index for one search.

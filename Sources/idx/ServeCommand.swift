@@ -36,6 +36,10 @@ struct ServeCommand: AsyncParsableCommand {
     var batchThreads: Int = 0
     @Option(help: "Threads that read requests and write answers (NIO event loops).") var eventLoops: Int = ServeConfiguration.defaultThreads
     @Option(help: "Seconds between checks of CURRENT for a new generation.") var reloadSeconds: Double = 0.25
+    @Option(help: "Close a connection that sends nothing for this many seconds (an answer being written is never cut).")
+    var idleSeconds: Double = 30
+    @Option(help: "After SIGTERM or SIGINT, seconds requests in flight may take to finish before the server stops anyway.")
+    var shutdownSeconds: Double = 10
 
     func run() async throws {
         try await reportingErrors(prefix: "idx serve: ") {
@@ -50,7 +54,10 @@ struct ServeCommand: AsyncParsableCommand {
             }
             guard maxK <= SearchEngine.maxResults else { throw IdxError("--max-k \(maxK): at most \(SearchEngine.maxResults).") }
             guard batchThreads >= 0 else { throw IdxError("--batch-threads \(batchThreads): give 0 (search on the event loops) or more.") }
-            guard reloadSeconds > 0 else { throw IdxError("--reload-seconds \(reloadSeconds): give a positive interval.") }
+            for (name, value) in [("--reload-seconds", reloadSeconds), ("--idle-seconds", idleSeconds), ("--shutdown-seconds", shutdownSeconds)]
+            where !(value > 0 && value <= 86_400) {
+                throw IdxError("\(name) \(value): give a positive number of seconds, at most a day.")
+            }
             c.limits.maxBodyBytes = maxBodyBytes
             c.limits.maxQueryCharacters = maxQueryCharacters
             c.limits.maxK = maxK
@@ -59,6 +66,8 @@ struct ServeCommand: AsyncParsableCommand {
             c.batchThreads = batchThreads
             c.eventLoops = eventLoops
             c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
+            c.idleTimeout = .milliseconds(Int(idleSeconds * 1000))
+            c.shutdownTimeout = .milliseconds(Int(shutdownSeconds * 1000))
             // A query is a few tokens; OpenBLAS's idle workers would spin on the cores requests need.
             BLASRuntime.useOneThread()
             IdxServer.runConcurrencyOnEventLoops(eventLoops)

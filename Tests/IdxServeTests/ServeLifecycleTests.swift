@@ -5,6 +5,7 @@ import XCTest
 import IdxStore
 import IdxProjection
 import IdxNightly
+import IdxBase
 
 /// Hot reload while `idx index` republishes, attached projections, and a clean SIGTERM.
 final class ServeLifecycleTests: XCTestCase {
@@ -144,16 +145,15 @@ final class ServeLifecycleTests: XCTestCase {
         }
     }
 
-    func testServeStopsCleanlyOnSIGTERM() throws {
+    /// `idx serve` on the sample index as a process, once its start-up line names the port.
+    func startServe(_ extra: [String]) throws -> (process: Process, port: Int, out: Pipe, text: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try IdxBinary.path)
-        // The binary's own executor set-up: Swift's jobs on the event loop, which searches (--batch-threads 0).
-        p.arguments = ["serve", "--index", dir + "/index", "--port", "0", "--event-loops", "1"]
+        p.arguments = ["serve", "--index", dir + "/index", "--port", "0"] + extra
         let out = Pipe()
         p.standardOutput = out
         p.standardError = Pipe()
         try p.run()
-        // The start-up line names the port.
         var text = ""
         let deadline = Date().addingTimeInterval(60)
         while !text.contains("/\n") && Date() < deadline {
@@ -164,6 +164,22 @@ final class ServeLifecycleTests: XCTestCase {
         let port = try XCTUnwrap(text.range(of: #"127\.0\.0\.1:(\d+)/"#, options: .regularExpression).flatMap {
             Int(text[$0].dropFirst("127.0.0.1:".count).dropLast())
         }, "no start-up line: \(text)")
+        return (p, port, out, text)
+    }
+
+    /// Seconds until `p` exits, at most `limit` (then it is killed and nil is returned).
+    func secondsToExit(_ p: Process, limit: Double) -> Double? {
+        let start = Date()
+        while p.isRunning {
+            if Date().timeIntervalSince(start) > limit { kill(p.processIdentifier, SIGKILL); p.waitUntilExit(); return nil }
+            usleep(20_000)
+        }
+        return Date().timeIntervalSince(start)
+    }
+
+    func testServeStopsCleanlyOnSIGTERM() throws {
+        // The binary's own executor set-up: Swift's jobs on the event loop, which searches (--batch-threads 0).
+        var (p, port, out, text) = try startServe(["--event-loops", "1"])
         let ok = expectation(description: "healthz and a search")
         Task {
             let (status, _) = try await HTTP.request("http://127.0.0.1:\(port)/healthz")
@@ -179,13 +195,71 @@ final class ServeLifecycleTests: XCTestCase {
         let loops = tasks.filter { (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\($0)/comm", encoding: .utf8))?.hasPrefix("NIO-SGLTN") ?? false }
         XCTAssertEqual(loops.count, 1, "event loop threads")
         kill(p.processIdentifier, SIGTERM)
-        let stopped = Date()
-        p.waitUntilExit()
-        XCTAssertLessThan(Date().timeIntervalSince(stopped), 10)
+        let seconds = try XCTUnwrap(secondsToExit(p, limit: 30), "still running 30 s after SIGTERM")
+        XCTAssertLessThan(seconds, 10)
         XCTAssertEqual(p.terminationReason, .exit)
         XCTAssertEqual(p.terminationStatus, 0)
         text += String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(text.contains("idx serve: stopped"), text)
+    }
+
+    /// A client that connects and sends nothing, or stops halfway through its request, must not
+    /// hold a socket for ever, nor a graceful shutdown: before --idle-seconds and
+    /// --shutdown-seconds, a half-sent POST kept SIGTERM from stopping the server for as long
+    /// as the client kept its connection open.
+    func testIdleAndHalfSentRequestsNeitherHoldSocketsNorTheShutdown() throws {
+        let (p, port, out, _) = try startServe(["--idle-seconds", "2", "--shutdown-seconds", "1"])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let idle = try RawConnection(port: port)
+        let opened = Date()
+        XCTAssertEqual(idle.waitForClose(seconds: 20), true, "an idle connection is closed")
+        let idleFor = Date().timeIntervalSince(opened)
+        XCTAssertGreaterThan(idleFor, 1.5, "closed by the idle timer, not at once")
+        XCTAssertLessThan(idleFor, 15)
+
+        let half = try RawConnection(port: port)
+        half.send("POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"queries\": [")
+        usleep(200_000)
+        kill(p.processIdentifier, SIGTERM)
+        let seconds = try XCTUnwrap(secondsToExit(p, limit: 30), "a half-sent request held the shutdown for 30 s")
+        XCTAssertLessThan(seconds, 1.9, "stopped by --shutdown-seconds 1, before the idle timer (2 s) closed the connection")
+        XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertTrue(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("idx serve: stopped"))
+    }
+}
+
+/// A plain TCP connection to the test server, to send what no HTTP client would.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { close(fd); throw IdxError("cannot connect to 127.0.0.1:\(port): errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) {
+        _ = text.utf8CString.withUnsafeBufferPointer { Glibc.send(fd, $0.baseAddress, $0.count - 1, 0) }
+    }
+
+    /// Whether the server closes the connection within `seconds` (reading and dropping anything it sends).
+    func waitForClose(seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            if recv(fd, &buffer, buffer.count, 0) <= 0 { return true }
+        }
+        return false
     }
 }
 
