@@ -90,7 +90,7 @@ public struct AttachedProjection: Equatable, Sendable {
         let methodCode = try r.u32()
         let n = try r.u64()
         let boundTo = try r.u64()
-        guard n == UInt64(max(0, documents)), UInt64(all.count) == 40 + 8 * n else {
+        guard n == UInt64(max(0, documents)), n <= UInt64(all.count) / 8, UInt64(all.count) == 40 + 8 * n else {
             throw IdxError("\(path): holds \(n) points in \(all.count) bytes for an index of \(documents) documents; \(remedy).")
         }
         var tail = ByteReader(all, at: all.count - 8, source: path)

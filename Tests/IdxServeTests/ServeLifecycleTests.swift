@@ -179,7 +179,8 @@ final class ServeLifecycleTests: XCTestCase {
 
     func testServeStopsCleanlyOnSIGTERM() throws {
         // The binary's own executor set-up: Swift's jobs on the event loop, which searches (--batch-threads 0).
-        var (p, port, out, text) = try startServe(["--event-loops", "1"])
+        let (p, port, out, started) = try startServe(["--event-loops", "1"])
+        var text = started
         let ok = expectation(description: "healthz and a search")
         Task {
             let (status, _) = try await HTTP.request("http://127.0.0.1:\(port)/healthz")
