@@ -155,9 +155,9 @@ struct ServeAPI: Sendable {
     func settings(k: String?, genre: String?, served: ServedGeneration) throws -> SearchSettings {
         var s = SearchSettings(k: try parseK(k))
         if let genre, !genre.isEmpty {
-            guard served.map.genres.contains(where: { $0.caseInsensitiveCompare(genre) == .orderedSame }) else {
+            guard served.genres.contains(where: { $0.caseInsensitiveCompare(genre) == .orderedSame }) else {
                 throw APIError(.badRequest, field: "genre",
-                               "genre \"\(SearchEngine.quoted(genre))\" is not in this index; give one of: \(served.map.genres.sorted().joined(separator: ", ")).")
+                               "genre \"\(SearchEngine.quoted(genre))\" is not in this index; give one of: \(served.genres.joined(separator: ", ")).")
             }
             s.genre = genre
         }

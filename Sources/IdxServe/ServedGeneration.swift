@@ -10,6 +10,8 @@ import IdxProjection
 public final class ServedGeneration: @unchecked Sendable {
     public let engine: SearchEngine
     public let map: ServedMap
+    /// Every single genre a document holds (what a search's genre filter takes), sorted.
+    public let genres: [String]
     /// The stored id of each row, and the first row holding each id.
     let ids: [Int64]
     private let rowById: [Int64: Int]
@@ -40,7 +42,8 @@ public final class ServedGeneration: @unchecked Sendable {
             source = .computedAtLoad
         }
         mapWarning = warning
-        map = ServedMap(projection: projection!, source: source, genres: reader.genreTable(), ids: ids)
+        map = ServedMap(projection: projection!, source: source, genres: reader.primaryGenreTable(), ids: ids)
+        genres = reader.genreNames()
     }
 
     /// The row of the document with stored id `id` (its first, if an index repeats ids).
@@ -52,7 +55,7 @@ public final class ServedGeneration: @unchecked Sendable {
     public var generationNumber: Int { Int(generation.dropFirst(4)) ?? 0 }
 }
 
-/// What is served at /map: one 2-D point per document, its genre and its id.
+/// What is served at /map: one 2-D point per document, its primary genre and its id.
 public struct ServedMap: Sendable {
     public enum Source: String, Sendable {
         case attached = "attached"

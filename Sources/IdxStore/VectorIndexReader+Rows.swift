@@ -1,4 +1,5 @@
 import Foundation
+import IdxCorpus
 
 /// Row-level reads that serve a document at a time (idx serve's documents, neighbours and
 /// map), beside the whole-index reads of VectorIndexReader.
@@ -34,15 +35,18 @@ extension VectorIndexReader {
         }
     }
 
-    /// Every genre of the index (in order of first appearance over the segments) and each
-    /// document's position in that list: read from the segments' genre sections, without
-    /// decoding any metadata.
-    public func genreTable() -> (names: [String], genreOfDocument: [UInt16]) {
+    /// Each document's primary genre (the first of its list: a film ingest merged from several
+    /// genre files is "Animation, Adventure", and colours a map as Animation), as positions in
+    /// the list of primary genres (in order of first appearance over the segments): read from
+    /// the segments' genre sections, without decoding any metadata. A map legend of the lists
+    /// themselves would show every combination (171 on IMDB-Genres' train.csv) and cover the map.
+    public func primaryGenreTable() -> (names: [String], genreOfDocument: [UInt16]) {
         var names: [String] = []
         var position: [String: UInt16] = [:]
         var out = [UInt16](repeating: 0, count: count)
         for (k, s) in segments.enumerated() {
-            let local = s.genreNames.map { name -> UInt16 in
+            let local = s.genreNames.map { list -> UInt16 in
+                let name = Genres.names(list).first ?? list
                 if let p = position[name] { return p }
                 let p = UInt16(names.count)
                 names.append(name)
@@ -53,6 +57,11 @@ extension VectorIndexReader {
             for r in 0 ..< s.count { out[start + r] = local[Int(s.genreIds[r])] }
         }
         return (names, out)
+    }
+
+    /// Every single genre some document of the index holds (what `--genre` can filter by), sorted.
+    public func genreNames() -> [String] {
+        Array(Set(segments.flatMap(\.genreNames).flatMap(Genres.names))).sorted()
     }
 
     /// The stored id of every document, in index order (decodes, and so verifies, every

@@ -97,6 +97,26 @@ final class StoreTests: XCTestCase {
         XCTAssertGreaterThan(worstCos, 0.9995)
     }
 
+    /// A film ingest merged from several genre files ("Animation, Adventure") is one map colour,
+    /// its first genre's: a legend of the lists themselves listed 171 combinations on
+    /// train.csv and covered the map. A genre that is never first still filters.
+    func testMapColoursAFilmByItsFirstGenre() throws {
+        let d = 8
+        let genres = ["Animation, Adventure", "Sci-Fi", "Adventure, Sci-Fi", "Animation", "Animation, Sci-Fi, Family"]
+        let meta = Synthetic.metadata(count: genres.count).enumerated().map { i, m -> DocumentMetadata in
+            var m = m
+            m.genre = genres[i]
+            return m
+        }
+        _ = try VectorIndexWriter.write(directory: dir, embeddings: Synthetic.clustered(count: genres.count, dimension: d, clusters: 2, noise: 1),
+                                        dimension: d, metadata: meta, provenance: Synthetic.provenance, append: false, standardize: false)
+        let r = try VectorIndexReader(directory: dir)
+        let table = r.primaryGenreTable()
+        XCTAssertEqual(table.genreOfDocument.map { table.names[Int($0)] }, ["Animation", "Sci-Fi", "Adventure", "Animation", "Animation"])
+        XCTAssertEqual(Set(table.names), ["Animation", "Sci-Fi", "Adventure"])
+        XCTAssertEqual(r.genreNames(), ["Adventure", "Animation", "Family", "Sci-Fi"])
+    }
+
     func testAppendAddsASegmentAndKeepsTheOthers() throws {
         let d = 32
         let a = Synthetic.clustered(count: 300, dimension: d, clusters: 5, noise: 0.3, seed: 1)
