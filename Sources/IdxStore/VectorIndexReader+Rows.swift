@@ -39,7 +39,7 @@ extension VectorIndexReader {
     /// genre files is "Animation, Adventure", and colours a map as Animation), as positions in
     /// the list of primary genres (in order of first appearance over the segments): read from
     /// the segments' genre sections, without decoding any metadata. A map legend of the lists
-    /// themselves would show every combination (171 on IMDB-Genres' train.csv) and cover the map.
+    /// themselves would show every combination of genres and cover the map.
     public func primaryGenreTable() -> (names: [String], genreOfDocument: [UInt16]) {
         var names: [String] = []
         var position: [String: UInt16] = [:]

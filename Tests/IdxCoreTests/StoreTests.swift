@@ -98,8 +98,8 @@ final class StoreTests: XCTestCase {
     }
 
     /// A film ingest merged from several genre files ("Animation, Adventure") is one map colour,
-    /// its first genre's: a legend of the lists themselves listed 171 combinations on
-    /// train.csv and covered the map. A genre that is never first still filters.
+    /// its first genre's: a legend of the lists themselves listed every combination and
+    /// covered the map. A genre that is never first still filters.
     func testMapColoursAFilmByItsFirstGenre() throws {
         let d = 8
         let genres = ["Animation, Adventure", "Sci-Fi", "Adventure, Sci-Fi", "Animation", "Animation, Sci-Fi, Family"]
