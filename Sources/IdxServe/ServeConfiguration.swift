@@ -44,6 +44,11 @@ public struct ServeConfiguration: Sendable {
     /// After SIGTERM/SIGINT, how long requests in flight may take to finish before the server
     /// closes what is left and exits.
     public var shutdownTimeout: Duration = .seconds(10)
+    /// Connections served at once; past it the server stops accepting until one closes (the
+    /// kernel queues the rest). Without a bound, a flood of connections ran the process out of
+    /// file descriptors, and then every accept failed at once and was retried at once: one core
+    /// spun at 100% until the connections went away.
+    public var maxConnections = ServeConfiguration.defaultMaxConnections(fileLimit: ServeConfiguration.openFileLimit())
     /// How often CURRENT (and the attached projection) is checked for a new generation.
     public var reloadInterval: Duration = .milliseconds(250)
     /// Threads scanning the index for one search.
@@ -61,6 +66,19 @@ public struct ServeConfiguration: Sendable {
     var batchWorkers: QueryBatcher.Workers { batchThreads == 0 ? .eventLoops : .threads(batchThreads) }
 
     public init(index: String) { self.index = index }
+
+    /// Leaves `reserve` descriptors of the process's limit for what is not a connection (the
+    /// index's files, the event loops, logs): at most 10,000 connections, at least 16.
+    public static func defaultMaxConnections(fileLimit: Int, reserve: Int = 128) -> Int {
+        max(16, min(10_000, fileLimit - reserve))
+    }
+
+    /// The soft limit on open files (RLIMIT_NOFILE); 1,024 when it cannot be read.
+    public static func openFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return Int(clamping: UInt64(limit.rlim_cur))  // RLIM_INFINITY is the largest value: no bound
+    }
 
     /// Reads a bearer token from a file (trailing whitespace dropped); refuses an empty one.
     public static func readToken(file path: String) throws -> String {

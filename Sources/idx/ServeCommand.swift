@@ -40,6 +40,8 @@ struct ServeCommand: AsyncParsableCommand {
     var idleSeconds: Double = 30
     @Option(help: "After SIGTERM or SIGINT, seconds requests in flight may take to finish before the server stops anyway.")
     var shutdownSeconds: Double = 10
+    @Option(help: "Connections served at once; more wait in the kernel's queue (default: the open-file limit less 128, at most 10,000).")
+    var maxConnections: Int?
 
     func run() async throws {
         try await reportingErrors(prefix: "idx serve: ") {
@@ -68,6 +70,10 @@ struct ServeCommand: AsyncParsableCommand {
             c.reloadInterval = .milliseconds(Int(reloadSeconds * 1000))
             c.idleTimeout = .milliseconds(Int(idleSeconds * 1000))
             c.shutdownTimeout = .milliseconds(Int(shutdownSeconds * 1000))
+            if let maxConnections {
+                guard maxConnections >= 1 else { throw IdxError("--max-connections \(maxConnections): give a positive number.") }
+                c.maxConnections = maxConnections
+            }
             // A query is a few tokens; OpenBLAS's idle workers would spin on the cores requests need.
             BLASRuntime.useOneThread()
             IdxServer.runConcurrencyOnEventLoops(eventLoops)

@@ -146,10 +146,17 @@ final class ServeLifecycleTests: XCTestCase {
     }
 
     /// `idx serve` on the sample index as a process, once its start-up line names the port.
-    func startServe(_ extra: [String]) throws -> (process: Process, port: Int, out: Pipe, text: String) {
+    /// `fileLimit`: the open-file limit it runs under (`ulimit -n`).
+    func startServe(_ extra: [String], fileLimit: Int? = nil) throws -> (process: Process, port: Int, out: Pipe, text: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try IdxBinary.path)
-        p.arguments = ["serve", "--index", dir + "/index", "--port", "0"] + extra
+        let arguments = ["serve", "--index", dir + "/index", "--port", "0"] + extra
+        if let fileLimit {
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "ulimit -n \(fileLimit) && exec \"$0\" \"$@\"", try IdxBinary.path] + arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: try IdxBinary.path)
+            p.arguments = arguments
+        }
         let out = Pipe()
         p.standardOutput = out
         p.standardError = Pipe()
@@ -226,6 +233,39 @@ final class ServeLifecycleTests: XCTestCase {
         XCTAssertLessThan(seconds, 1.9, "stopped by --shutdown-seconds 1, before the idle timer (2 s) closed the connection")
         XCTAssertEqual(p.terminationStatus, 0)
         XCTAssertTrue(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("idx serve: stopped"))
+    }
+}
+
+extension ServeLifecycleTests {
+    /// More connections than the process has file descriptors for: without a bound on the
+    /// connections served, every accept then failed with EMFILE and was retried at once, and
+    /// one core spun at 100% for as long as the connections stayed open. With the bound (here
+    /// the default: the limit of 64 less 128, so 16), the server stops accepting, waits idle,
+    /// and answers again once they close.
+    func testAFloodOfConnectionsPastTheFileLimitNeitherSpinsNorStopsTheServer() throws {
+        let (p, port, _, _) = try startServe(["--idle-seconds", "60"], fileLimit: 64)
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        var flood: [RawConnection] = []
+        for _ in 0 ..< 80 { flood.append(try RawConnection(port: port)) }
+        usleep(500_000)
+        func cpuTicks() throws -> Int {
+            let fields = try String(contentsOfFile: "/proc/\(p.processIdentifier)/stat", encoding: .utf8).split(separator: " ")
+            return Int(fields[13])! + Int(fields[14])!
+        }
+        let before = try cpuTicks()
+        sleep(2)
+        let ticks = try cpuTicks() - before
+        XCTAssertLessThan(ticks, 60, "the server used \(ticks) of 200 ticks of CPU in 2 s while it waited")
+        flood.removeAll()
+        let answered = expectation(description: "healthz after the flood")
+        Task {
+            let (status, _) = try await HTTP.request("http://127.0.0.1:\(port)/healthz")
+            XCTAssertEqual(status, 200)
+            answered.fulfill()
+        }
+        wait(for: [answered], timeout: 20)
+        kill(p.processIdentifier, SIGTERM)
+        XCTAssertNotNil(secondsToExit(p, limit: 30))
     }
 }
 
