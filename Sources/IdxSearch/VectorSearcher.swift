@@ -270,8 +270,7 @@ public struct VectorSearcher {
                 allowedBySegment[k] = allowed
             }
             if !any {
-                let all = Set(reader.segments.flatMap(\.genreNames).flatMap(Genres.names)).sorted()
-                throw IdxError("--genre \(genre): no document in \(reader.directory) has that genre; genres: \(all.joined(separator: ", ")).")
+                throw IdxError("--genre \(genre): no document in \(reader.directory) has that genre; genres: \(reader.genreNames().joined(separator: ", ")).")
             }
         }
 
